@@ -1,0 +1,2 @@
+"""Shared block-level machinery: input capture, the block-by-block loop, statistics collectors,
+mask helpers, sparsity allocators and sparsity measurement."""

@@ -1,0 +1,62 @@
+"""Statistics of linear-layer inputs, accumulated by forward hooks during calibration.
+
+One collector per *input group* (q/k/v share their input, gate/up share theirs), so a Hessian or
+norm is computed once per distinct input and shared by the group's members.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+class InputNorm:
+    """Wanda's per-input-channel scale: ||X_j||_2^2 / n_samples, accumulated over all tokens.
+    `input_norm` = sqrt of it (the reference's `sqrt(scaler_row)`)."""
+
+    name = "input_norm"
+
+    def __init__(self, in_features: int, device):
+        self.sum_sq = torch.zeros(in_features, dtype=torch.float32, device=device)  # [in]
+        self.n_samples = 0
+
+    def update(self, x: torch.Tensor) -> None:  # x: [batch, seq, in]
+        self.n_samples += x.shape[0]
+        self.sum_sq += x.float().pow(2).sum(dim=(0, 1))
+
+    def result(self) -> dict[str, torch.Tensor]:
+        return {"input_norm": (self.sum_sq / max(self.n_samples, 1)).sqrt(),
+                "input_sq_mean": self.sum_sq / max(self.n_samples, 1)}
+
+
+class Hessian:
+    """SparseGPT's layer Hessian H = 2/n * sum_samples X^T X  ([in, in], float32)."""
+
+    name = "hessian"
+
+    def __init__(self, in_features: int, device):
+        self.xtx = torch.zeros(in_features, in_features, dtype=torch.float32, device=device)
+        self.n_samples = 0
+
+    def update(self, x: torch.Tensor) -> None:  # x: [batch, seq, in]
+        self.n_samples += x.shape[0]
+        flat = x.reshape(-1, x.shape[-1]).float()  # [tokens, in]
+        self.xtx.addmm_(flat.t(), flat)
+
+    def result(self) -> dict[str, torch.Tensor]:
+        return {"hessian": self.xtx * (2.0 / max(self.n_samples, 1))}
+
+
+COLLECTORS: dict[str, Callable[[int, object], object]] = {"input_norm": InputNorm, "hessian": Hessian}
+
+
+def make_collector(name: str, in_features: int, device):
+    if name not in COLLECTORS:
+        raise KeyError(f"unknown statistic {name!r}; known: {', '.join(COLLECTORS)}")
+    return COLLECTORS[name](in_features, device)
+
+
+def register_collector(name: str, factory: Callable[[int, object], object]) -> None:
+    """Methods needing another statistic register its collector here (one place, reused)."""
+    COLLECTORS[name] = factory

@@ -1,0 +1,26 @@
+"""What a pruning method receives: typed, explicit, no `args` object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.adapters import FamilyAdapter
+from harness.calibration import CalibrationSet
+from harness.targets import Target
+
+
+@dataclass
+class PruneContext:
+    adapter: FamilyAdapter
+    target: Target
+    calibration: CalibrationSet | None
+    allocator: Any                      # harness.blocks.allocators.Allocator
+    device: str
+    batch_size: int = 1                 # calibration micro-batch
+    propagation: str = "pruned"         # "pruned": block i+1 sees pruned block i; "dense": ablation
+    seed: int = 0
+    tokenizer: Any = None
+    cache_dir: Path | None = None
+    report: dict = field(default_factory=dict)   # methods add what the record should show

@@ -1,0 +1,121 @@
+"""The shared block-by-block calibration loop (SparseGPT/Wanda "sequential" pipeline).
+
+For each decoder block i:
+  1. forward the calibration hidden states through block i with hooks collecting the statistics
+     the method asks for (one collector per input group); this forward also yields the block's
+     dense outputs;
+  2. hand a BlockContext to the method, which prunes block i in place;
+  3. propagate: block i+1 receives the *pruned* block's outputs (a second forward, as in the
+     reference code) or, with propagation="dense", the dense outputs (ablation, no second forward).
+
+Peak memory beyond the model: one block on the device plus the calibration activations.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from harness.adapters import FamilyAdapter
+from harness.blocks.capture import BlockInputs, capture_block_inputs, run_block
+from harness.blocks.collectors import make_collector
+
+PROPAGATIONS = ("pruned", "dense")
+
+
+@dataclass
+class BlockContext:
+    index: int
+    n_blocks: int
+    block: nn.Module
+    adapter: FamilyAdapter
+    linears: dict[str, nn.Linear]             # block-relative name -> linear
+    stats: dict[str, dict[str, torch.Tensor]]  # linear name -> statistic name -> tensor
+    inputs: BlockInputs                       # what this block receives
+    dense_outputs: list[torch.Tensor]         # block outputs before pruning, per micro-batch
+    sparsity: float                           # this block's allocated ratio
+
+    def run(self) -> list[torch.Tensor]:
+        """Outputs of the block in its current (possibly pruned) state."""
+        return run_block(self.block, self.adapter, self.inputs)
+
+
+@dataclass
+class LoopTiming:
+    capture_s: float = 0.0
+    forward_s: float = 0.0        # calibration forwards (collection + propagation)
+    method_s: float = 0.0         # the method's own work
+    n_forwards: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+@torch.no_grad()
+def _collect(block: nn.Module, adapter: FamilyAdapter, inputs: BlockInputs, statistics: tuple[str, ...],
+             device) -> tuple[dict[str, dict[str, torch.Tensor]], list[torch.Tensor]]:
+    linears = adapter.linears(block)
+    collectors: dict[tuple[str, ...], list] = {}
+    handles = []
+    if statistics:
+        for group in adapter.input_groups():
+            first = linears[group[0]]
+            cols = [make_collector(s, first.in_features, device) for s in statistics]
+            collectors[group] = cols
+
+            def hook(_mod, args, _out, cols=cols):
+                for c in cols:
+                    c.update(args[0])
+
+            handles.append(first.register_forward_hook(hook))
+    try:
+        outputs = run_block(block, adapter, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    stats: dict[str, dict[str, torch.Tensor]] = {}
+    for group, cols in collectors.items():
+        merged: dict[str, torch.Tensor] = {}
+        for c in cols:
+            merged.update(c.result())
+        for name in group:  # shared, not copied: one statistic per distinct input
+            stats[name] = merged
+    return stats, outputs
+
+
+def block_loop(model: nn.Module, adapter: FamilyAdapter, input_ids: torch.Tensor,
+               visit: Callable[[BlockContext], None], block_ratios: list[float], *,
+               statistics: tuple[str, ...] = (), device: str = "cpu", batch_size: int = 1,
+               propagation: str = "pruned", inputs: BlockInputs | None = None) -> LoopTiming:
+    if propagation not in PROPAGATIONS:
+        raise ValueError(f"unknown propagation {propagation!r}; one of {', '.join(PROPAGATIONS)}")
+    timing = LoopTiming()
+    t = time.perf_counter()
+    if inputs is None:
+        inputs = capture_block_inputs(model, adapter, input_ids, batch_size, device)
+    timing.capture_s = time.perf_counter() - t
+    blocks = adapter.blocks(model)
+    for i, block in enumerate(blocks):
+        home = next(block.parameters()).device
+        block.to(device)
+        t = time.perf_counter()
+        stats, dense_out = _collect(block, adapter, inputs, statistics, device)
+        timing.forward_s += time.perf_counter() - t
+        timing.n_forwards += 1
+        ctx = BlockContext(i, len(blocks), block, adapter, adapter.linears(block), stats, inputs,
+                           dense_out, block_ratios[i])
+        t = time.perf_counter()
+        visit(ctx)
+        timing.method_s += time.perf_counter() - t
+        if propagation == "pruned":
+            t = time.perf_counter()
+            outputs = run_block(block, adapter, inputs)
+            timing.forward_s += time.perf_counter() - t
+            timing.n_forwards += 1
+        else:
+            outputs = dense_out
+        inputs = inputs.replace(outputs)
+        block.to(home)
+    return timing

@@ -1,0 +1,77 @@
+"""Perplexity in the SparseGPT/Wanda protocol.
+
+The evaluation text (rows joined with the corpus' joiner) is tokenized once and cut into
+non-overlapping windows of a pinned `seq_len`; the ragged tail is dropped; ppl = exp(mean token
+NLL over all windows). Each window predicts seq_len-1 tokens, so this equals the reference's
+exp(sum(loss*seq_len)/(n*seq_len)).  `max_windows` caps the windows for quick presets (recorded).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from harness.data import eval_text
+from harness.hashing import sha256_text, sha256_tokens
+
+PROTOCOL = "sparsegpt-wanda-ppl"
+PROTOCOL_VERSION = "1"
+
+
+def tokenize_windows(tokenizer, text: str, seq_len: int, max_windows: int | None) -> torch.Tensor:
+    ids = tokenizer(text, return_tensors="pt")["input_ids"][0]          # [n_tokens]
+    n = ids.numel() // seq_len
+    if max_windows:
+        n = min(n, int(max_windows))
+    if n == 0:
+        raise ValueError(f"text has {ids.numel()} tokens, fewer than one window of {seq_len}")
+    return ids[: n * seq_len].reshape(n, seq_len)                        # [n_windows, seq_len]
+
+
+@torch.no_grad()
+def window_nll(model, windows: torch.Tensor, batch_size: int, device: str, progress: bool = True,
+               desc: str = "ppl") -> tuple[float, int]:
+    """Sum of token NLL (float64) and number of predicted tokens over `windows` [n, seq]."""
+    total, count = 0.0, 0
+    for start in tqdm(range(0, windows.shape[0], batch_size), desc=desc, disable=not progress,
+                      leave=False):
+        batch = windows[start:start + batch_size].to(device)             # [b, seq]
+        logits = model(batch, use_cache=False).logits                    # [b, seq, vocab]
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                               batch[:, 1:].reshape(-1), reduction="sum")
+        total += float(loss.double())
+        count += batch[:, 1:].numel()
+    return total, count
+
+
+def perplexity(model, tokenizer, text: str, seq_len: int, batch_size: int = 1, max_windows: int | None = None,
+               device: str = "cpu", progress: bool = True, desc: str = "ppl") -> dict:
+    t0 = time.perf_counter()
+    windows = tokenize_windows(tokenizer, text, seq_len, max_windows)
+    nll, count = window_nll(model, windows, batch_size, device, progress, desc)
+    elapsed = time.perf_counter() - t0
+    value = math.exp(nll / count)
+    return {"value": value, "protocol": PROTOCOL, "protocol_version": PROTOCOL_VERSION,
+            "seq_len": seq_len, "n_windows": int(windows.shape[0]), "max_windows": max_windows,
+            "n_tokens": count, "nll_sum": nll, "batch_size": batch_size,
+            "text_sha256": sha256_text(text), "tokens_sha256": sha256_tokens(windows),
+            "eval_s": elapsed, "tokens_per_s": windows.numel() / elapsed}
+
+
+def evaluate(model, tokenizer, section: dict, ctx) -> dict:
+    """section: {datasets: [wikitext2, ...], split: null (corpus default), seq_len, max_windows, batch_size}"""
+    results = {}
+    for name in section["datasets"]:
+        text, rows = eval_text(name, section.get("split"), ctx.data_dir)
+        r = perplexity(model, tokenizer, text, int(section["seq_len"]), int(section.get("batch_size", 1)),
+                       section.get("max_windows"), ctx.device, desc=f"ppl/{name}")
+        r.update({"dataset": name, "split": rows.split, "data_source": rows.source,
+                  "data_sha256": rows.sha256, "data_variant": rows.variant})
+        if not math.isfinite(r["value"]):
+            raise FloatingPointError(f"perplexity on {name} is not finite ({r['value']})")
+        results[name] = r
+    return {"ppl": results}

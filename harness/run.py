@@ -1,0 +1,225 @@
+"""The Hydra app: `python -m harness.run model=... method=... target=... eval=...`.
+
+Straight-line stages: validate -> load -> calibrate -> prune -> recover -> measure -> evaluate ->
+record. `main` only calls `run_experiment(cfg)`, which tests call directly. A failure at any stage
+leaves a `failed` record naming the stage; an identical config with an `ok` record is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from harness.env import configure_offline
+
+log = logging.getLogger("prunebench")
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def launcher_ids() -> dict:
+    """Slurm job / array ids when running under Slurm (submitit sets these)."""
+    keys = {"slurm_job_id": "SLURM_JOB_ID", "slurm_array_job_id": "SLURM_ARRAY_JOB_ID",
+            "slurm_array_task_id": "SLURM_ARRAY_TASK_ID", "slurm_node": "SLURMD_NODENAME"}
+    return {k: os.environ[v] for k, v in keys.items() if v in os.environ}
+
+
+def tokenizer_sha256(tokenizer) -> str | None:
+    from harness.hashing import sha256_text
+
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    return sha256_text(backend.to_str()) if backend is not None else None
+
+
+def _env_block(device: str) -> dict:
+    from harness.env import device_description, git_state, library_versions
+
+    return {**device_description(device), "libraries": library_versions(), "git": git_state(),
+            "launcher": launcher_ids(), "hostname": os.uname().nodename}
+
+
+def run_experiment(cfg) -> dict:
+    """Run one grid cell from a composed config; returns the record (also written to disk)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    config = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    runtime = config.get("runtime", {})
+    configure_offline(runtime.get("offline", True))
+    from harness.env import configure_runtime
+
+    threads = configure_runtime(runtime.get("threads"), runtime.get("offline", True))
+
+    from harness.records import existing_status, read_record, record_path, run_id_for, write_record
+    from harness.validate import validate
+
+    plan = validate(config)  # ConfigError before anything expensive
+    run_id = run_id_for(config)
+    status = existing_status(plan.results_dir, run_id)
+    retry_failed = bool(config.get("retry_failed", True))
+    if not config.get("force") and (status == "ok" or (status == "failed" and not retry_failed)):
+        log.info("skip %s: record exists with status %s", run_id, status)
+        return read_record(record_path(plan.results_dir, run_id))
+
+    t_start = time.perf_counter()
+    record: dict = {
+        "run_id": run_id, "status": "failed", "error": None,
+        "method": plan.method.describe(),
+        "model": {"name": config["model"]["name"], "source": config["model"]["source"]},
+        "target": plan.target.describe(),
+        "allocator": config.get("allocator"),
+        "calibration": None, "recovery": {"name": (config.get("recovery") or {}).get("name", "none")},
+        "measured": {}, "metrics": {}, "timing": {}, "memory": {}, "prune_report": {},
+        "env": _env_block(plan.device) | {"threads": threads, "dtype": str(plan.dtype)},
+        "provenance": {}, "config": config,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    stage = "load"
+    try:
+        record = _run_stages(config, plan, record, lambda s: None)
+    except BaseException as exc:  # noqa: BLE001 - a failed cell must always leave a record
+        stage = record.get("_stage", stage)
+        record["status"] = "failed"
+        record["error"] = {"stage": stage, "type": type(exc).__name__, "message": str(exc)[:2000],
+                           "traceback": traceback.format_exc()[-8000:]}
+        log.error("run %s failed at stage %s: %s: %s", run_id, stage, type(exc).__name__, exc)
+        if isinstance(exc, KeyboardInterrupt):
+            _finish(record, plan, t_start)
+            raise
+    _finish(record, plan, t_start)
+    return record
+
+
+def _finish(record: dict, plan, t_start: float) -> None:
+    from harness.records import write_record
+
+    record.pop("_stage", None)
+    record["timing"]["total_s"] = time.perf_counter() - t_start
+    record["memory"]["peak_rss_bytes"] = _peak_rss_bytes()
+    record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    path = write_record(plan.results_dir, record)
+    log.info("record %s (%s) -> %s", record["run_id"], record["status"], path)
+
+
+def _run_stages(config: dict, plan, record: dict, _hook) -> dict:
+    import torch
+
+    from harness.blocks.context import PruneContext
+    from harness.blocks.measure import measure_sparsity
+    from harness.calibration import sample_calibration
+    from harness.evaluation import get_evaluator
+    from harness.evaluation.context import EvalContext
+    from harness.models import load_model
+    from harness.adapters import adapter_for
+
+    timing = record["timing"]
+    seed = int(config.get("seed", 0))
+    torch.manual_seed(seed)
+
+    record["_stage"] = "load"
+    model_cfg = config["model"]
+    loaded = load_model(model_cfg["name"], model_cfg["source"], plan.dtype, plan.device, plan.cache_dir,
+                        allow_pickle=bool(model_cfg.get("allow_pickle", False)), seed=seed)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    timing["load_s"] = loaded.load_s
+    record["provenance"].update({"model_sha256": loaded.sha256, "model_cache_hit": loaded.cache_hit,
+                                 "tokenizer_sha256": tokenizer_sha256(tokenizer), "data_sha256": {}})
+    adapter = adapter_for(model)
+    record["model"]["family"] = adapter.family
+    record["model"]["model_type"] = model.config.model_type
+
+    prune_cfg = config.get("prune", {})
+    ctx = PruneContext(adapter=adapter, target=plan.target, calibration=None, allocator=plan.allocator,
+                       device=plan.device, batch_size=int(prune_cfg.get("batch_size", 1)),
+                       propagation=prune_cfg.get("propagation", "pruned"), seed=seed,
+                       tokenizer=tokenizer, cache_dir=plan.cache_dir)
+    record["_stage"] = "check"
+    plan.method.check(model, ctx)
+
+    record["_stage"] = "calibrate"
+    t = time.perf_counter()
+    if plan.method.needs_calibration or getattr(plan.allocator, "needs_calibration", False):
+        c = config["calib"]
+        calib = sample_calibration(tokenizer, c["corpus"], c.get("split", "train"), int(c["n_samples"]),
+                                   int(c["seq_len"]), int(c.get("seed", seed)), plan.data_dir,
+                                   c.get("mode", "reference"))
+        ctx.calibration = calib
+        record["calibration"] = calib.describe()
+        record["provenance"]["calibration_tokens_sha256"] = calib.tokens_sha256
+        record["provenance"]["data_sha256"][f"calib:{calib.corpus}/{calib.split}"] = calib.data_sha256
+    timing["calibrate_s"] = time.perf_counter() - t
+
+    record["_stage"] = "prune"
+    t = time.perf_counter()
+    params_before = sum(p.numel() for p in model.parameters())
+    record["prune_report"] = plan.method.prune(model, ctx) or {}
+    timing["prune_s"] = time.perf_counter() - t
+
+    record["_stage"] = "recover"
+    t = time.perf_counter()
+    if plan.recovery is not None:
+        record["recovery"].update(plan.recovery(model, tokenizer, config["recovery"], ctx) or {})
+    timing["recover_s"] = time.perf_counter() - t
+
+    record["_stage"] = "measure"
+    target = plan.target
+    record["measured"] = measure_sparsity(model, adapter, target.n, target.m)
+    record["measured"]["params_before"] = params_before
+    record["measured"]["params_after"] = sum(p.numel() for p in model.parameters())
+
+    record["_stage"] = "evaluate"
+    t = time.perf_counter()
+    ectx = EvalContext(device=plan.device, data_dir=plan.data_dir,
+                       run_dir=plan.results_dir / "records", run_id=record["run_id"], seed=seed,
+                       threads=record["env"]["threads"])
+    for name, section in (config.get("eval") or {}).items():
+        if section is None:
+            continue
+        result = get_evaluator(name)(model, tokenizer, section, ectx)
+        record["metrics"].update(result)
+    for name, r in record["metrics"].get("ppl", {}).items():
+        record["provenance"]["data_sha256"][f"eval:{name}/{r['split']}"] = r["data_sha256"]
+    timing["eval_s"] = time.perf_counter() - t
+    if plan.device.startswith("cuda"):
+        record["memory"]["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
+    record["status"] = "ok"
+    return record
+
+
+def main() -> None:
+    import hydra
+
+    configure_offline(os.environ.get("PRUNEBENCH_ONLINE") != "1")
+
+    @hydra.main(config_path=str(Path(__file__).resolve().parent.parent / "conf"), config_name="config",
+                version_base="1.3")
+    def _app(cfg) -> None:
+        from harness.validate import ConfigError
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        try:
+            record = run_experiment(cfg)
+        except ConfigError as exc:
+            print(f"prunebench: config error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        summary = {k: round(v["value"], 4) for k, v in record["metrics"].get("ppl", {}).items()}
+        print(f"prunebench: {record['run_id']} {record['status']} ppl={summary} "
+              f"sparsity_blocks={record['measured'].get('sparsity_blocks')}")
+        if record["status"] == "failed":
+            from hydra.core.hydra_config import HydraConfig
+            from hydra.types import RunMode
+
+            if HydraConfig.get().mode != RunMode.MULTIRUN:  # a sweep goes on; it reports at the end
+                sys.exit(1)
+
+    _app()
+
+
+if __name__ == "__main__":
+    main()

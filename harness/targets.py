@@ -1,0 +1,66 @@
+"""Pruning targets, shared by all methods (conf/target/*.yaml).
+
+pattern      meaning of the numbers
+unstructured ratio of block-linear weights set to zero
+nm           at most n non-zeros in every m consecutive inputs (ratio = 1 - n/m)
+blocks       ratio of decoder blocks removed (or `count` blocks)
+sublayers    `count` attention or MLP sublayers removed (`sublayer: attn|mlp`)
+width        ratio of parameters removed by shrinking heads / channels
+none         nothing pruned (the dense baseline)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PATTERNS = ("none", "unstructured", "nm", "blocks", "sublayers", "width")
+SCOPES = ("block_linears",)
+
+
+class TargetError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    pattern: str
+    ratio: float = 0.0
+    n: int | None = None
+    m: int | None = None
+    count: int | None = None
+    sublayer: str | None = None
+    scope: str = "block_linears"
+
+    def __post_init__(self):
+        if self.pattern not in PATTERNS:
+            raise TargetError(f"unknown pattern {self.pattern!r}; one of {', '.join(PATTERNS)}")
+        if not 0.0 <= float(self.ratio) < 1.0:
+            raise TargetError(f"target ratio must be in [0, 1), got {self.ratio}")
+        if self.scope not in SCOPES:
+            raise TargetError(f"unknown scope {self.scope!r}; one of {', '.join(SCOPES)}")
+        if self.pattern == "nm":
+            if not (isinstance(self.n, int) and isinstance(self.m, int) and 0 < self.m):
+                raise TargetError("pattern nm needs integer n and m")
+            if self.n > self.m:
+                raise TargetError(f"N:M target needs N <= M, got {self.n}:{self.m}")
+            if abs(self.ratio - (1 - self.n / self.m)) > 1e-9:
+                raise TargetError(f"nm target ratio {self.ratio} != 1 - {self.n}/{self.m}")
+        if self.pattern == "sublayers" and self.sublayer not in ("attn", "mlp"):
+            raise TargetError("pattern sublayers needs sublayer: attn or mlp")
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Target":
+        known = {f for f in cls.__dataclass_fields__}
+        extra = set(cfg) - known
+        if extra:
+            raise TargetError(f"unknown target keys {sorted(extra)}; known: {sorted(known)}")
+        return cls(**cfg)
+
+    @property
+    def is_nm(self) -> bool:
+        return self.pattern == "nm"
+
+    def describe(self) -> dict:
+        return {"name": self.name, "pattern": self.pattern, "ratio": self.ratio, "n": self.n, "m": self.m,
+                "count": self.count, "sublayer": self.sublayer, "scope": self.scope}

@@ -1,0 +1,89 @@
+"""Config validation before anything expensive: every error is one line, raised as ConfigError."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.blocks.loop import PROPAGATIONS
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message is one line."""
+
+
+@dataclass
+class Plan:
+    method: Any
+    target: Any
+    allocator: Any
+    device: str
+    dtype: Any
+    data_dir: Path | None
+    cache_dir: Path
+    results_dir: Path
+    recovery: Any
+
+
+def _expand(path: str | None) -> Path | None:
+    return Path(path).expanduser().resolve() if path else None
+
+
+def validate(config: dict) -> Plan:
+    """Check the resolved config; returns the objects the run needs. No model is loaded."""
+    from harness.blocks.allocators import build_allocator
+    from harness.calibration import MODES
+    from harness.data import DataError, check_available, corpus, resolve_data_dir
+    from harness.env import resolve_device, resolve_dtype
+    from harness.evaluation import EVALUATORS
+    from harness.models import ModelSourceError, check_source
+    from harness.recovery import get_recovery
+    from harness.targets import Target, TargetError
+    from methods.registry import UnknownMethodError, build_method
+
+    try:
+        method_cfg = config["method"]
+        method = build_method(method_cfg["name"], method_cfg.get("params") or {})
+        target = Target.from_config(config["target"])
+        if target.pattern not in method.patterns:
+            raise ConfigError(f"method {method.name} cannot produce pattern {target.pattern!r} "
+                              f"(supports: {', '.join(sorted(method.patterns))})")
+        alloc_cfg = config.get("allocator") or {"name": "uniform"}
+        allocator = build_allocator(alloc_cfg["name"], alloc_cfg.get("params") or {})
+        if alloc_cfg["name"] != "uniform" and target.pattern != "unstructured":
+            raise ConfigError(f"allocator {alloc_cfg['name']} applies to unstructured targets only")
+        model_cfg = config["model"]
+        check_source(model_cfg["source"], bool(model_cfg.get("allow_pickle", False)))
+        runtime = config.get("runtime", {})
+        device = resolve_device(runtime.get("device", "auto"))
+        dtype = resolve_dtype(runtime.get("dtype", "auto"), device)
+        prune_cfg = config.get("prune", {})
+        if prune_cfg.get("propagation", "pruned") not in PROPAGATIONS:
+            raise ConfigError(f"prune.propagation must be one of {PROPAGATIONS}")
+        paths = config.get("paths", {})
+        data_dir = resolve_data_dir(paths.get("data_dir"))
+        calib = config.get("calib") or {}
+        if method.needs_calibration or getattr(allocator, "needs_calibration", False):
+            if calib.get("mode", "reference") not in MODES:
+                raise ConfigError(f"calib.mode must be one of {MODES}")
+            if int(calib.get("n_samples", 0)) < 1 or int(calib.get("seq_len", 0)) < 2:
+                raise ConfigError("calib.n_samples must be >= 1 and calib.seq_len >= 2")
+            check_available(calib["corpus"], calib.get("split", "train"), data_dir)
+        for name, section in (config.get("eval") or {}).items():
+            if section is None:
+                continue
+            if name not in EVALUATORS:
+                raise ConfigError(f"unknown eval section {name!r}; known: {', '.join(sorted(EVALUATORS))}")
+            for ds in section.get("datasets", []) if name == "ppl" else []:
+                check_available(ds, section.get("split") or corpus(ds).eval_split, data_dir)
+        recovery_cfg = config.get("recovery") or {"name": "none"}
+        recovery = get_recovery(recovery_cfg["name"])
+    except ConfigError:
+        raise
+    except (UnknownMethodError, TargetError, ModelSourceError, DataError, KeyError, ValueError) as exc:
+        msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise ConfigError(" ".join(msg.split())) from None
+    return Plan(method, target, allocator, device, dtype, data_dir,
+                _expand(paths.get("cache_dir")) or Path.home() / ".cache" / "prunebench",
+                _expand(paths.get("results_dir")) or Path("results").resolve(), recovery)

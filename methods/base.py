@@ -1,0 +1,114 @@
+"""Method contracts.
+
+Method              everything a registered method carries: name (== conf/method/<name>.yaml),
+                    version, paper, reference implementation, differences from it, tags, the
+                    target patterns it can produce, and `prune(model, ctx)`.
+WeightPruner        score-and-mask methods on the shared block loop: declare the statistics
+                    needed, implement `score` (or override `prune_linear` / `prune_block`).
+
+Methods are dataclasses whose fields are their hyper-parameters; they read no Hydra config and
+no environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from harness.blocks.context import PruneContext
+from harness.blocks.loop import BlockContext, block_loop
+from harness.blocks.masks import apply_keep_mask, keep_for_target
+from harness.targets import Target, TargetError
+from methods.tags import Tags
+
+
+class Method:
+    name: ClassVar[str]
+    version: ClassVar[str]
+    paper: ClassVar[str]
+    reference: ClassVar[str] = ""        # URL of the reference implementation
+    differences: ClassVar[str] = ""      # how this implementation departs from the reference
+    tags: ClassVar[Tags]
+    patterns: ClassVar[frozenset[str]]
+    needs_calibration: ClassVar[bool] = True
+
+    def check(self, model: nn.Module, ctx: PruneContext) -> None:
+        """Cheap checks against the loaded model, before calibration (raise TargetError)."""
+        if ctx.target.pattern not in self.patterns:
+            raise TargetError(f"method {self.name} cannot produce pattern {ctx.target.pattern!r} "
+                              f"(supports: {', '.join(sorted(self.patterns))})")
+
+    def prune(self, model: nn.Module, ctx: PruneContext) -> dict:
+        raise NotImplementedError
+
+    def params(self) -> dict:
+        return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
+
+    def describe(self) -> dict:
+        return {"name": self.name, "version": self.version, "params": self.params(),
+                "tags": self.tags.as_dict(), "paper": self.paper, "reference": self.reference,
+                "differences": self.differences}
+
+
+class WeightPruner(Method):
+    """Masks block linears from a per-weight score, block by block on the shared loop."""
+
+    patterns: ClassVar[frozenset[str]] = frozenset({"unstructured", "nm"})
+    statistics: ClassVar[tuple[str, ...]] = ()   # names in harness.blocks.collectors.COLLECTORS
+    comparison_group: ClassVar[str] = "row"      # "row" (per output) or "layer"
+
+    def check(self, model: nn.Module, ctx: PruneContext) -> None:
+        super().check(model, ctx)
+        if ctx.target.is_nm:
+            for block in ctx.adapter.blocks(model)[:1]:
+                for name, lin in ctx.adapter.linears(block).items():
+                    if lin.in_features % ctx.target.m:
+                        raise TargetError(f"{name}: in_features={lin.in_features} is not a multiple "
+                                          f"of M={ctx.target.m}")
+
+    # -- the per-layer math ------------------------------------------------------------------------
+    def score(self, weight: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Importance [out, in]; higher = keep."""
+        raise NotImplementedError
+
+    def prune_linear(self, name: str, linear: nn.Linear, stats: dict[str, torch.Tensor],
+                     sparsity: float, target: Target) -> None:
+        score = self.score(linear.weight.data.float(), stats)
+        keep = keep_for_target(score, sparsity, target.n, target.m, self.comparison_group)
+        apply_keep_mask(linear, keep)
+
+    def prune_block(self, blk: BlockContext, target: Target) -> None:
+        for name, linear in blk.linears.items():
+            self.prune_linear(name, linear, blk.stats.get(name, {}), blk.sparsity, target)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def block_ratios(self, model: nn.Module, ctx: PruneContext) -> list[float]:
+        if ctx.target.is_nm:  # N:M fixes every layer's ratio; allocation does not apply
+            return [ctx.target.ratio] * len(ctx.adapter.blocks(model))
+        ratios = ctx.allocator.allocate(model, ctx)
+        ctx.report["allocation"] = {"allocator": ctx.allocator.name, "block_ratios": ratios}
+        return ratios
+
+    def prune(self, model: nn.Module, ctx: PruneContext) -> dict:
+        ratios = self.block_ratios(model, ctx)
+        target = ctx.target
+        if not self.needs_calibration:
+            t = time.perf_counter()
+            for i, block in enumerate(ctx.adapter.blocks(model)):
+                for name, lin in ctx.adapter.linears(block).items():
+                    self.prune_linear(name, lin, {}, ratios[i], target)
+            ctx.report["timing"] = {"method_s": time.perf_counter() - t, "forward_s": 0.0}
+            return ctx.report
+        if ctx.calibration is None:
+            raise ValueError(f"method {self.name} needs calibration data")
+        timing = block_loop(model, ctx.adapter, ctx.calibration.input_ids,
+                            lambda blk: self.prune_block(blk, target), ratios,
+                            statistics=self.statistics, device=ctx.device, batch_size=ctx.batch_size,
+                            propagation=ctx.propagation)
+        ctx.report["timing"] = {"capture_s": timing.capture_s, "forward_s": timing.forward_s,
+                                "method_s": timing.method_s, "n_block_forwards": timing.n_forwards}
+        return ctx.report

