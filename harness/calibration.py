@@ -14,6 +14,8 @@ The record holds the sha256 of the actual token ids.
 
 from __future__ import annotations
 
+import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from pathlib import Path
 import torch
 
 from harness.data import CORPORA, DataError, load_rows
-from harness.hashing import sha256_tokens
+from harness.hashing import sha256_text, sha256_tokens
 
 MODES = ("reference", "stream")
 
@@ -39,12 +41,13 @@ class CalibrationSet:
     data_sha256: str | None
     source: str
     variant: str | None
+    reused: bool = False              # token ids read from the cache instead of re-tokenized
 
     def describe(self) -> dict:
         return {"corpus": self.corpus, "split": self.split, "n_samples": self.n_samples,
                 "seq_len": self.seq_len, "seed": self.seed, "mode": self.mode,
                 "tokens_sha256": self.tokens_sha256, "data_sha256": self.data_sha256,
-                "source": self.source, "variant": self.variant}
+                "source": self.source, "variant": self.variant, "reused": self.reused}
 
 
 def _reference_draw(rows: list[str], tokenizer, n_samples: int, seq_len: int, seed: int) -> torch.Tensor:
@@ -80,14 +83,44 @@ def _stream_draw(text: str, tokenizer, n_samples: int, seq_len: int, seed: int) 
     return torch.tensor(windows, dtype=torch.int64)
 
 
+def _tokens_cache_path(cache_dir: Path, tokenizer, rows_sha256: str | None, corpus: str, split: str,
+                       n_samples: int, seq_len: int, seed: int, mode: str) -> Path | None:
+    """Where the token ids of this draw live: keyed by tokenizer identity, data file and draw."""
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    if backend is None or rows_sha256 is None:
+        return None
+    key = json.dumps({"tokenizer": sha256_text(backend.to_str()), "data": rows_sha256, "corpus": corpus,
+                      "split": split, "n": n_samples, "seq_len": seq_len, "seed": seed, "mode": mode},
+                     sort_keys=True)
+    return Path(cache_dir) / "calibration" / f"{sha256_text(key)[:24]}.pt"
+
+
 def sample_calibration(tokenizer, corpus: str, split: str, n_samples: int, seq_len: int, seed: int,
-                       data_dir: Path | None, mode: str = "reference") -> CalibrationSet:
+                       data_dir: Path | None, mode: str = "reference",
+                       cache_dir: Path | None = None) -> CalibrationSet:
+    """Draw the calibration windows; with `cache_dir`, token ids of an identical earlier draw
+    (same tokenizer, data file and draw parameters) are reused instead of re-tokenizing."""
     if mode not in MODES:
         raise DataError(f"unknown calibration mode {mode!r}; one of {', '.join(MODES)}")
     rows = load_rows(corpus, split, data_dir)
-    if mode == "reference":
-        ids = _reference_draw(rows.rows, tokenizer, n_samples, seq_len, seed)
-    else:
-        ids = _stream_draw(CORPORA[corpus].joiner.join(rows.rows), tokenizer, n_samples, seq_len, seed)
+    path = (_tokens_cache_path(cache_dir, tokenizer, rows.sha256, corpus, split, n_samples, seq_len,
+                               seed, mode) if cache_dir is not None else None)
+    ids = None
+    if path is not None and path.is_file():
+        try:
+            ids = torch.load(path, weights_only=True)
+        except Exception:  # noqa: BLE001 - unreadable cache entry: draw again
+            ids = None
+    reused = ids is not None
+    if ids is None:
+        if mode == "reference":
+            ids = _reference_draw(rows.rows, tokenizer, n_samples, seq_len, seed)
+        else:
+            ids = _stream_draw(CORPORA[corpus].joiner.join(rows.rows), tokenizer, n_samples, seq_len, seed)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            torch.save(ids, tmp)
+            os.replace(tmp, path)
     return CalibrationSet(ids, corpus, split, n_samples, seq_len, seed, mode, sha256_tokens(ids),
-                          rows.sha256, rows.source, rows.variant)
+                          rows.sha256, rows.source, rows.variant, reused)

@@ -138,7 +138,8 @@ def _run_stages(config: dict, plan, record: dict, _hook) -> dict:
     ctx = PruneContext(adapter=adapter, target=plan.target, calibration=None, allocator=plan.allocator,
                        device=plan.device, batch_size=int(prune_cfg.get("batch_size", 1)),
                        propagation=prune_cfg.get("propagation", "pruned"), seed=seed,
-                       tokenizer=tokenizer, cache_dir=plan.cache_dir)
+                       tokenizer=tokenizer, cache_dir=plan.cache_dir, model_sha256=loaded.sha256,
+                       reuse=bool(prune_cfg.get("reuse", True)))
     record["_stage"] = "check"
     plan.method.check(model, ctx)
 
@@ -148,7 +149,8 @@ def _run_stages(config: dict, plan, record: dict, _hook) -> dict:
         c = config["calib"]
         calib = sample_calibration(tokenizer, c["corpus"], c.get("split", "train"), int(c["n_samples"]),
                                    int(c["seq_len"]), int(c.get("seed", seed)), plan.data_dir,
-                                   c.get("mode", "reference"))
+                                   c.get("mode", "reference"),
+                                   cache_dir=plan.cache_dir if prune_cfg.get("reuse", True) else None)
         ctx.calibration = calib
         record["calibration"] = calib.describe()
         record["provenance"]["calibration_tokens_sha256"] = calib.tokens_sha256

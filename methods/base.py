@@ -60,6 +60,7 @@ class WeightPruner(Method):
     patterns: ClassVar[frozenset[str]] = frozenset({"unstructured", "nm"})
     statistics: ClassVar[tuple[str, ...]] = ()   # names in harness.blocks.collectors.COLLECTORS
     comparison_group: ClassVar[str] = "row"      # "row" (per output) or "layer"
+    share_statistics: ClassVar[bool] = True      # one statistic per input group (False: per linear)
 
     def check(self, model: nn.Module, ctx: PruneContext) -> None:
         super().check(model, ctx)
@@ -108,7 +109,11 @@ class WeightPruner(Method):
         timing = block_loop(model, ctx.adapter, ctx.calibration.input_ids,
                             lambda blk: self.prune_block(blk, target), ratios,
                             statistics=self.statistics, device=ctx.device, batch_size=ctx.batch_size,
-                            propagation=ctx.propagation)
+                            propagation=ctx.propagation, share_statistics=self.share_statistics,
+                            cache=ctx.block_cache(model))
         ctx.report["timing"] = {"capture_s": timing.capture_s, "forward_s": timing.forward_s,
-                                "method_s": timing.method_s, "n_block_forwards": timing.n_forwards}
+                                "collect_s": timing.collect_s, "method_s": timing.method_s,
+                                "n_block_forwards": timing.n_forwards}
+        ctx.report.setdefault("reused", {}).update(
+            {"calibration_tokens": bool(getattr(ctx.calibration, "reused", False)), **timing.reused})
         return ctx.report

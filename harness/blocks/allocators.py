@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 from harness.blocks.context import PruneContext
@@ -23,7 +24,66 @@ class Uniform:
         return [ctx.target.ratio] * len(ctx.adapter.blocks(model))
 
 
-ALLOCATORS: dict[str, type] = {"uniform": Uniform}
+@dataclass
+class OWL:
+    """Outlier Weighed Layerwise sparsity (Yin et al., ICML 2024, arXiv:2310.05175;
+    reference https://github.com/luuyin/OWL, `prune_wanda_outlier`).
+
+    Per block: D = share of Wanda scores |W_ij| * ||X_j|| (all linears of the block pooled) above
+    `m` times their mean. D is min-max scaled to [0, 2*lam]; block density = D - mean(D) + (1 -
+    target), so blocks with more outliers are pruned less and the mean ratio equals the target.
+    Statistics come from one dense-propagation pass (as the reference, which scores the unpruned
+    model), so they are reusable from the block cache across a sweep.
+    Differences: ratios are clamped to [0, 0.99] (never active at the paper's lam = 0.08) and the
+    scores use this benchmark's per-group input norm (shared by q/k/v and gate/up).
+    """
+
+    name: ClassVar[str] = "owl"
+    needs_calibration: ClassVar[bool] = True
+
+    m: float = 5.0        # outlier threshold: M times the block's mean score (paper: 5 for LLaMA)
+    lam: float = 0.08     # spread of block ratios around the target (paper: 0.08)
+
+    def __post_init__(self):
+        if self.m <= 0 or not 0 <= self.lam < 0.5:
+            raise ValueError(f"owl needs m > 0 and lam in [0, 0.5), got m={self.m}, lam={self.lam}")
+
+    def outlier_ratios(self, model: nn.Module, ctx: PruneContext) -> tuple[list[float], dict]:
+        from harness.blocks.loop import block_loop
+
+        ratios: list[float] = []
+
+        def visit(blk) -> None:
+            scores = [(lin.weight.detach().float().abs() * blk.stats[name]["input_norm"].reshape(1, -1)).flatten()
+                      for name, lin in blk.linears.items()]
+            pooled = torch.cat(scores)                       # every Wanda score of the block
+            ratios.append(float((pooled > self.m * pooled.mean()).float().mean()))
+
+        n = len(ctx.adapter.blocks(model))
+        timing = block_loop(model, ctx.adapter, ctx.calibration.input_ids, visit, [0.0] * n,
+                            statistics=("input_norm",), device=ctx.device, batch_size=ctx.batch_size,
+                            propagation="dense", cache=ctx.block_cache(model))
+        return ratios, {"forward_s": timing.forward_s, "capture_s": timing.capture_s,
+                        "reused": timing.reused}
+
+    def spread(self, outliers: list[float], target: float) -> list[float]:
+        d = torch.tensor(outliers, dtype=torch.float64)
+        span = float(d.max() - d.min())
+        scaled = (d - d.min()) / span * (2 * self.lam) if span > 0 else torch.zeros_like(d)
+        density = scaled - scaled.mean() + (1.0 - target)
+        ratios = (1.0 - density).clamp(0.0, 0.99)
+        return [float(r) for r in ratios]
+
+    def allocate(self, model: nn.Module, ctx: PruneContext) -> list[float]:
+        if ctx.calibration is None:
+            raise ValueError("allocator owl needs calibration data")
+        outliers, info = self.outlier_ratios(model, ctx)
+        ratios = self.spread(outliers, ctx.target.ratio)
+        ctx.report["owl"] = {"outlier_ratios": outliers, "m": self.m, "lam": self.lam, **info}
+        return ratios
+
+
+ALLOCATORS: dict[str, type] = {"uniform": Uniform, "owl": OWL}
 
 
 def build_allocator(name: str, params: dict | None = None):

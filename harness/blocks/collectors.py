@@ -30,6 +30,23 @@ class InputNorm:
                 "input_sq_mean": self.sum_sq / max(self.n_samples, 1)}
 
 
+class InputMean:
+    """Per-input-channel mean E[x_j] over all calibration tokens (DSnoT's expected-error sign)."""
+
+    name = "input_mean"
+
+    def __init__(self, in_features: int, device):
+        self.sum = torch.zeros(in_features, dtype=torch.float32, device=device)  # [in]
+        self.n_tokens = 0
+
+    def update(self, x: torch.Tensor) -> None:  # x: [batch, seq, in]
+        self.n_tokens += x.shape[0] * x.shape[1]
+        self.sum += x.float().sum(dim=(0, 1))
+
+    def result(self) -> dict[str, torch.Tensor]:
+        return {"input_mean": self.sum / max(self.n_tokens, 1)}
+
+
 class Hessian:
     """SparseGPT's layer Hessian H = 2/n * sum_samples X^T X  ([in, in], float32)."""
 
@@ -48,7 +65,8 @@ class Hessian:
         return {"hessian": self.xtx * (2.0 / max(self.n_samples, 1))}
 
 
-COLLECTORS: dict[str, Callable[[int, object], object]] = {"input_norm": InputNorm, "hessian": Hessian}
+COLLECTORS: dict[str, Callable[[int, object], object]] = {"input_norm": InputNorm, "hessian": Hessian,
+                                                          "input_mean": InputMean}
 
 
 def make_collector(name: str, in_features: int, device):

@@ -24,3 +24,15 @@ class PruneContext:
     tokenizer: Any = None
     cache_dir: Path | None = None
     report: dict = field(default_factory=dict)   # methods add what the record should show
+    model_sha256: str | None = None     # identity of the loaded weights (keys the block cache)
+    reuse: bool = True                  # reuse cached block inputs / dense statistics (cache_dir)
+
+    def block_cache(self, model):
+        """The on-disk cache for this model + calibration set, or None (harness.blocks.cache)."""
+        from harness.blocks.cache import block_cache
+
+        if not self.reuse or self.calibration is None:
+            return None
+        dtype = next(model.parameters()).dtype
+        return block_cache(self.cache_dir, self.model_sha256, self.calibration.tokens_sha256, dtype,
+                           self.batch_size)

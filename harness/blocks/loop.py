@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from harness.adapters import FamilyAdapter
+from harness.blocks.cache import BlockCache, stats_key
 from harness.blocks.capture import BlockInputs, capture_block_inputs, run_block
 from harness.blocks.collectors import make_collector
 
@@ -48,26 +49,35 @@ class BlockContext:
 class LoopTiming:
     capture_s: float = 0.0
     forward_s: float = 0.0        # calibration forwards (collection + propagation)
+    collect_s: float = 0.0        # part of forward_s spent in the statistics hooks
     method_s: float = 0.0         # the method's own work
     n_forwards: int = 0
+    reused: dict = field(default_factory=dict)   # what came from the cache (harness.blocks.cache)
     extra: dict = field(default_factory=dict)
 
 
 @torch.no_grad()
 def _collect(block: nn.Module, adapter: FamilyAdapter, inputs: BlockInputs, statistics: tuple[str, ...],
-             device) -> tuple[dict[str, dict[str, torch.Tensor]], list[torch.Tensor]]:
+             device, share: bool = True
+             ) -> tuple[dict[str, dict[str, torch.Tensor]], list[torch.Tensor], float]:
+    """Statistics per linear (one collector per input group, or per linear when share=False),
+    the block's outputs, and the seconds spent inside the collectors."""
     linears = adapter.linears(block)
     collectors: dict[tuple[str, ...], list] = {}
     handles = []
+    spent = [0.0]
     if statistics:
-        for group in adapter.input_groups():
+        groups = adapter.input_groups() if share else [(name,) for name in linears]
+        for group in groups:
             first = linears[group[0]]
             cols = [make_collector(s, first.in_features, device) for s in statistics]
             collectors[group] = cols
 
             def hook(_mod, args, _out, cols=cols):
+                t = time.perf_counter()
                 for c in cols:
                     c.update(args[0])
+                spent[0] += time.perf_counter() - t
 
             handles.append(first.register_forward_hook(hook))
     try:
@@ -82,28 +92,50 @@ def _collect(block: nn.Module, adapter: FamilyAdapter, inputs: BlockInputs, stat
             merged.update(c.result())
         for name in group:  # shared, not copied: one statistic per distinct input
             stats[name] = merged
-    return stats, outputs
+    return stats, outputs, spent[0]
 
 
 def block_loop(model: nn.Module, adapter: FamilyAdapter, input_ids: torch.Tensor,
                visit: Callable[[BlockContext], None], block_ratios: list[float], *,
                statistics: tuple[str, ...] = (), device: str = "cpu", batch_size: int = 1,
-               propagation: str = "pruned", inputs: BlockInputs | None = None) -> LoopTiming:
+               propagation: str = "pruned", inputs: BlockInputs | None = None,
+               share_statistics: bool = True, cache: BlockCache | None = None) -> LoopTiming:
+    """`share_statistics=False`: one collector per linear instead of per input group (only to
+    measure what sharing saves). `cache`: reuse block-0 inputs and, with dense propagation, each
+    block's statistics and dense outputs (see harness.blocks.cache)."""
     if propagation not in PROPAGATIONS:
         raise ValueError(f"unknown propagation {propagation!r}; one of {', '.join(PROPAGATIONS)}")
     timing = LoopTiming()
+    timing.reused = {"block_inputs": False, "dense_block_statistics": 0}
     t = time.perf_counter()
+    if inputs is None and cache is not None:
+        inputs = cache.load_inputs(device)
+        timing.reused["block_inputs"] = inputs is not None
     if inputs is None:
         inputs = capture_block_inputs(model, adapter, input_ids, batch_size, device)
+        if cache is not None:
+            cache.save_inputs(inputs)
     timing.capture_s = time.perf_counter() - t
+    key = stats_key(statistics, share_statistics)
+    use_dense_cache = cache is not None and propagation == "dense"
     blocks = adapter.blocks(model)
     for i, block in enumerate(blocks):
         home = next(block.parameters()).device
         block.to(device)
         t = time.perf_counter()
-        stats, dense_out = _collect(block, adapter, inputs, statistics, device)
-        timing.forward_s += time.perf_counter() - t
-        timing.n_forwards += 1
+        cached = cache.load_dense(i, key, device) if use_dense_cache else None
+        if cached is not None:
+            stats, dense_out = cached
+            timing.reused["dense_block_statistics"] += 1
+            timing.capture_s += time.perf_counter() - t
+        else:
+            stats, dense_out, collect_s = _collect(block, adapter, inputs, statistics, device,
+                                                   share_statistics)
+            timing.forward_s += time.perf_counter() - t
+            timing.collect_s += collect_s
+            timing.n_forwards += 1
+            if use_dense_cache:
+                cache.save_dense(i, key, stats, dense_out)
         ctx = BlockContext(i, len(blocks), block, adapter, adapter.linears(block), stats, inputs,
                            dense_out, block_ratios[i])
         t = time.perf_counter()

@@ -1,0 +1,116 @@
+"""On-disk reuse of work whose inputs are identical across a sweep.
+
+Keyed by (model sha256, calibration token-ids sha256, dtype, micro-batch size): the *block-0
+inputs* (embedding output + the kwargs every block receives) do not depend on the method or the
+sparsity level, so any second run on the same model and calibration set skips the capture.
+
+With `prune.propagation=dense` block i sees the *dense* model's hidden states, so its statistics
+and its dense outputs are also identical at every sparsity level and for every method asking for
+the same statistics: they are stored per block and a later run skips the calibration forward of
+that block entirely. With the default pruned propagation they depend on the blocks pruned before
+and are never cached (the loop does not ask).
+
+Files are written atomically (temp file + rename) and loaded with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.blocks.capture import BlockInputs
+
+CACHE_VERSION = "1"
+
+
+def _save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _load(path: Path):
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a corrupt or foreign cache entry is recomputed, not fatal
+        return None
+
+
+@dataclass
+class BlockCache:
+    root: Path   # one directory per (model, calibration tokens, dtype, micro-batch)
+
+    def load_inputs(self, device) -> BlockInputs | None:
+        obj = _load(self.root / "block0_inputs.pt")
+        if obj is None:
+            return None
+        return BlockInputs([h.to(device) for h in obj["hidden"]],
+                           [{k: _to(v, device) for k, v in kw.items()} for kw in obj["kwargs"]])
+
+    def save_inputs(self, inputs: BlockInputs) -> None:
+        _save({"hidden": [h.cpu() for h in inputs.hidden],
+               "kwargs": [{k: _to(v, "cpu") for k, v in kw.items()} for kw in inputs.kwargs]},
+              self.root / "block0_inputs.pt")
+
+    def _stats_path(self, index: int, stats_key: str) -> Path:
+        return self.root / "dense" / f"block{index}_stats_{stats_key}.pt"
+
+    def _out_path(self, index: int) -> Path:
+        return self.root / "dense" / f"block{index}_outputs.pt"
+
+    def load_dense(self, index: int, stats_key: str, device):
+        """(stats, dense outputs) of block `index` under dense propagation, or None."""
+        stats = _load(self._stats_path(index, stats_key))
+        outs = _load(self._out_path(index)) if stats is not None else None
+        if outs is None:
+            return None
+        # pickling kept the sharing: members of one input group point at one dict
+        moved: dict[int, dict] = {}
+        out_stats = {}
+        for name, d in stats.items():
+            if id(d) not in moved:
+                moved[id(d)] = {k: v.to(device) for k, v in d.items()}
+            out_stats[name] = moved[id(d)]
+        return out_stats, [o.to(device) for o in outs]
+
+    def save_dense(self, index: int, stats_key: str, stats: dict, outputs: list[torch.Tensor]) -> None:
+        moved: dict[int, dict] = {}
+        cpu_stats = {}
+        for name, d in stats.items():
+            if id(d) not in moved:
+                moved[id(d)] = {k: v.cpu() for k, v in d.items()}
+            cpu_stats[name] = moved[id(d)]
+        if not self._out_path(index).is_file():
+            _save([o.cpu() for o in outputs], self._out_path(index))
+        _save(cpu_stats, self._stats_path(index, stats_key))
+
+
+def _to(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, tuple):
+        return tuple(_to(o, device) for o in obj)
+    return obj
+
+
+def stats_key(statistics: tuple[str, ...], shared: bool) -> str:
+    return "-".join(sorted(statistics)) + ("" if shared else "-per-linear")
+
+
+def block_cache(cache_dir: Path | None, model_sha256: str | None, tokens_sha256: str | None,
+                dtype: torch.dtype, batch_size: int) -> BlockCache | None:
+    """The cache directory for this key, or None when any part of the key is unknown."""
+    if cache_dir is None or not model_sha256 or not tokens_sha256:
+        return None
+    key = json.dumps({"v": CACHE_VERSION, "model": model_sha256, "tokens": tokens_sha256,
+                      "dtype": str(dtype), "batch_size": int(batch_size)}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+    return BlockCache(Path(cache_dir) / "blocks" / digest)

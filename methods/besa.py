@@ -1,0 +1,140 @@
+"""BESA: learnable per-row sparsity allocation inside each block, weights frozen.
+
+Paper: Xu, Shao, et al., "BESA: Pruning Large Language Models with Blockwise Parameter-Efficient
+Sparsity Allocation" (ICLR 2024), arXiv:2402.16880.
+Reference: https://github.com/OpenGVLab/LLMPrune-BESA.
+As the paper: weights of each linear are ranked per output row by importance (Wanda's
+|W| * ||x||); each row r learns a distribution beta_r over K candidate sparsities d_k (softmax of
+learnable logits); the differentiable mask keeps weight (r, j) with probability
+P(d <= rank_j / cols) = sum_{k: d_k <= rank_j/cols} beta_rk; the logits are trained with Adam to
+minimise the block's reconstruction error (MSE of the masked block's outputs vs the dense
+block's outputs, normalised by the dense outputs' mean square) + `penalty` * (expected block
+sparsity - target)^2. The weights stay frozen.
+Final mask: row r's learned sparsity s_r = sum_k beta_rk d_k; in the whole block exactly
+int(target * block weights) weights are pruned, those with the lowest rank_j/cols - s_r, so each
+block meets its target exactly and rows with larger learned s_r lose more.
+Simplifications (stated honestly): a few epochs over the calibration micro-batches on CPU (the
+reference trains for more steps on GPU); the soft mask is used in the forward pass (no
+straight-through hard mask); no joint weight quantisation; candidates d_k = k/K, k = 0..K-1.
+Unstructured only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from harness.blocks.loop import BlockContext
+from harness.targets import Target
+from methods.base import WeightPruner
+from methods.registry import register
+from methods.tags import Tags
+
+
+def rank_fraction(score: torch.Tensor) -> torch.Tensor:
+    """Per row, the position of each weight in ascending score order divided by cols ([out, in])."""
+    cols = score.shape[1]
+    order = torch.argsort(score, dim=1, stable=True)
+    frac = torch.empty_like(score)
+    frac.scatter_(1, order, torch.arange(cols, dtype=score.dtype, device=score.device).expand_as(score) / cols)
+    return frac
+
+
+def soft_keep(logits: torch.Tensor, bucket: torch.Tensor) -> torch.Tensor:
+    """Keep probability [out, in]: sum of beta over candidates d_k <= rank fraction.
+    logits: [out, K]; bucket: [out, in] long = number of candidates <= the weight's rank fraction."""
+    beta = torch.softmax(logits, dim=1)
+    cum = torch.cat([torch.zeros_like(beta[:, :1]), beta.cumsum(dim=1)], dim=1)   # [out, K+1]
+    return torch.gather(cum, 1, bucket)
+
+
+@register
+@dataclass
+class BESA(WeightPruner):
+    name: ClassVar[str] = "besa"
+    version: ClassVar[str] = "1"
+    paper: ClassVar[str] = "Xu et al. 2024 (ICLR), arXiv:2402.16880"
+    reference: ClassVar[str] = "https://github.com/OpenGVLab/LLMPrune-BESA"
+    differences: ClassVar[str] = ("few CPU epochs; soft mask in the forward; exact block target by a "
+                                  "global selection on rank - learned row sparsity")
+    tags: ClassVar[Tags] = Tags("Unstructured", "Learnable", "Weights", "Calibration",
+                                "Without retraining", "Frozen weights",
+                                qualifier="learned per-row allocation inside each block")
+    patterns: ClassVar[frozenset[str]] = frozenset({"unstructured"})
+    statistics: ClassVar[tuple[str, ...]] = ("input_norm",)
+
+    epochs: int = 2
+    lr: float = 0.05
+    candidates: int = 20
+    penalty: float = 10.0
+    init_width: float = 0.1      # std of the initial beta around the target
+
+    def __post_init__(self):
+        if self.epochs < 0 or self.candidates < 2 or self.lr <= 0 or self.penalty < 0:
+            raise ValueError("besa needs epochs >= 0, candidates >= 2, lr > 0, penalty >= 0")
+        self._log: list[dict] = []
+
+    def prune_block(self, blk: BlockContext, target: Target) -> None:
+        block, lins = blk.block, blk.linears
+        cands = torch.arange(self.candidates, dtype=torch.float32) / self.candidates      # [K]
+        frac, bucket, logits, weights = {}, {}, {}, {}
+        total = sum(lin.weight.numel() for lin in lins.values())
+        for name, lin in lins.items():
+            w = lin.weight.detach().float()
+            score = w.abs() * blk.stats[name]["input_norm"].reshape(1, -1)
+            frac[name] = rank_fraction(score)                                             # [out, in]
+            c = cands.to(w.device)
+            bucket[name] = torch.searchsorted(c, frac[name].contiguous(), right=True)      # [out, in]
+            init = -(c - blk.sparsity) ** 2 / (2 * self.init_width ** 2)
+            logits[name] = init.expand(w.shape[0], -1).clone().requires_grad_(True)        # [out, K]
+            weights[name] = lin.weight.detach()
+        opt = torch.optim.Adam(list(logits.values()), lr=self.lr)
+        flags = {p: p.requires_grad for p in block.parameters()}
+        for p in block.parameters():
+            p.requires_grad_(False)                                   # weights frozen
+        losses = []
+        try:
+            with torch.enable_grad():
+                for _ in range(self.epochs):
+                    for h, kw, dense in zip(blk.inputs.hidden, blk.inputs.kwargs, blk.dense_outputs):
+                        params = {f"{n}.weight": weights[n] * soft_keep(logits[n], bucket[n]).to(weights[n].dtype)
+                                  for n in lins}
+                        out = blk.adapter.block_output(functional_call(block, params, (h,), kw))
+                        rec = (out.float() - dense.float()).pow(2).mean() / dense.float().pow(2).mean()
+                        expected = sum((torch.softmax(logits[n], 1) @ cands.to(logits[n].device)).sum()
+                                       * lins[n].in_features for n in lins) / total
+                        loss = rec + self.penalty * (expected - blk.sparsity) ** 2
+                        opt.zero_grad()
+                        loss.backward()
+                        opt.step()
+                        losses.append(float(rec.detach()))
+        finally:
+            for p, flag in flags.items():
+                p.requires_grad_(flag)
+        with torch.no_grad():
+            row_sparsity = {n: torch.softmax(logits[n], 1) @ cands.to(logits[n].device) for n in lins}
+            pick = torch.cat([(frac[n] - row_sparsity[n].reshape(-1, 1)).flatten() for n in lins])
+            k = int(total * blk.sparsity)
+            prune = torch.zeros_like(pick, dtype=torch.bool)
+            if k:
+                prune[torch.sort(pick, stable=True).indices[:k]] = True
+            offset, layer_ratio = 0, {}
+            for n, lin in lins.items():
+                size = lin.weight.numel()
+                drop = prune[offset:offset + size].view_as(lin.weight)
+                lin.weight.data.mul_((~drop).to(lin.weight.dtype))
+                layer_ratio[n] = float(drop.float().mean())
+                offset += size
+        self._log.append({"block": blk.index, "layer_sparsity": layer_ratio,
+                          "rec_loss_first": losses[0] if losses else None,
+                          "rec_loss_last": losses[-1] if losses else None})
+
+    def prune(self, model: nn.Module, ctx) -> dict:
+        self._log = []
+        report = super().prune(model, ctx)
+        report["besa"] = {"blocks": self._log}
+        return report
