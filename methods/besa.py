@@ -13,8 +13,9 @@ sparsity - target)^2. The weights stay frozen.
 Final mask: row r's learned sparsity s_r = sum_k beta_rk d_k; in the whole block exactly
 int(target * block weights) weights are pruned, those with the lowest rank_j/cols - s_r, so each
 block meets its target exactly and rows with larger learned s_r lose more.
-Simplifications (stated honestly): a few epochs over the calibration micro-batches on CPU (the
-reference trains for more steps on GPU); the soft mask is used in the forward pass (no
+Simplifications (stated honestly): only `steps` Adam steps per block (default 8, cycling over the
+calibration micro-batches; the reference trains several epochs on GPU), so the allocation is
+learned from a few samples on CPU; the soft mask is used in the forward pass (no
 straight-through hard mask); no joint weight quantisation; candidates d_k = k/K, k = 0..K-1.
 Unstructured only.
 """
@@ -67,15 +68,15 @@ class BESA(WeightPruner):
     patterns: ClassVar[frozenset[str]] = frozenset({"unstructured"})
     statistics: ClassVar[tuple[str, ...]] = ("input_norm",)
 
-    epochs: int = 2
+    steps: int = 8               # Adam steps per block, cycling over the calibration micro-batches
     lr: float = 0.05
     candidates: int = 20
     penalty: float = 10.0
     init_width: float = 0.1      # std of the initial beta around the target
 
     def __post_init__(self):
-        if self.epochs < 0 or self.candidates < 2 or self.lr <= 0 or self.penalty < 0:
-            raise ValueError("besa needs epochs >= 0, candidates >= 2, lr > 0, penalty >= 0")
+        if self.steps < 0 or self.candidates < 2 or self.lr <= 0 or self.penalty < 0:
+            raise ValueError("besa needs steps >= 0, candidates >= 2, lr > 0, penalty >= 0")
         self._log: list[dict] = []
 
     def prune_block(self, blk: BlockContext, target: Target) -> None:
@@ -99,19 +100,20 @@ class BESA(WeightPruner):
         losses = []
         try:
             with torch.enable_grad():
-                for _ in range(self.epochs):
-                    for h, kw, dense in zip(blk.inputs.hidden, blk.inputs.kwargs, blk.dense_outputs):
-                        params = {f"{n}.weight": weights[n] * soft_keep(logits[n], bucket[n]).to(weights[n].dtype)
-                                  for n in lins}
-                        out = blk.adapter.block_output(functional_call(block, params, (h,), kw))
-                        rec = (out.float() - dense.float()).pow(2).mean() / dense.float().pow(2).mean()
-                        expected = sum((torch.softmax(logits[n], 1) @ cands.to(logits[n].device)).sum()
-                                       * lins[n].in_features for n in lins) / total
-                        loss = rec + self.penalty * (expected - blk.sparsity) ** 2
-                        opt.zero_grad()
-                        loss.backward()
-                        opt.step()
-                        losses.append(float(rec.detach()))
+                batches = list(zip(blk.inputs.hidden, blk.inputs.kwargs, blk.dense_outputs))
+                for step in range(self.steps):
+                    h, kw, dense = batches[step % len(batches)]
+                    params = {f"{n}.weight": weights[n] * soft_keep(logits[n], bucket[n]).to(weights[n].dtype)
+                              for n in lins}
+                    out = blk.adapter.block_output(functional_call(block, params, (h,), kw))
+                    rec = (out.float() - dense.float()).pow(2).mean() / dense.float().pow(2).mean()
+                    expected = sum((torch.softmax(logits[n], 1) @ cands.to(logits[n].device)).sum()
+                                   * lins[n].in_features for n in lins) / total
+                    loss = rec + self.penalty * (expected - blk.sparsity) ** 2
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    losses.append(float(rec.detach()))
         finally:
             for p, flag in flags.items():
                 p.requires_grad_(flag)

@@ -1,0 +1,76 @@
+"""Prune time per method on SmolLM2-135M at one calibration preset, split into
+  - capture:  embedding pass for block 0's inputs (or reading them from the block cache),
+  - forward:  the calibration forwards through each block (collection + propagation: two per
+              block per sample with pruned propagation, what Wanda spends), minus
+  - collect:  the time spent inside the statistics hooks (norms, Hessians: the method's work),
+  - method:   the method's own work on each block (scoring, masks, reconstruction, learning),
+and SparseGPT with one Hessian per input group (q/k/v, gate/up shared) against one Hessian per
+linear (the reference's cost), with their perplexities.
+
+Each cell is a normal prunebench run (harness.run.run_experiment), so its record lands in
+--results-dir; cells already recorded there with the same config are read, not re-run.
+
+    PYTHONPATH=$PWD python benchmarks/bench_prune_time.py --results-dir results/experiments/issue3
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+CELLS = {
+    "magnitude": ["method=magnitude"],
+    "wanda": ["method=wanda"],
+    "sparsegpt (shared Hessians)": ["method=sparsegpt"],
+    "sparsegpt (Hessian per linear)": ["method=sparsegpt", "method.params.share_hessians=false"],
+    "ria": ["method=ria"],
+    "dsnot (wanda)": ["method=dsnot"],
+    "besa": ["method=besa"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results-dir", default="results/tmp/bench_prune_time")
+    parser.add_argument("--calib", default="c4_quick")
+    parser.add_argument("--target", default="unstructured_50")
+    parser.add_argument("--eval", default="quick")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", nargs="*", help="subset of cell names (substring match)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    from harness.config import compose_config
+    from harness.run import run_experiment
+
+    rows = []
+    for label, overrides in CELLS.items():
+        if args.only and not any(o in label for o in args.only):
+            continue
+        cfg = compose_config([*overrides, f"target={args.target}", f"calib={args.calib}", f"eval={args.eval}",
+                              f"runtime.threads={args.threads}", f"paths.results_dir={args.results_dir}"])
+        rec = run_experiment(cfg)
+        t = rec["prune_report"].get("timing", {})
+        ppl = rec["metrics"].get("ppl", {}).get("wikitext2", {}).get("value")
+        forward, collect = t.get("forward_s", 0.0), t.get("collect_s", 0.0)
+        rows.append((label, rec["status"], t.get("capture_s", 0.0), forward - collect, collect, t.get("method_s", 0.0),
+                     rec["timing"].get("prune_s", 0.0), ppl, rec["env"].get("threads"), rec["run_id"]))
+
+    print(f"\nprune time on SmolLM2-135M, calib={args.calib}, target={args.target}, threads={args.threads}"
+          f" (seconds; wall clock on a shared CPU)")
+    print("| method | status | capture | calibration forwards | statistics hooks | method's own | prune total"
+          " | wikitext2 ppl | run_id |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        ppl = f"{r[7]:.3f}" if r[7] is not None else ""
+        print(f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.1f} | {r[6]:.1f} | {ppl} | {r[9]} |")
+    by = {r[0]: r for r in rows}
+    a, b = by.get("sparsegpt (shared Hessians)"), by.get("sparsegpt (Hessian per linear)")
+    if a and b:
+        own_a, own_b = a[4] + a[5], b[4] + b[5]
+        print(f"\nSparseGPT own work (Hessian hooks + reconstruction): shared {own_a:.1f} s vs per linear "
+              f"{own_b:.1f} s -> ratio {own_a / own_b:.2f} (target <= 0.5); ppl {a[7]} vs {b[7]}")
+
+
+if __name__ == "__main__":
+    main()
