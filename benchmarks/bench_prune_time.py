@@ -11,6 +11,10 @@ Each cell is a normal prunebench run (harness.run.run_experiment), so its record
 --results-dir; cells already recorded there with the same config are read, not re-run.
 
     PYTHONPATH=$PWD python benchmarks/bench_prune_time.py --results-dir results/experiments/issue3
+
+`--share-only K` instead times SparseGPT's own work (Hessian hooks + inverse + reconstruction) on
+the first K blocks only, shared vs per-linear Hessians, in one process, and checks that both give
+identical weights (hence equal perplexity): the cheap form of the comparison on a busy CPU.
 """
 
 from __future__ import annotations
@@ -37,8 +41,12 @@ def main() -> None:
     parser.add_argument("--eval", default="quick")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", nargs="*", help="subset of cell names (substring match)")
+    parser.add_argument("--share-only", type=int, metavar="K", help="SparseGPT sharing on K blocks only")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.share_only:
+        share_only(args)
+        return
 
     from harness.config import compose_config
     from harness.run import run_experiment
@@ -70,6 +78,46 @@ def main() -> None:
         own_a, own_b = a[4] + a[5], b[4] + b[5]
         print(f"\nSparseGPT own work (Hessian hooks + reconstruction): shared {own_a:.1f} s vs per linear "
               f"{own_b:.1f} s -> ratio {own_a / own_b:.2f} (target <= 0.5); ppl {a[7]} vs {b[7]}")
+
+
+def share_only(args) -> None:
+    import copy
+    from pathlib import Path
+
+    import torch
+
+    from harness.adapters import adapter_for
+    from harness.blocks.allocators import build_allocator
+    from harness.blocks.context import PruneContext
+    from harness.calibration import sample_calibration
+    from harness.config import compose_config
+    from harness.data import resolve_data_dir
+    from harness.models import load_model
+    from harness.targets import Target
+    from methods.registry import build_method
+
+    torch.set_num_threads(args.threads)
+    cfg = compose_config([f"calib={args.calib}", "model=smollm2-135m"])
+    loaded = load_model(cfg.model.name, dict(cfg.model.source), torch.float32, "cpu", Path.home() / ".cache" / "prunebench")
+    c = cfg.calib
+    calib = sample_calibration(loaded.tokenizer, c.corpus, c.split, c.n_samples, c.seq_len, c.seed, resolve_data_dir(None))
+    results = {}
+    for share in (True, False):
+        model = copy.deepcopy(loaded.model)
+        model.model.layers = model.model.layers[:args.share_only]      # first K blocks only
+        adapter = adapter_for(model)
+        ctx = PruneContext(adapter=adapter, target=Target("unstructured_50", "unstructured", 0.5),
+                           calibration=calib, allocator=build_allocator("uniform"), device="cpu")
+        t = build_method("sparsegpt", {"share_hessians": share}).prune(model, ctx)["timing"]
+        weights = [lin.weight.detach().clone() for b in adapter.blocks(model) for lin in adapter.linears(b).values()]
+        results[share] = (t, weights)
+        print(f"share_hessians={share}: statistics hooks {t['collect_s']:.1f} s, method {t['method_s']:.1f} s, "
+              f"own work {t['collect_s'] + t['method_s']:.1f} s, calibration forwards "
+              f"{t['forward_s'] - t['collect_s']:.1f} s", flush=True)
+    same = all(torch.equal(a, b) for a, b in zip(results[True][1], results[False][1]))
+    own = {k: v[0]["collect_s"] + v[0]["method_s"] for k, v in results.items()}
+    print(f"first {args.share_only} blocks: own work shared/per-linear = {own[True] / own[False]:.2f} "
+          f"(target <= 0.5); identical pruned weights: {same}")
 
 
 if __name__ == "__main__":
