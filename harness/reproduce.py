@@ -1,9 +1,8 @@
 """`python -m harness.reproduce <record.json> [--results-dir DIR] [--rtol R]`
 
 Rebuilds the run from the record alone (its `config`), re-runs it (forced, into a fresh results
-directory), and compares every number of `metrics` and `measured` and every sha256 of them, of `calibration` and of
-`provenance` (model, tokenizer, data, calibration tokens):
-exactly on CPU, within a relative tolerance on GPU (default 1e-3: CUDA kernels are not bitwise
+directory), and compares every number and sha256 of `metrics`, `measured`, `calibration` and
+`provenance` (model, tokenizer, data and calibration-token hashes): exactly on CPU, within a relative tolerance on GPU (default 1e-3: CUDA kernels are not bitwise
 deterministic across runs, cards or driver versions). Wall-clock figures (`*_s`, `*_ms`,
 `tokens_per_s`, latency) are shown but not compared. Prints a diff table, warns when the code (git
 sha) or library versions differ from the record's, and exits 0 when it reproduces, 1 when not,

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_analysis_notebook_executes(tiny_results, monkeypatch):
     monkeypatch.setenv("PRUNEBENCH_RESULTS", str(tiny_results))
     monkeypatch.setenv("PYTHONPATH", f"{REPO}:{__import__('os').environ.get('PYTHONPATH', '')}")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend shows the figures
     nb = nbformat.read(REPO / "notebooks" / "analysis.ipynb", as_version=4)
     NotebookClient(nb, kernel_name="python3", timeout=300,
                    resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
