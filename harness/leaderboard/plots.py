@@ -67,6 +67,7 @@ def _vs_sparsity(frames: Frames, cols: list[str], out_dir: Path, stem: str, ylab
                             capsize=3, label=f"{method} ({pattern})")
             if log:
                 ax.set_yscale("log")
+            ax.set_xlim(0.0, max(0.8, float(_x_sparsity(g).max()) + 0.05))  # dense (0) to the sparsest run
             ax.set_xlabel("sparsity of block linears (measured)")
             ax.set_ylabel(ylabel)
             ax.set_title(f"{model}\n{col}", fontsize=9)

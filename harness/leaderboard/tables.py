@@ -33,10 +33,11 @@ class Table:
 
 
 def fmt_value(mean, std=float("nan"), digits: int = 4) -> str:
-    """'12.34 ± 0.56' with `digits` significant figures; '' for missing."""
+    """'12.34 ± 0.56'; '' for missing."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return ""
-    text = f"{mean:.{digits}g}" if abs(mean) < 10 ** digits else f"{mean:.0f}"
+    # two decimals as the papers print perplexity and accuracy in %; small values keep `digits` figures
+    text = f"{mean:.2f}" if abs(mean) >= 1 else f"{mean:.{digits}g}"
     if std is not None and not (isinstance(std, float) and math.isnan(std)):
         text += f" ± {std:.2g}"
     return text
@@ -67,7 +68,7 @@ def overview(frames: Frames, cells: pd.DataFrame) -> Table:
             continue
         out[col] = [fmt_value(m, s) for m, s in zip(c[col], c.get(f"{col} std", pd.Series(float("nan"), index=c.index)))]
         if f"{col} % dense" in c:
-            out[f"{col} % dense"] = [fmt_value(m, float("nan"), 4) for m in c[f"{col} % dense"]]
+            out[f"{col} % dense"] = [fmt_value(m) for m in c[f"{col} % dense"]]
     out["Runs"] = [f"{ok} ok" + (f", {f} failed" if f else "") + (f", {s} skipped" if s else "")
                    for ok, f, s in zip(c["n_ok"], c["n_failed"], c["n_skipped"])]
     out["Seeds"] = c["seeds"]
