@@ -25,12 +25,13 @@ from harness.records import run_id_for
 TAG_AXES = ("type", "criteria", "budget", "data", "retrain", "weights")
 # Scalar fields of a metric's dict (or its ancestors') that define its protocol, in label order.
 PROTOCOL_FIELDS = ("protocol", "protocol_version", "lm_eval_version", "version", "task_version",
-                   "num_fewshot", "seq_len", "n_windows", "limit", "context_len", "prompt_len",
-                   "batch_size_latency", "batch", "dtype")
+                   "num_fewshot", "seq_len", "n_windows", "limit", "context", "context_len", "prompt_len",
+                   "new_tokens", "chunk", "batch", "dtype")
 # Numeric leaves that describe how a number was taken rather than being a result.
 NOT_A_RESULT = {"protocol_version", "version", "seq_len", "n_windows", "max_windows", "n_tokens", "nll_sum",
                 "batch_size", "eval_s", "tokens_per_s", "limit", "num_fewshot", "n", "n_samples",
-                "task_version", "context_len", "prompt_len", "batch", "repeats", "warmup"}
+                "task_version", "context", "context_len", "prompt_len", "new_tokens", "chunk", "batch", "repeats",
+                "warmup", "layers", "kv_heads", "head_dim", "capacity", "tokens_seen", "tokens_held", "evictions"}
 SPREAD_WORDS = ("std", "stderr", "spread", "iqr", "min", "max", "p10", "p90", "p25", "p75", "mad")
 ZEROSHOT_GROUPS = ("zeroshot", "zero_shot", "lm_eval")
 LATENCY_GROUPS = ("latency",)
@@ -72,7 +73,7 @@ def _fmt_protocol(chain: list[dict]) -> str:
         parts.append(f"{merged['n_windows']} win")
     if merged.get("limit") is not None:
         parts.append(f"limit {merged['limit']}")
-    for k in ("context_len", "prompt_len", "batch", "dtype"):
+    for k in ("context", "context_len", "prompt_len", "new_tokens", "chunk", "batch", "dtype"):
         if merged.get(k) is not None:
             parts.append(f"{k.replace('_len', '')} {merged[k]}")
     return ", ".join(parts)
@@ -82,21 +83,23 @@ def _classify(path: tuple[str, ...]) -> tuple[str, bool | None, bool, bool]:
     """(group, lower_is_better, quality, headline) for a numeric leaf at `path`."""
     top, leaf = path[0], path[-1]
     spread = any(w in leaf.lower().split("_") or leaf.lower().endswith(w) for w in SPREAD_WORDS)
-    if top == "ppl":
+    if top == "ppl" or top.endswith("_ppl"):  # e.g. kv_ppl: perplexity under a bounded KV cache
         return "ppl", True, True, leaf == "value"
     if top in ZEROSHOT_GROUPS:
         return "zeroshot", False, True, leaf in ("acc", "acc_norm") and not spread
     if top in LATENCY_GROUPS:
         return "latency", True, False, ("ms" in leaf.lower().split("_") or leaf.endswith("_ms")) and not spread
     if top in KV_GROUPS:
-        return "kv", True, False, "bytes" in leaf.lower() and not spread
+        # the measured cache bytes; analytic / per-token / process-RSS figures stay in the CSV only
+        return "kv", True, False, ("bytes" in leaf.lower() and not spread
+                                   and not any(w in leaf for w in ("analytic", "per_token", "rss")))
     return "other", None, False, leaf == "value"
 
 
 def _label(group: str, path: tuple[str, ...], protocol: str) -> str:
     inner = [p for p in path[1:] if p != "value"]
     if group == "ppl":
-        words = ["ppl", *inner]
+        words = [path[0], *inner]
     elif group == "zeroshot":
         words = [*inner]
     else:
@@ -126,8 +129,9 @@ def flatten_metrics(metrics: dict) -> tuple[dict[str, float], list[MetricSpec]]:
                 specs.append(MetricSpec(col, group, p, lower, quality, headline))
 
     walk(metrics or {}, (), [metrics or {}])
-    accs = {s.path[1]: values[s.column] for s in specs
-            if s.group == "zeroshot" and s.path[-1] == "acc" and len(s.path) == 3}
+    # the task is the dict holding `acc` (metrics.zeroshot.<task>.acc, or deeper)
+    accs = {"/".join(s.path[1:-1]): values[s.column] for s in specs
+            if s.group == "zeroshot" and s.path[-1] == "acc" and len(s.path) >= 3}
     if accs:
         protocols = {s.column.partition("(")[2].rstrip(")") for s in specs
                      if s.group == "zeroshot" and s.path[-1] == "acc"}
@@ -175,6 +179,7 @@ def flatten_record(record: dict, path: str | None = None) -> tuple[dict, list[Me
     allocator = record.get("allocator") or {}
     row = {
         "run_id": record["run_id"], "cell_id": cell_id(config), "status": record["status"],
+        "eval_id": run_id_for({"eval": config.get("eval")})[:8],
         "error_stage": error.get("stage"), "error": (f"{error.get('type')}: {error.get('message')}"
                                                      if error else None),
         "method": method.get("name"), "method_version": method.get("version"),
@@ -237,8 +242,8 @@ def runs_frame(records: list[dict], paths: list | None = None) -> Frames:
 
 
 def attach_dense(frames: Frames) -> None:
-    """Per metric column: the dense value of the same model and dtype (same seed when there is one,
-    else the mean over the dense seeds; random-init test models differ per seed), the delta and the % of dense, as `<col> Δ dense` / `<col> % dense`."""
+    """Per metric column: the dense value of the same model, dtype and eval config (same seed when
+    there is one, else the mean over the dense seeds; random-init test models differ per seed), the delta and the % of dense, as `<col> Δ dense` / `<col> % dense`."""
     df = frames.runs
     if df.empty:
         return
@@ -248,13 +253,16 @@ def attach_dense(frames: Frames) -> None:
         spec = frames.specs[col]
         base = pd.Series(float("nan"), index=df.index)
         if not dense.empty and col in dense:
-            # dtype too: a bf16 dense number is no baseline for a float32 pruned one
-            by_seed = dense.groupby(["model", "dtype", "seed"], dropna=False)[col].mean()
-            by_model = dense.groupby(["model", "dtype"], dropna=False)[col].mean()
+            # dtype too: a bf16 dense number is no baseline for a float32 pruned one. The same eval
+            # config first (it may hold settings such as a KV-cache policy that the column name lacks)
+            levels = [["model", "dtype", "eval_id", "seed"], ["model", "dtype", "eval_id"], ["model", "dtype"]]
+            tables = [dense.groupby(keys, dropna=False)[col].mean() for keys in levels]
             for idx, row in df.iterrows():
-                v = by_seed.get((row["model"], row["dtype"], row["seed"]), float("nan"))
-                if pd.isna(v):
-                    v = by_model.get((row["model"], row["dtype"]), float("nan"))
+                v = float("nan")
+                for keys, table in zip(levels, tables):
+                    v = table.get(tuple(row[k] for k in keys), float("nan"))
+                    if not pd.isna(v):
+                        break
                 base.at[idx] = v
         df[f"{col} dense"] = base
         df[f"{col} Δ dense"] = df[col] - base

@@ -102,7 +102,8 @@ def _quality_vs(frames: Frames, xcols: list[str], out_dir: Path, stem: str, xlab
     made: list[Path] = []
     ok = df[df["status"] == "ok"]
     for xcol in xcols:
-        ycol = quality[0]
+        # the quality metric measured on the most of the same runs (e.g. kv_ppl beside KV bytes)
+        ycol = max(quality, key=lambda q: int((ok[xcol].notna() & ok[q].notna()).sum()))
         for model, g in ok.groupby("model"):
             g = g[g[xcol].notna() & g[ycol].notna()]
             if g.empty:
