@@ -76,3 +76,41 @@ def test_index_filter_sort_screenshot(results_copy, tmp_path):
         finally:
             ctx.close()
     assert shot.stat().st_size > 10_000
+
+
+REPO_RESULTS = Path(__file__).resolve().parents[2] / "results"
+
+
+@pytest.mark.skipif(not list((REPO_RESULTS / "records").glob("*.json")), reason="no demo records in results/")
+def test_demo_results_page(tmp_path):
+    """After `make demo`: the leaderboard of results/ loads, filters by every Type present and sorts."""
+    from playwright.sync_api import sync_playwright
+
+    from harness.leaderboard.__main__ import build
+    from harness.leaderboard.frame import cells_frame, runs_frame
+    from harness.leaderboard.load import load_records
+
+    b = build(REPO_RESULTS, tmp_path / "site")  # into tmp: the test leaves results/ as the demo made it
+    loaded = load_records(REPO_RESULTS)
+    cells = cells_frame(runs_frame(loaded.records, loaded.paths))
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
+                                                   args=ARGS, headless=True, offline=True)
+        try:
+            page = ctx.new_page()
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto((b.out_dir / "index.html").as_uri())
+            assert len(_visible_rows(page)) == len(cells)
+            for t, n in cells["group_type"].value_counts().items():
+                page.select_option("select[data-col=type]", t)
+                rows = _visible_rows(page)
+                assert len(rows) == n and {r[_col(page, "Type")] for r in rows} == {t}
+            page.select_option("select[data-col=type]", "")
+            page.locator("#overview thead th", has_text="Method").first.click()
+            methods = [r[_col(page, "Method")] for r in _visible_rows(page)]
+            assert methods == sorted(methods, key=str.lower)
+            page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+            assert not errors, errors
+        finally:
+            ctx.close()
