@@ -273,6 +273,7 @@ def prune_heads(block: nn.Module, adapter: FamilyAdapter, head_dim: int, n_kv: i
 def set_head_config(config, n_q: int, n_kv: int, head_dim: int) -> None:
     """Uniform head counts after prune_heads on every block (head_dim stays explicit: it no longer
     equals hidden_size // num_attention_heads)."""
+    _check_loadable(config.hidden_size, n_q)
     config.head_dim = head_dim
     config.num_attention_heads = n_q
     config.num_key_value_heads = n_kv
@@ -288,6 +289,13 @@ def _norms(model: nn.Module, adapter: FamilyAdapter) -> list[nn.Module]:
     return out
 
 
+def _check_loadable(hidden: int, n_q: int) -> None:
+    # transformers' LlamaConfig validation rejects this on from_pretrained, even with explicit head_dim
+    if hidden % n_q:
+        raise SurgeryError(f"hidden_size {hidden} must stay a multiple of num_attention_heads {n_q}, "
+                           f"or from_pretrained refuses the config")
+
+
 def prune_hidden(model: nn.Module, adapter: FamilyAdapter, keep_idx) -> None:
     """Keep residual-stream channels `keep_idx` everywhere: embedding columns, every linear reading
     the stream (columns) or writing it (rows), every RMSNorm weight, lm_head columns (tied or not)."""
@@ -296,6 +304,7 @@ def prune_hidden(model: nn.Module, adapter: FamilyAdapter, keep_idx) -> None:
     d = emb.weight.shape[1]
     idx = _index(keep_idx, d, "hidden channels").to(emb.weight.device)
     d_new = idx.numel()
+    _check_loadable(d_new, model.config.num_attention_heads)
     head = adapter.head(model)
     tied = head.weight is emb.weight
     with torch.no_grad():

@@ -7,6 +7,7 @@ is isomorphic (plain from_pretrained). Axes:
   heads   query heads per KV group (every KV group kept; GQA stays valid; SmolLM2: 3 per group)
   mlp     intermediate_size
   hidden  hidden_size (embedding channels, the whole residual stream)
+Hidden widths stay multiples of the query-head count (transformers validates that on load).
 All chosen axes shrink by one common factor s; heads are integral, so s is first solved with
 fractional heads, the head count rounded, and the continuous axes re-solved to hit the budget.
 """
@@ -75,8 +76,17 @@ def plan_width(config, ratio: float, axes: tuple[str, ...]) -> WidthPlan:
         s = _bisect(lambda s: count(s, group * (1 - s)) - goal)
         q = min(group, max(1, round(group * (1 - s))))
     s2 = _bisect(lambda s: count(s, q) - goal) if set(axes) - {"heads"} else 0.0
-    d = max(1, round(D * (1 - s2))) if "hidden" in axes else D
     f = max(1, round(F * (1 - s2))) if "mlp" in axes else F
+    d = D
+    if "hidden" in axes:
+        # transformers' LlamaConfig insists on hidden_size % num_attention_heads == 0 (even with an
+        # explicit head_dim), so the hidden width moves in steps of the query-head count ...
+        step = q * n_kv
+        d = max(step, round(D * (1 - s2) / step) * step)
+        if "mlp" in axes:  # ... and the MLP absorbs the rounding
+            g = _bisect(lambda t: surgery.llama_param_count(config, hidden=d, intermediate=F * (1 - t),
+                                                            n_q=q * n_kv) - goal)
+            f = max(1, round(F * (1 - g)))
     after = surgery.llama_param_count(config, hidden=d, intermediate=f, n_q=q * n_kv)
     return WidthPlan(q, f, d, total, after)
 

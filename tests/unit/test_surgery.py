@@ -116,7 +116,7 @@ def test_prune_hidden_equals_zeroed_channels_tied():
     model, _, ad = _tiny()
     ids = _ids()
     d = model.config.hidden_size
-    keep = [c for c in range(d) if c % 3 != 1]
+    keep = [c for c in range(d) if c % 4 != 1]  # 36: a multiple of the 6 query heads
     drop = [c for c in range(d) if c not in keep]
     masked = copy.deepcopy(model)
     with torch.no_grad():  # the dropped channels stay zero in the residual stream
@@ -129,6 +129,12 @@ def test_prune_hidden_equals_zeroed_channels_tied():
     assert ad.head(model).weight is ad.embedding(model).weight
     assert (_logits(model, ids) - _logits(masked, ids)).abs().max() < TOL
     assert _count(model) == surgery.llama_param_count(model.config)
+
+
+def test_hidden_width_must_stay_loadable():
+    model, _, ad = _tiny()
+    with pytest.raises(surgery.SurgeryError, match="multiple of num_attention_heads"):
+        surgery.prune_hidden(model, ad, range(40))
 
 
 def test_param_count_formula_matches_dense_models():
