@@ -260,3 +260,36 @@ def test_run_experiment_records_structured_fields(method, target, results_dir, d
     else:
         assert rep["removed"]["count"] == 8
     assert math.isfinite(rec["metrics"]["ppl"]["wikitext2"]["value"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,params,target", [
+    ("depth", {"metric": "reverse"}, Target("depth_25", "blocks", 0.25)),
+    ("depth", {"metric": "reverse"}, Target("sublayers_attn_8", "sublayers", count=8, sublayer="attn")),
+    ("minitron", {}, Target("width_20", "width", 0.2)),
+], ids=["blocks", "attn", "minitron"])  # llm_pruner shares minitron's surgery path (tiny tests cover it)
+def test_smollm2_pruned_models_reload(smollm2, method, params, target, tmp_path):
+    """The real model: pruned with each kind of surgery, saved, reloaded (from_pretrained, or
+    load_pruned for dropped sublayers), same logits, generates with a KV cache."""
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    model = copy.deepcopy(smollm2.model)
+    ids = smollm2.tokenizer("The capital of France is", return_tensors="pt").input_ids
+    calib = _calibration(n=2, seq=32, vocab=49152)
+    ctx = PruneContext(adapter=adapter_for(model), target=target, calibration=calib, device="cpu",
+                       allocator=build_allocator("uniform"), batch_size=1)
+    m = build_method(method, params | {"latency_repeats": 0})
+    m.check(model, ctx)
+    m.prune(model, ctx)
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    loader = surgery.load_pruned if target.pattern == "sublayers" else (
+        lambda p: AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32))
+    back = loader(tmp_path)
+    assert _count(back) == _count(model) < 134_515_008
+    with torch.no_grad():
+        assert (back(ids).logits - model(ids).logits).abs().max() < 1e-4
+    out = back.generate(ids, max_new_tokens=4, do_sample=False, use_cache=True,
+                        pad_token_id=smollm2.tokenizer.eos_token_id)
+    assert out.shape[1] == ids.shape[1] + 4
