@@ -13,13 +13,14 @@ run method=llm_pruner target=width_20
 run method=depth target=sublayers_attn_8 method.params.metric=block_influence
 run method=depth target=sublayers_mlp_8 method.params.metric=block_influence
 run method=minitron target=width_20
-run method=llm_pruner target=width_30
 run method=minitron target=width_30
 # The block metrics all leave the same 22-block architecture, so prefill latency (measured in the
 # shortgpt and angular runs) is skipped for them.
-for m in reverse random magnitude streamline_cosine rel_l1 rel_l2 taylor; do
+for m in reverse random magnitude streamline_cosine rel_l1 rel_l2; do
   run method=depth target=depth_25 method.params.metric=$m +method.params.latency_repeats=0
 done
+run method=llm_pruner target=width_30
+run method=depth target=depth_25 method.params.metric=taylor +method.params.latency_repeats=0
 run method=depth target=depth_25 method.params.metric=ppl_drop +method.params.score_samples=4 +method.params.latency_repeats=0
 run method=depth target=depth_25 method.params.metric=shapley +method.params.score_samples=4 +method.params.shapley_rounds=1 +method.params.latency_repeats=0
 # variants, if time allows
