@@ -7,9 +7,9 @@ export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLI
 export PRUNEBENCH_DATA_DIR=${PRUNEBENCH_DATA_DIR:-$PWD/../shared/data}
 R=results/experiments/issue4
 run() { python -m harness.run paths.results_dir=$R calib=c4_quick eval=quick runtime.threads=1 "$@" 2>&1 | grep '^prunebench'; }
-run method=dense target=none
-run method=shortgpt target=depth_25            # = 8 blocks of 30 (depth_blocks_8 gives the same cut)
-run method=llm_pruner target=width_20
+# Already recorded before the merge of main changed conf/config.yaml (hence other run_ids):
+#   method=dense target=none; method=shortgpt target=depth_25 (= 8 of 30 blocks, the same cut as
+#   depth_blocks_8); method=llm_pruner target=width_20; method=depth target=depth_25 metric=angular
 run method=depth target=sublayers_attn_8 method.params.metric=block_influence
 run method=depth target=sublayers_mlp_8 method.params.metric=block_influence
 run method=minitron target=width_20
