@@ -20,9 +20,9 @@ for m in reverse random magnitude streamline_cosine rel_l1 rel_l2; do
   run method=depth target=depth_25 method.params.metric=$m +method.params.latency_repeats=0
 done
 run method=llm_pruner target=width_30
-run method=depth target=depth_25 method.params.metric=taylor +method.params.latency_repeats=0
 run method=depth target=depth_25 method.params.metric=ppl_drop +method.params.score_samples=4 +method.params.latency_repeats=0
 run method=depth target=depth_25 method.params.metric=shapley +method.params.score_samples=4 +method.params.shapley_rounds=1 +method.params.latency_repeats=0
+run method=depth target=depth_25 method.params.metric=taylor +method.params.latency_repeats=0
 # variants, if time allows
 run method=llm_pruner target=width_20 method.params.order=second
 run method=llm_pruner target=width_20 method.params.mode=channel
