@@ -110,12 +110,23 @@ def recover(model, tokenizer, params: dict, ctx) -> dict:
             t_logits = teacher(input_ids=x).logits      # [batch, seq, vocab]
         return kd_loss(model(input_ids=x).logits, t_logits, x, temperature, kl_weight, ce_weight)
 
+    @torch.no_grad()
+    def heldout_kd(student) -> float:  # the distillation objective on held-out windows
+        was = student.training
+        student.eval()
+        xs = s.corpus.heldout.to(ctx.device)
+        losses = [float(loss_fn(xs[i:i + s.budget.batch_size])) for i in range(0, len(xs), s.budget.batch_size)]
+        student.train(was)
+        return sum(losses) / len(losses)
+
+    s.report["heldout_kd_loss_before"] = heldout_kd(model)
     masks = {k: m for k, m in s.masks.items() if k in trainable}
     stats = train(trainable, loss_fn, s.corpus.train, s.budget, ctx.checkpoint_dir, "kd",
                   after_step=lambda: apply_masks(model, masks), device=ctx.device)
     set_eval_mode(model, s.budget)
     for p in model.parameters():
         p.requires_grad_(False)
+    s.report["heldout_kd_loss_after"] = heldout_kd(model)
     del teacher
     s.report |= stats | {"kd": {"temperature": temperature, "kl_weight": kl_weight, "ce_weight": ce_weight,
                                 "trainable": choice, "teacher": teacher_info}}

@@ -56,6 +56,7 @@ class Budget:
     keep_checkpoints: bool = False        # keep the final checkpoint after a completed run
     stop_after: int | None = None         # simulate preemption: stop after this step (checkpointed)
     gradient_checkpointing: bool = False
+    autocast: str | None = None           # "bfloat16": mixed precision over float32 weights (CUDA)
     keep_sparsity: bool = True            # pruned weights stay zero (masks re-applied)
 
     @property
@@ -107,6 +108,8 @@ def parse_budget(params: dict, own_keys: set[str], recovery: str) -> Budget:
         raise ConfigError(f"recovery {recovery}: heldout_docs and heldout_windows must be >= 1")
     if b.stop_after is not None and not 1 <= b.stop_after < b.steps:
         raise ConfigError(f"recovery {recovery}: stop_after must be in [1, steps)")
+    if b.autocast not in (None, "bfloat16", "float16"):
+        raise ConfigError(f"recovery {recovery}: autocast must be null, bfloat16 or float16")
     if b.checkpoint_every < 0:
         raise ConfigError(f"recovery {recovery}: checkpoint_every must be >= 0")
     return b
@@ -323,7 +326,9 @@ def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], tor
         base = step * b.windows_per_step
         for micro in range(b.grad_accum):
             x = windows[base + micro * b.batch_size: base + (micro + 1) * b.batch_size].to(device)
-            loss = loss_fn(x) / b.grad_accum
+            with torch.autocast(torch.device(device).type, dtype=getattr(torch, b.autocast or "float32"),
+                                enabled=b.autocast is not None):
+                loss = loss_fn(x) / b.grad_accum
             loss.backward()
             total += float(loss.detach())
         if b.max_grad_norm:

@@ -46,7 +46,7 @@ def _zero_patterns(model):
 
 
 @pytest.mark.parametrize("name,extra", [("lora", {"r": 4}), ("partial", {"last_k": 2}),
-                                        ("kd", {"trainable": "all", "lr": 3e-3})])
+                                        ("kd", {"trainable": "all", "lr": 1e-3})])
 def test_recovery_lowers_loss_and_keeps_zeros(name, extra, data_dir):
     model = _prune_half(make_tiny("llama")[0])
     _, tok = make_tiny("llama")
@@ -54,8 +54,11 @@ def test_recovery_lowers_loss_and_keeps_zeros(name, extra, data_dir):
     teacher = lambda: make_tiny("llama")  # noqa: E731 - the dense model the pruned one came from
     report = get_recovery(name)(model, tok, BUDGET | extra | {"name": name},
                                 _ctx(model, data_dir, teacher_factory=teacher))
-    assert report["train_loss_last"] < report["train_loss_first"]
-    assert report["heldout_loss_after"] < report["heldout_loss_before"]
+    if name == "kd":  # a random-init teacher: the objective is matching it, not lowering the LM loss
+        assert report["heldout_kd_loss_after"] < report["heldout_kd_loss_before"]
+    else:
+        assert report["train_loss_last"] < report["train_loss_first"]
+        assert report["heldout_loss_after"] < report["heldout_loss_before"]
     after = _zero_patterns(model)
     assert all(torch.equal(a, z) for a, z in zip(after, zeros)), "pruned weights must stay exactly zero"
     assert report["sparsity_blocks_after"] == report["sparsity_blocks_before"] == pytest.approx(0.5, abs=0.01)
@@ -70,21 +73,21 @@ def test_kd_teacher_correction(data_dir):
     report = get_recovery("kd")(model, tok, params, _ctx(model, data_dir, teacher_factory=lambda: make_tiny("llama")))
     teacher = report["kd"]["teacher"]
     assert teacher["heldout_loss_corrected"] < teacher["heldout_loss"]
-    assert report["heldout_loss_after"] < report["heldout_loss_before"]
+    assert report["heldout_kd_loss_after"] < report["heldout_kd_loss_before"]
 
 
 @pytest.mark.parametrize("module", ["linear", "ffn"])
 def test_replace_stands_in_for_removed_span(module, data_dir):
     dense, tok = make_tiny("llama", num_hidden_layers=6)
+    from harness.surgery import drop_blocks
+
     model = copy.deepcopy(dense)
-    layers = model.model.layers
     removed = [2, 3]
-    model.model.layers = torch.nn.ModuleList([blk for i, blk in enumerate(layers) if i not in removed])
-    model.config.num_hidden_layers = len(model.model.layers)
+    drop_blocks(model, adapter_for(model), removed)
     n_params = sum(p.numel() for p in model.parameters())
     params = BUDGET | {"name": "replace", "module": module, "lr": 3e-3, "steps": 16}
     ctx = _ctx(model, data_dir, teacher_factory=lambda: make_tiny("llama", num_hidden_layers=6),
-               report={"removed_blocks": removed})
+               report={"removed": {"unit": "block", "indices": removed, "count": 2, "of": 6}})
     report = get_recovery("replace")(model, tok, params, ctx)
     rep = report["replace"]
     assert rep["spans"] == [[2, 4]]
@@ -156,3 +159,36 @@ def test_every_recovery_config_validates(data_dir):
     for name in RECOVERIES:
         plan = validate(_config(f"recovery={name}"))
         assert (plan.recovery is None) == (name == "none")
+
+
+def _run(tmp_path, *overrides):
+    from harness.config import compose_config
+    from harness.run import run_experiment
+
+    small = ["recovery.steps=6", "recovery.batch_size=2", "recovery.seq_len=32", "recovery.lr=1e-2",
+             "recovery.warmup_steps=0", "recovery.heldout_docs=8", "recovery.heldout_windows=2",
+             "recovery.max_docs=120", "calib.n_samples=4", "calib.seq_len=64", "eval.ppl.max_windows=2",
+             "eval.ppl.seq_len=128"]
+    cfg = compose_config(["model=tiny-llama", f"paths.results_dir={tmp_path}", f"+paths.checkpoint_dir={tmp_path}/ck",
+                          "runtime.threads=1", *small, *overrides])
+    return run_experiment(cfg)
+
+
+def test_run_records_post_recovery_sparsity(tmp_path, data_dir):
+    record = _run(tmp_path, "method=wanda", "target=unstructured_50", "recovery=lora")
+    assert record["status"] == "ok", record["error"]
+    rec = record["recovery"]
+    assert rec["name"] == "lora" and rec["budget"]["train_tokens"] == 6 * 2 * 32
+    assert rec["sparsity_blocks_before"] == pytest.approx(0.5)
+    assert record["measured"]["sparsity_blocks"] == pytest.approx(0.5)  # measured after recovery
+    assert rec["heldout_loss_after"] < rec["heldout_loss_before"]
+
+
+def test_run_replace_after_depth_pruning(tmp_path, data_dir):
+    record = _run(tmp_path, "method=shortgpt", "target=depth_25", "recovery=replace", "recovery.lr=3e-3")
+    assert record["status"] == "ok", record["error"]
+    rec = record["recovery"]
+    spans = rec["replace"]["spans"]
+    assert [i for a, b in spans for i in range(a, b)] == record["prune_report"]["removed"]["indices"]
+    assert rec["replace"]["params_added"] == len(spans) * (64 * 64 + 64)
+    assert rec["replace"]["heldout_mse_after"] < rec["replace"]["heldout_mse_before"]
