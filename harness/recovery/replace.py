@@ -4,7 +4,7 @@ Chen et al. 2024, "Compressing Large Language Models by Streamlining the Unimpor
 (LLM-Streamline, arXiv:2403.19135; reference: github.com/RUCKBReasoning/LLM-Streamline). After a
 contiguous span of blocks [a, b) is removed, a lightweight network is trained so that, fed the dense
 model's hidden state entering block a, it reproduces the dense hidden state leaving block b-1
-(MSE), and runs where the span was (attached to the neighbouring kept block, see `attach`). `module: linear` is one hidden x hidden linear layer
+(MSE; `loss: token_normalized_mse` is an option), and runs where the span was (attached to the neighbouring kept block, see `attach`). `module: linear` is one hidden x hidden linear layer
 (identity-initialised); `module: ffn` is a residual pre-norm MLP copied from the span's last block
 with its down projection zeroed, so both start as the layer-pruned model and only improve on it.
 Differences from the reference: each maximal contiguous run of removed blocks gets its own module
@@ -17,14 +17,14 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from harness.recovery.train import finish, start, train
 from harness.validate import ConfigError
 
-OWN_KEYS = {"module"}
+OWN_KEYS = {"module", "loss"}
 MODULES = ("linear", "ffn")
+LOSSES = ("mse", "token_normalized_mse")
 
 
 def check(params: dict) -> None:
@@ -33,6 +33,18 @@ def check(params: dict) -> None:
     parse_budget(params, OWN_KEYS, "replace")
     if params.get("module", "linear") not in MODULES:
         raise ConfigError(f"recovery replace: module must be one of {', '.join(MODULES)}")
+    if params.get("loss", "mse") not in LOSSES:
+        raise ConfigError(f"recovery replace: loss must be one of {', '.join(LOSSES)}")
+
+
+def hidden_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """pred/target [batch, seq, hidden]. `mse` is the paper's objective; `token_normalized_mse`
+    divides each token's squared error by the target token's mean square, so the few tokens that
+    carry massive activations (attention sinks) do not dominate the fit."""
+    err = (pred.float() - target.float()).pow(2).mean(-1)           # [batch, seq]
+    if kind == "mse":
+        return err.mean()
+    return (err / target.float().pow(2).mean(-1).clamp_min(1e-6)).mean()
 
 
 def contiguous_spans(removed: list[int]) -> list[tuple[int, int]]:
@@ -150,6 +162,7 @@ def recover(model, tokenizer, params: dict, ctx) -> dict:
                          f"{n_dense} - {len(set(removed))} removed (blocks must be physically removed)")
     spans = contiguous_spans(removed)
     kind = params.get("module", "linear")
+    loss_kind = params.get("loss", "mse")
     hidden = adapter.embedding(teacher).weight.shape[1]
     ref = next(model.parameters())
     cores = nn.ModuleList(_build_core(kind, teacher, adapter, span, hidden) for span in spans).to(ref.device, ref.dtype)
@@ -160,7 +173,7 @@ def recover(model, tokenizer, params: dict, ctx) -> dict:
 
     def loss_fn(x):  # x: [batch, seq_len]
         h_in, h_out = _boundary_states(teacher, adapter, spans, x)
-        return sum(F.mse_loss(core(hi), ho) for core, hi, ho in zip(cores, h_in, h_out)) / len(spans)
+        return sum(hidden_loss(core(hi), ho, loss_kind) for core, hi, ho in zip(cores, h_in, h_out)) / len(spans)
 
     with torch.no_grad():  # the starting point: identity, i.e. the layer-pruned model
         x0 = s.corpus.heldout[: s.budget.batch_size].to(ctx.device)
@@ -182,8 +195,8 @@ def recover(model, tokenizer, params: dict, ctx) -> dict:
         else:
             attach(blocks[0], core, "pre")
     del teacher
-    s.report |= stats | {"replace": {"module": kind, "spans": [list(sp) for sp in spans],
+    s.report |= stats | {"replace": {"module": kind, "loss": loss_kind, "spans": [list(sp) for sp in spans],
                                      "params_added": sum(p.numel() for p in trainable.values()),
-                                     "heldout_mse_before": mse_before, "heldout_mse_after": mse_after,
+                                     "heldout_hidden_loss_before": mse_before, "heldout_hidden_loss_after": mse_after,
                                      "teacher": teacher_info}}
     return finish(model, s, ctx)

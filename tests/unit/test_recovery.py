@@ -91,7 +91,7 @@ def test_replace_stands_in_for_removed_span(module, data_dir):
     report = get_recovery("replace")(model, tok, params, ctx)
     rep = report["replace"]
     assert rep["spans"] == [[2, 4]]
-    assert rep["heldout_mse_after"] < rep["heldout_mse_before"]
+    assert rep["heldout_hidden_loss_after"] < rep["heldout_hidden_loss_before"]
     assert report["heldout_loss_after"] < report["heldout_loss_before"]
     assert sum(p.numel() for p in model.parameters()) == n_params + rep["params_added"]
     assert len(model.model.layers) == 4  # the stand-in rides on a kept block, not a new list entry
@@ -191,4 +191,4 @@ def test_run_replace_after_depth_pruning(tmp_path, data_dir):
     spans = rec["replace"]["spans"]
     assert [i for a, b in spans for i in range(a, b)] == record["prune_report"]["removed"]["indices"]
     assert rec["replace"]["params_added"] == len(spans) * (64 * 64 + 64)
-    assert rec["replace"]["heldout_mse_after"] < rec["replace"]["heldout_mse_before"]
+    assert rec["replace"]["heldout_hidden_loss_after"] < rec["replace"]["heldout_hidden_loss_before"]
