@@ -208,3 +208,14 @@ def test_run_replace_after_depth_pruning(tmp_path, data_dir):
     assert record["measured"]["params_after"] == record["measured"]["params_before"] - \
         sum(p.numel() for p in make_tiny("llama")[0].model.layers[0].parameters()) * len(
             record["prune_report"]["removed"]["indices"]) + rec["replace"]["params_added"]
+
+
+def test_preempted_run_resumes_when_run_again(tmp_path, data_dir):
+    first = _run(tmp_path, "method=magnitude", "target=unstructured_50", "recovery=partial", "recovery.last_k=2",
+                 "recovery.stop_after=3")
+    assert first["status"] == "failed" and first["error"]["stage"] == "recover"
+    assert first["error"]["type"] == "Preempted"
+    again = _run(tmp_path, "method=magnitude", "target=unstructured_50", "recovery=partial", "recovery.last_k=2")
+    assert again["status"] == "ok", again["error"]
+    assert again["recovery"]["resumed_from_step"] == 3
+    assert again["measured"]["sparsity_blocks"] == pytest.approx(0.5)
