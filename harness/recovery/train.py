@@ -352,6 +352,8 @@ def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], tor
     bar.close()
     if ckpt is not None and ckpt.exists() and not b.keep_checkpoints:
         shutil.rmtree(ckpt)
+        if not any(checkpoint_dir.iterdir()):  # the run's folder too, once no tag is left
+            checkpoint_dir.rmdir()
     elif ckpt is not None and b.keep_checkpoints:
         _save(ckpt, params, opt, sched, b.steps, losses, fingerprint)
     k = max(1, min(8, len(losses) // 4))
