@@ -167,7 +167,10 @@ def _run_stages(config: dict, plan, record: dict, _hook) -> dict:
     record["_stage"] = "recover"
     t = time.perf_counter()
     if plan.recovery is not None:
-        record["recovery"].update(plan.recovery(model, tokenizer, config["recovery"], ctx) or {})
+        from harness.recovery.context import recovery_context
+
+        rctx = recovery_context(config, plan, ctx, record)
+        record["recovery"].update(plan.recovery(model, tokenizer, config["recovery"], rctx) or {})
     timing["recover_s"] = time.perf_counter() - t
 
     record["_stage"] = "measure"
