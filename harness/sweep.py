@@ -275,8 +275,11 @@ def refresh_states(suite: Suite, retry_failed: bool = False) -> None:
             except (OSError, ValueError):
                 info = {}
             alive = marker_alive(info)
-            where = f"pid {info.get('pid')} on {info.get('host')}" + (
-                f", slurm job {info['slurm_job_id']}" if info.get("slurm_job_id") else "")
+            if info.get("submitted"):  # claimed by a sweep, the job has not started yet
+                where = f"queued by sweep pid {info.get('sweep_pid')} on {info.get('host')}"
+            else:
+                where = f"pid {info.get('pid')} on {info.get('host')}" + (
+                    f", slurm job {info['slurm_job_id']}" if info.get("slurm_job_id") else "")
             if alive or alive is None:
                 cell.state, cell.detail = RUNNING, where + (" (unverified)" if alive is None else "")
             elif cell.state != FAILED:
