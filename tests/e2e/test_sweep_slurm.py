@@ -35,7 +35,10 @@ def slurm_cluster():
     proc = subprocess.run(["bash", str(REPO / "slurm" / "start.sh")], capture_output=True, text=True,
                           timeout=240, env={**os.environ, "PRUNEBENCH_SLURM_ROOT": root})
     assert proc.returncode == 0, f"slurm/start.sh failed:\n{proc.stdout}\n{proc.stderr}"
-    return os.path.join(root, "etc", "slurm.conf")
+    yield os.path.join(root, "etc", "slurm.conf")
+    if "already up" not in proc.stdout:  # started here: stopped here (a developer's stays up)
+        subprocess.run(["bash", str(REPO / "slurm" / "stop.sh")], capture_output=True, timeout=120,
+                       env={**os.environ, "PRUNEBENCH_SLURM_ROOT": root})
 
 
 def test_suite_on_slurm_records_job_ids_and_judges_by_records(tmp_path, data_dir, slurm_cluster,
