@@ -246,7 +246,7 @@ def marker_alive(info: dict) -> bool | None:
     return None
 
 
-def refresh_states(suite: Suite, retry_failed: bool = False) -> None:
+def refresh_states(suite: Suite) -> None:
     from harness.records import read_record, record_path
 
     for cell in suite.cells:
