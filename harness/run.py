@@ -93,6 +93,9 @@ def run_experiment(cfg) -> dict:
             _finish(record, plan, t_start)
             raise
     _finish(record, plan, t_start)
+    from harness.tracking import track_run
+
+    track_run(config, record)  # W&B (offline by default); never fails the run
     return record
 
 

@@ -8,3 +8,4 @@ $PY -m harness.run method=dense target=none
 $PY -m harness.run method=magnitude target=unstructured_50
 $PY -m harness.run method=wanda target=unstructured_50
 $PY -m harness.run method=wanda target=nm_2_4
+$PY -m harness.leaderboard --results results
