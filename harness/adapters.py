@@ -71,7 +71,14 @@ class FamilyAdapter:
         return [name for group in self.input_groups() for name in group]
 
     def linears(self, block: nn.Module) -> dict[str, nn.Linear]:
-        return {name: self._get(block, name) for name in self.linear_names()}
+        """Block-relative name -> linear; a sublayer dropped by harness.surgery has none."""
+        out = {}
+        for name in self.linear_names():
+            try:
+                out[name] = self._get(block, name)
+            except AttributeError:
+                continue
+        return out
 
     def embedding(self, model: nn.Module) -> nn.Embedding:
         return self._get(model, self.embed)

@@ -38,7 +38,7 @@ def validate(config: dict) -> Plan:
     from harness.env import resolve_device, resolve_dtype
     from harness.evaluation import EVALUATORS
     from harness.models import ModelSourceError, check_source
-    from harness.recovery import get_recovery
+    from harness.recovery import check_recovery, get_recovery
     from harness.targets import Target, TargetError
     from methods.registry import UnknownMethodError, build_method
 
@@ -79,6 +79,9 @@ def validate(config: dict) -> Plan:
                 check_available(ds, section.get("split") or corpus(ds).eval_split, data_dir)
         recovery_cfg = config.get("recovery") or {"name": "none"}
         recovery = get_recovery(recovery_cfg["name"])
+        ppl = (config.get("eval") or {}).get("ppl") or {}
+        check_recovery(recovery_cfg, [(ds, ppl.get("split") or corpus(ds).eval_split)
+                                      for ds in ppl.get("datasets", [])], data_dir)
     except ConfigError:
         raise
     except (UnknownMethodError, TargetError, ModelSourceError, DataError, KeyError, ValueError) as exc:

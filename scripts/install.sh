@@ -25,3 +25,7 @@ if [ "${PRUNEBENCH_SKIP_APT:-0}" != "1" ] && ! command -v chromium >/dev/null 2>
       || echo "install.sh: could not install chromium; the browser test will be skipped" >&2
   fi
 fi
+# A single-node Slurm cluster (munge, slurmdbd + MariaDB) for the sweep tests (tests/e2e/test_sweep_slurm.py).
+if [ "${PRUNEBENCH_SKIP_APT:-0}" != 1 ]; then
+  bash slurm/install.sh
+fi
