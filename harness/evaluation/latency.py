@@ -38,9 +38,28 @@ def spread(values: list[float]) -> dict:
             "min": min(values), "max": max(values), "n": len(values)}
 
 
+class SemiStructuredLinear(nn.Module):
+    """A 2:4 linear whose weight is a SparseSemiStructuredTensor. Inputs are flattened to 2-D: the
+    tensor subclass implements mm/addmm, not the batched matmul (expand + bmm) that a 3-D F.linear
+    decomposes into (NotImplementedError: ... can't perform requested op (expand.default))."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        from torch.sparse import to_sparse_semi_structured
+
+        self.weight = nn.Parameter(to_sparse_semi_structured(linear.weight.data), requires_grad=False)
+        self.bias = linear.bias
+        self.out_features = linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = nn.functional.linear(x.reshape(-1, x.shape[-1]), self.weight, self.bias)   # [tokens, out]
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
 @contextmanager
 def semi_structured_weights(model, adapter, enable: bool):
-    """Swap exact-2:4 block linears for SparseSemiStructuredTensor weights; yields the kernel path."""
+    """Swap exact-2:4 block linears for SemiStructuredLinear modules; yields the kernel path and
+    restores the dense modules afterwards."""
     if not enable:
         yield {"kernel_path": "dense", "swapped_linears": 0}
         return
@@ -49,29 +68,30 @@ def semi_structured_weights(model, adapter, enable: bool):
         raise ValueError("latency.semi_structured needs a CUDA device (no 2:4 kernels on CPU)")
     if p.dtype not in (torch.float16, torch.bfloat16):
         raise ValueError(f"latency.semi_structured needs float16/bfloat16 weights, got {p.dtype} (runtime.dtype)")
-    from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
+    from torch.sparse import SparseSemiStructuredTensor
 
     swapped, skipped, kinds = [], 0, set()
     try:
         for block in adapter.blocks(model):
-            for lin in adapter.linears(block).values():
-                w = lin.weight.data
-                bad, _ = nm_violations(w, 2, 4)
+            for name, lin in adapter.linears(block).items():
+                bad, _ = nm_violations(lin.weight.data, 2, 4)
                 if bad:
                     skipped += 1
                     continue
-                sparse = to_sparse_semi_structured(w)
-                kinds.add(type(sparse).__name__)
-                swapped.append((lin, lin.weight))
-                lin.weight = nn.Parameter(sparse, requires_grad=False)
+                parent_name, _, child = name.rpartition(".")
+                parent = block.get_submodule(parent_name) if parent_name else block
+                sparse = SemiStructuredLinear(lin)
+                kinds.add(type(sparse.weight.data).__name__)
+                setattr(parent, child, sparse)
+                swapped.append((parent, child, lin))
         if not swapped:
             raise ValueError("latency.semi_structured: no block linear is exactly 2:4 sparse (use target=nm_2_4)")
-        path = "semi_structured:" + ",".join(sorted(kinds))
-        yield {"kernel_path": path, "swapped_linears": len(swapped), "dense_linears": skipped,
+        yield {"kernel_path": "semi_structured:" + ",".join(sorted(kinds)), "swapped_linears": len(swapped),
+               "dense_linears": skipped,
                "force_cutlass": bool(getattr(SparseSemiStructuredTensor, "_FORCE_CUTLASS", False))}
     finally:
-        for lin, dense in swapped:
-            lin.weight = dense
+        for parent, child, lin in swapped:
+            setattr(parent, child, lin)
 
 
 def _timed(fn, device: str, warmup: int, repeats: int) -> list[float]:
