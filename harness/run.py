@@ -189,16 +189,45 @@ def _run_stages(config: dict, plan, record: dict, _hook) -> dict:
     timing["eval_s"] = time.perf_counter() - t
     if plan.device.startswith("cuda"):
         record["memory"]["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
+    if (config.get("output") or {}).get("save_model"):
+        record["_stage"] = "save"
+        out = plan.results_dir / "models" / record["run_id"]
+        model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+        record["output"] = {"model_dir": str(out)}
     record["status"] = "ok"
     return record
+
+
+def check_group_choices(argv: list[str], conf_dir: Path) -> str | None:
+    """Hydra reports an unknown group option (`method=wandaa`) with a multi-line listing; check
+    the command line's group choices first so the user gets one line with near matches."""
+    import difflib
+
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        group_dir = conf_dir / key
+        if not sep or "." in key or not group_dir.is_dir() or "," in value or "(" in value:
+            continue
+        options = sorted(p.stem for p in group_dir.glob("*.yaml"))
+        if value not in options:
+            near = difflib.get_close_matches(value, options, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            return f"unknown {key} {value!r}{hint} (available: {', '.join(options)})"
+    return None
 
 
 def main() -> None:
     import hydra
 
     configure_offline(os.environ.get("PRUNEBENCH_ONLINE") != "1")
+    conf_dir = Path(__file__).resolve().parent.parent / "conf"
+    problem = check_group_choices(sys.argv[1:], conf_dir)
+    if problem:
+        print(f"prunebench: config error: {problem}", file=sys.stderr)
+        sys.exit(2)
 
-    @hydra.main(config_path=str(Path(__file__).resolve().parent.parent / "conf"), config_name="config",
+    @hydra.main(config_path=str(conf_dir), config_name="config",
                 version_base="1.3")
     def _app(cfg) -> None:
         from harness.validate import ConfigError
