@@ -19,8 +19,8 @@ import torch
 SMOLLM2 = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                num_key_value_heads=3, head_dim=64, vocab_size=49152, max_position_embeddings=8192,
                rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=True)
-SECTION = {"warmup": 3, "repeats": 10, "prefill": {"batch": [1, 16], "prompt_len": [512, 2048]},
-           "decode": {"batch": [1, 32], "prompt_len": 512, "new_tokens": 32}}
+SECTION = {"warmup": 2, "repeats": 5, "prefill": {"batch": [1, 16], "prompt_len": [512, 2048]},
+           "decode": {"batch": [1, 32], "prompt_len": 512, "new_tokens": 16}}
 
 
 def load(device: str, dtype: torch.dtype):

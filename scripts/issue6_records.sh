@@ -11,6 +11,6 @@ run method=wanda target=unstructured_50 eval=kv_quick kv=h2o
 for spec in "method=dense" "method=wanda target=unstructured_50" "method=magnitude target=unstructured_50"; do
   run $spec eval=zeroshot_quick
 done
-for spec in "method=dense" "method=wanda target=nm_2_4" "method=wanda target=unstructured_50"; do
+for spec in "method=dense" "method=magnitude target=nm_2_4" "method=wanda target=unstructured_50"; do
   run $spec eval=latency_quick
 done

@@ -28,7 +28,7 @@ for r in records:
 
 tasks = ["boolq", "rte", "hellaswag_llamacpp", "winogrande", "arc_easy", "arc_challenge", "openbookqa", "piqa",
          "lambada_openai"]
-print("\n### Zero-shot (lm-eval, local files, limit 50 docs per task; acc / acc_norm, ± stderr)\n")
+print("\n### Zero-shot (lm-eval, local files, first `limit` docs per task; acc±stderr / acc_norm)\n")
 print("| model | " + " | ".join(tasks) + " |")
 print("|---|" + "---|" * len(tasks))
 for r in records:
@@ -44,15 +44,28 @@ for r in records:
         cells.append(c)
     print(f"| {label(r)} (limit {z['limit']}, lm-eval {z['lm_eval_version']}) | " + " | ".join(cells) + " |")
 
-print("\n### Latency (CPU, threads=1, fp32; median [IQR] over 5 repeats after 2 warm-ups)\n")
-print("| model | kernel path | params | prefill b1xL128 ms | prefill b1xL512 ms | prefill b4xL512 ms | decode b1 ms/tok | decode b8 ms/tok |")
-print("|---|---|---|---|---|---|---|---|")
+print("\n### Latency (median [IQR] over the timed repeats after warm-up)\n")
+print("| model | device / dtype / threads | kernel path | params | prefill (batch x len): ms | decode (batch): ms/token |")
+print("|---|---|---|---|---|---|")
 for r in records:
     lat = r["metrics"].get("latency")
     if not lat:
         continue
-    pre = {(p["batch"], p["prompt_len"]): p["seconds"] for p in lat["prefill"]}
-    dec = {d["batch"]: d["ms_per_token"] for d in lat["decode"]}
-    f = lambda s, k=1e3: f"{s['median'] * k:.1f} [{s['iqr'] * k:.1f}]"  # noqa: E731
-    print(f"| {label(r)} | {lat['kernel_path']} | {lat['params']:,} | {f(pre[(1, 128)])} | {f(pre[(1, 512)])} | "
-          f"{f(pre[(4, 512)])} | {f(dec[1], 1)} | {f(dec[8], 1)} |")
+    pre = ", ".join(f"{p['batch']}x{p['prompt_len']}: {p['seconds']['median'] * 1e3:.1f} [{p['seconds']['iqr'] * 1e3:.1f}]"
+                    for p in lat["prefill"])
+    dec = ", ".join(f"{d['batch']}: {d['ms_per_token']['median']:.1f} [{d['ms_per_token']['iqr']:.1f}]"
+                    for d in lat["decode"])
+    print(f"| {label(r)} | {lat['device']} / {lat['dtype']} / {lat['threads']} | {lat['kernel_path']} | "
+          f"{lat['params']:,} | {pre} | {dec} |")
+
+for path in sorted(glob.glob(f"{root}/benchmarks/*.json")):
+    bench = json.load(open(path))
+    print(f"\n### {path.split('/')[-1]} (benchmarks/latency_2_4.py; median over repeats)\n")
+    print("| variant | kernel path | prefill (batch x len): ms | decode (batch): ms/token |")
+    print("|---|---|---|---|")
+    for name, lat in bench.items():
+        if not isinstance(lat, dict):
+            continue
+        pre = ", ".join(f"{p['batch']}x{p['prompt_len']}: {p['seconds']['median'] * 1e3:.1f}" for p in lat["prefill"])
+        dec = ", ".join(f"{d['batch']}: {d['ms_per_token']['median']:.1f}" for d in lat["decode"])
+        print(f"| {name} ({lat['dtype']}, {lat.get('gpu', lat['device'])}) | {lat['kernel_path']} | {pre} | {dec} |")

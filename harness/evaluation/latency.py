@@ -13,6 +13,7 @@ methods are faster only because their matrices are smaller.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from contextlib import contextmanager
@@ -155,7 +156,9 @@ def measure(model, section: dict, device: str, seed: int = 0) -> dict:
               "dtype": str(p.dtype).replace("torch.", ""), "threads": torch.get_num_threads(),
               "warmup": warmup, "repeats": repeats,
               "attn_implementation": getattr(model.config, "_attn_implementation", None),
-              "params": sum(x.numel() for x in model.parameters()), "prefill": [], "decode": []}
+              "params": sum(x.numel() for x in model.parameters()), "prefill": [], "decode": [],
+              # a shared machine's load changes every figure; recorded so readers can tell
+              "cpu_count": os.cpu_count(), "load_avg_1m_start": os.getloadavg()[0]}
     if str(device).startswith("cuda"):
         result["gpu"] = torch.cuda.get_device_name(torch.device(device).index or 0)
     with semi_structured_weights(model, adapter, bool(section.get("semi_structured", False))) as kernels:
@@ -168,6 +171,7 @@ def measure(model, section: dict, device: str, seed: int = 0) -> dict:
             result["decode"].append(decode_latency(model, int(b), int(dec.get("prompt_len", 128)),
                                                    int(dec.get("new_tokens", 16)), vocab, device, warmup,
                                                    repeats, seed))
+    result["load_avg_1m_end"] = os.getloadavg()[0]
     return result
 
 
