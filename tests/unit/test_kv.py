@@ -100,8 +100,8 @@ def test_kv_group_composes_with_weight_method(results_dir):
     mem = record["metrics"]["kv_memory"]
     assert mem["tokens_held"] == round(0.2 * 128) + 32 and mem["kv_bytes_measured"] == mem["kv_bytes_analytic_held"]
     assert record["metrics"]["kv_ppl"]["wikitext2"]["kv_tokens_final"] == round(0.2 * 512) + 32
-    bad = OmegaConf.to_container(compose_config(["model=tiny-llama", "kv=h2o", "kv.name=wanda",
-                                                               "kv.params={}"]), resolve=True)
+    bad = OmegaConf.to_container(compose_config(["model=tiny-llama"]), resolve=True)
+    bad["kv"] = {"name": "wanda", "params": {}}
     with pytest.raises(ConfigError, match="not a KV-cache method"):
         validate(bad)
 
