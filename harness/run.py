@@ -94,6 +94,9 @@ def run_experiment(cfg) -> dict:
             _finish(record, plan, t_start)
             raise
     _finish(record, plan, t_start)
+    from harness.tracking import track_run
+
+    track_run(config, record)  # W&B (offline by default); never fails the run
     return record
 
 
@@ -165,7 +168,10 @@ def _run_stages(config: dict, plan, record: dict, _hook) -> dict:
     record["_stage"] = "recover"
     t = time.perf_counter()
     if plan.recovery is not None:
-        record["recovery"].update(plan.recovery(model, tokenizer, config["recovery"], ctx) or {})
+        from harness.recovery.context import recovery_context
+
+        rctx = recovery_context(config, plan, ctx, record)
+        record["recovery"].update(plan.recovery(model, tokenizer, config["recovery"], rctx) or {})
     timing["recover_s"] = time.perf_counter() - t
 
     record["_stage"] = "measure"
@@ -233,18 +239,20 @@ def main() -> None:
         from harness.validate import ConfigError
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
         try:
             record = run_experiment(cfg)
         except ConfigError as exc:
             print(f"prunebench: config error: {exc}", file=sys.stderr)
+            if HydraConfig.get().mode == RunMode.MULTIRUN:  # a grid cell that cannot run (dense x 2:4)
+                return
             sys.exit(2)
         summary = {k: round(v["value"], 4) for k, v in record["metrics"].get("ppl", {}).items()}
         print(f"prunebench: {record['run_id']} {record['status']} ppl={summary} "
               f"sparsity_blocks={record['measured'].get('sparsity_blocks')}")
         if record["status"] == "failed":
-            from hydra.core.hydra_config import HydraConfig
-            from hydra.types import RunMode
-
             if HydraConfig.get().mode != RunMode.MULTIRUN:  # a sweep goes on; it reports at the end
                 sys.exit(1)
 

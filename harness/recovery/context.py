@@ -1,0 +1,95 @@
+"""What a recovery receives: the prune context plus what training needs beyond it.
+
+Built by `recovery_context` in harness/run.py right before the recover stage. The dense teacher
+(kd, replace) is reloaded from the same model source rather than kept in memory through pruning,
+and its sha256 is checked against the weights the run pruned.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.blocks.context import PruneContext
+
+
+@dataclass
+class RecoveryContext:
+    prune: PruneContext                       # adapter, target, report (removed units), seed
+    run_id: str
+    device: str
+    dtype: Any                                # torch.dtype of the pruned model
+    data_dir: Path | None
+    checkpoint_dir: Path | None               # None: no checkpoints (tests that want none)
+    eval_texts: list[tuple[str, str]] = field(default_factory=list)  # (corpus, split) never trained on
+    model_cfg: dict | None = None             # name/source/allow_pickle: reloads the dense teacher
+    model_sha256: str | None = None           # of the weights that were pruned
+    prune_report: dict = field(default_factory=dict)
+    seed: int = 0
+    teacher_factory: Any = None               # tests: callable -> (model, tokenizer) instead of a reload
+
+    @property
+    def adapter(self):
+        return self.prune.adapter
+
+    @property
+    def report(self) -> dict:
+        return self.prune.report
+
+    def removed_blocks(self) -> list[int] | None:
+        """Original indices of blocks a structured method removed (ctx.report or its returned report)."""
+        for source in (self.prune.report, self.prune_report):
+            removed = (source or {}).get("removed")  # structured methods: {"unit", "indices", ...}
+            if isinstance(removed, dict) and removed.get("unit") == "block":
+                return sorted(int(i) for i in removed["indices"])
+            value = (source or {}).get("removed_blocks")
+            if value is not None:
+                return sorted(int(i) for i in value)
+        return None
+
+    def load_teacher(self) -> tuple[Any, Any, dict]:
+        """The unpruned model, frozen, in eval mode; plus a description for the record."""
+        if self.teacher_factory is not None:
+            model, tokenizer = self.teacher_factory()
+            info = {"source": "factory"}
+        else:
+            from harness.models import load_model
+
+            if self.model_cfg is None:
+                raise ValueError("no model config to reload the dense teacher from")
+            loaded = load_model(self.model_cfg["name"], self.model_cfg["source"], self.dtype, self.device,
+                                self.prune.cache_dir or Path.home() / ".cache" / "prunebench",
+                                allow_pickle=bool(self.model_cfg.get("allow_pickle", False)), seed=self.seed)
+            if self.model_sha256 and loaded.sha256 != self.model_sha256:
+                raise ValueError(f"teacher weights sha256 {loaded.sha256[:12]} differ from the pruned "
+                                 f"model's {self.model_sha256[:12]}")
+            model, tokenizer = loaded.model, loaded.tokenizer
+            info = {"name": loaded.name, "source": copy.deepcopy(loaded.source), "sha256": loaded.sha256}
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model, tokenizer, info
+
+
+def recovery_context(config: dict, plan, ctx: PruneContext, record: dict) -> RecoveryContext:
+    """Assemble the RecoveryContext for run.py (one call, so run.py stays a straight line)."""
+    from harness.data import corpus as corpus_of
+    from harness.records import run_id_for
+
+    recovery_cfg = dict(config.get("recovery") or {})
+    # Checkpoints are keyed by the run's identity without the simulated-preemption knob, so a job
+    # stopped by `stop_after` (or killed) resumes when the same config runs again.
+    resume_cfg = dict(config, recovery={k: v for k, v in recovery_cfg.items() if k != "stop_after"})
+    paths = config.get("paths") or {}
+    base = Path(paths["checkpoint_dir"]).expanduser() if paths.get("checkpoint_dir") else plan.cache_dir / "checkpoints"
+    eval_texts = []
+    for ds in ((config.get("eval") or {}).get("ppl") or {}).get("datasets", []) or []:
+        split = ((config.get("eval") or {}).get("ppl") or {}).get("split") or corpus_of(ds).eval_split
+        eval_texts.append((ds, split))
+    return RecoveryContext(prune=ctx, run_id=record["run_id"], device=plan.device, dtype=plan.dtype,
+                           data_dir=plan.data_dir, checkpoint_dir=base / run_id_for(resume_cfg),
+                           eval_texts=eval_texts, model_cfg=dict(config["model"]),
+                           model_sha256=record["provenance"].get("model_sha256"),
+                           prune_report=record.get("prune_report") or {}, seed=int(config.get("seed", 0)))

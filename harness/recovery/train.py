@@ -1,0 +1,410 @@
+"""Shared recovery machinery: the budget, the training corpus, masks, and one resumable loop.
+
+Every recovery type (lora, partial, kd, replace) is "choose trainable parameters + a loss"; this
+module does the rest once: token windows from a training corpus (never evaluation text), AdamW with
+a transformers schedule, gradient accumulation and clipping, a tqdm bar, periodic checkpoints
+(safetensors for the trainable tensors, torch state for optimizer/scheduler/RNG) and exact resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from harness.validate import ConfigError
+
+log = logging.getLogger(__name__)
+
+SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
+
+
+class Preempted(RuntimeError):
+    """Training stopped at `stop_after` (simulated preemption); the checkpoint allows resuming."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Training budget and data, shared by every recovery type (all of it goes into the record)."""
+
+    steps: int = 64
+    tokens: int | None = None             # if set, steps = tokens / (batch_size * grad_accum * seq_len)
+    batch_size: int = 4
+    seq_len: int = 128
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    schedule: str = "cosine"              # transformers.get_scheduler name
+    warmup_steps: int = 0
+    max_grad_norm: float | None = 1.0
+    corpus: str = "c4"                    # harness.data corpus name, or "hf:<path>[:<name>]"
+    split: str = "train"
+    text_field: str = "text"              # for hf: corpora
+    max_docs: int | None = None           # cap on documents read (large hub corpora)
+    heldout_docs: int = 32                # last documents of the corpus, never trained on
+    heldout_windows: int = 8
+    seed: int = 0
+    checkpoint_every: int = 0             # steps; 0 = no periodic checkpoints
+    keep_checkpoints: bool = False        # keep the final checkpoint after a completed run
+    stop_after: int | None = None         # simulate preemption: stop after this step (checkpointed)
+    gradient_checkpointing: bool = False
+    autocast: str | None = None           # "bfloat16": mixed precision over float32 weights (CUDA)
+    keep_sparsity: bool = True            # pruned weights stay zero (masks re-applied)
+
+    @property
+    def windows_per_step(self) -> int:
+        return self.batch_size * self.grad_accum
+
+    @property
+    def train_tokens(self) -> int:
+        return self.steps * self.windows_per_step * self.seq_len
+
+    def describe(self) -> dict:
+        return asdict(self) | {"train_tokens": self.train_tokens}
+
+
+BUDGET_KEYS = frozenset(f.name for f in fields(Budget))
+
+
+def parse_budget(params: dict, own_keys: set[str], recovery: str) -> Budget:
+    """Budget from the recovery config; unknown keys and bad values are one-line ConfigErrors."""
+    unknown = set(params) - BUDGET_KEYS - own_keys - {"name"}
+    if unknown:
+        raise ConfigError(f"recovery {recovery}: unknown key(s) {', '.join(sorted(unknown))}")
+    values = {k: params[k] for k in BUDGET_KEYS if k in params and params[k] is not None}
+    try:
+        for f in fields(Budget):  # YAML may give "1e-4" as a string; coerce to the field's type
+            if f.name in values and f.type in ("int", "float", "int | None", "float | None"):
+                values[f.name] = (float if "float" in f.type else int)(values[f.name])
+        b = Budget(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"recovery {recovery}: bad budget value: {exc}") from None
+    if b.tokens is not None:
+        per_step = b.windows_per_step * b.seq_len
+        if b.tokens % per_step:
+            raise ConfigError(f"recovery {recovery}: tokens={b.tokens} is not a multiple of "
+                              f"batch_size*grad_accum*seq_len={per_step}")
+        if "steps" in params and params["steps"] is not None and int(params["steps"]) != b.tokens // per_step:
+            raise ConfigError(f"recovery {recovery}: tokens={b.tokens} and steps={params['steps']} disagree "
+                              f"(tokens gives {b.tokens // per_step} steps); set one of them")
+        b = Budget(**(values | {"steps": b.tokens // per_step}))
+    if b.steps < 1 or b.batch_size < 1 or b.seq_len < 2 or b.grad_accum < 1:
+        raise ConfigError(f"recovery {recovery}: steps, batch_size, grad_accum must be >= 1 and seq_len >= 2")
+    if not b.lr > 0:
+        raise ConfigError(f"recovery {recovery}: lr must be > 0")
+    if b.schedule not in SCHEDULES:
+        raise ConfigError(f"recovery {recovery}: schedule must be one of {', '.join(SCHEDULES)}")
+    if b.warmup_steps < 0 or b.warmup_steps >= b.steps and b.warmup_steps > 0:
+        raise ConfigError(f"recovery {recovery}: warmup_steps must be in [0, steps)")
+    if b.heldout_docs < 1 or b.heldout_windows < 1:
+        raise ConfigError(f"recovery {recovery}: heldout_docs and heldout_windows must be >= 1")
+    if b.stop_after is not None and not 1 <= b.stop_after < b.steps:
+        raise ConfigError(f"recovery {recovery}: stop_after must be in [1, steps)")
+    if b.autocast not in (None, "bfloat16", "float16"):
+        raise ConfigError(f"recovery {recovery}: autocast must be null, bfloat16 or float16")
+    if b.checkpoint_every < 0:
+        raise ConfigError(f"recovery {recovery}: checkpoint_every must be >= 0")
+    return b
+
+
+def check_not_eval_text(b: Budget, eval_texts: list[tuple[str, str]], recovery: str) -> None:
+    """Never train on evaluation text: the corpus/split must not be one the run (or the protocol) evaluates."""
+    from harness.data import CORPORA
+
+    if b.corpus in CORPORA:
+        c = CORPORA[b.corpus]
+        if b.split not in c.files:
+            raise ConfigError(f"recovery {recovery}: corpus {b.corpus!r} has no split {b.split!r} "
+                              f"(available: {', '.join(c.files)})")
+        if b.split == c.eval_split:
+            raise ConfigError(f"recovery {recovery}: {b.corpus}/{b.split} is the evaluation split of "
+                              f"{b.corpus}; train on another split (e.g. c4/train)")
+    elif not b.corpus.startswith("hf:"):
+        raise ConfigError(f"recovery {recovery}: unknown corpus {b.corpus!r}; a harness.data corpus "
+                          f"({', '.join(sorted(CORPORA))}) or hf:<dataset>[:<config>]")
+    if (b.corpus, b.split) in {tuple(t) for t in eval_texts}:
+        raise ConfigError(f"recovery {recovery}: {b.corpus}/{b.split} is evaluated by this run; never train on it")
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+@dataclass
+class Corpus:
+    train: torch.Tensor          # [steps * batch_size * grad_accum, seq_len] int64, in training order
+    heldout: torch.Tensor        # [heldout_windows, seq_len] int64, from documents never trained on
+    info: dict
+
+
+def _rows(b: Budget, data_dir: Path | None) -> tuple[list[str], dict]:
+    from harness.data import CORPORA, load_rows
+
+    if b.corpus in CORPORA:
+        rows = load_rows(b.corpus, b.split, data_dir)
+        return rows.rows, {"source": rows.source, "data_sha256": rows.sha256, "variant": rows.variant}
+    import datasets
+
+    _, path, *name = b.corpus.split(":")
+    split = b.split if b.max_docs is None else f"{b.split}[:{b.max_docs}]"
+    ds = datasets.load_dataset(path, name[0] if name else None, split=split)
+    return list(ds[b.text_field]), {"source": f"hub:{path}", "data_sha256": None, "variant": None}
+
+
+def _pack(docs: list[str], tokenizer, seq_len: int, limit: int | None = None) -> torch.Tensor:
+    """Documents tokenized, joined with EOS, cut into [n, seq_len] windows (remainder dropped)."""
+    eos = tokenizer.eos_token_id
+    ids: list[int] = []
+    for doc in docs:
+        if not doc.strip():
+            continue
+        ids.extend(tokenizer(doc)["input_ids"])
+        if eos is not None:
+            ids.append(eos)
+        if limit is not None and len(ids) >= limit * seq_len:
+            break
+    n = len(ids) // seq_len
+    return torch.tensor(ids[: n * seq_len], dtype=torch.int64).view(n, seq_len)
+
+
+def build_corpus(tokenizer, b: Budget, data_dir: Path | None) -> Corpus:
+    from harness.hashing import sha256_tokens
+
+    rows, info = _rows(b, data_dir)
+    if b.max_docs is not None:
+        rows = rows[: b.max_docs]
+    if len(rows) <= b.heldout_docs:
+        raise ValueError(f"corpus {b.corpus}/{b.split} has {len(rows)} documents, not more than heldout_docs")
+    train_docs, heldout_docs = rows[: -b.heldout_docs], rows[-b.heldout_docs:]
+    heldout = _pack(heldout_docs, tokenizer, b.seq_len, b.heldout_windows)[: b.heldout_windows]
+    if len(heldout) < b.heldout_windows:
+        raise ValueError(f"held-out documents give {len(heldout)} windows of {b.seq_len} tokens, "
+                         f"fewer than heldout_windows={b.heldout_windows}")
+    pool = _pack(train_docs, tokenizer, b.seq_len)
+    need = b.steps * b.windows_per_step
+    gen = torch.Generator().manual_seed(b.seed)
+    order = torch.cat([torch.randperm(len(pool), generator=gen) for _ in range(math.ceil(need / len(pool)))])
+    train = pool[order[:need]]
+    info |= {"corpus": b.corpus, "split": b.split, "train_pool_windows": len(pool),
+             "epochs": need / len(pool), "train_tokens_sha256": sha256_tokens(train),
+             "heldout_tokens_sha256": sha256_tokens(heldout), "heldout_docs": b.heldout_docs}
+    return Corpus(train, heldout, info)
+
+
+# ---------------------------------------------------------------------------------------------
+# sparsity masks
+
+@torch.no_grad()
+def capture_masks(model: nn.Module, adapter) -> dict[str, torch.Tensor]:
+    """Zero pattern of every block linear that has zeros: {parameter name: bool mask (True = keep)}."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    masks = {}
+    for block in adapter.blocks(model):
+        for lin in adapter.linears(block).values():
+            w = lin.weight
+            if bool((w == 0).any()) and id(w) in names:
+                masks[names[id(w)]] = w != 0
+    return masks
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        params[name].mul_(mask)
+
+
+def block_sparsity(model: nn.Module, adapter) -> float:
+    from harness.blocks.measure import measure_sparsity
+
+    return measure_sparsity(model, adapter)["sparsity_blocks"]
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation of the training objective
+
+@torch.no_grad()
+def lm_loss(model: nn.Module, windows: torch.Tensor, device: str, batch_size: int = 4) -> float:
+    """Mean next-token cross-entropy over held-out windows (token-weighted; all windows are full)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(windows), batch_size):
+        x = windows[i:i + batch_size].to(device)
+        loss = model(input_ids=x, labels=x).loss
+        n = x.numel() - x.shape[0]
+        total += float(loss) * n
+        count += n
+    model.train(was_training)
+    return total / count
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+def _fingerprint(b: Budget, names: list[str], tag: str) -> str:
+    spec = {k: v for k, v in asdict(b).items() if k not in ("stop_after", "checkpoint_every", "keep_checkpoints")}
+    blob = json.dumps({"budget": spec, "params": names, "tag": tag}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _save(ckpt: Path, params: dict[str, nn.Parameter], opt, sched, step: int, losses: list[float],
+          fingerprint: str) -> None:
+    from safetensors.torch import save_file
+
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file({n: p.detach().contiguous().cpu() for n, p in params.items()}, str(tmp / "trainable.safetensors"))
+    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+             "losses": torch.tensor(losses, dtype=torch.float64), "rng_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["rng_cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(state, tmp / "state.pt")
+    (tmp / "fingerprint.txt").write_text(fingerprint)
+    if ckpt.exists():  # swap in atomically enough: a kill between these leaves either copy
+        old = ckpt.with_name(ckpt.name + ".old")
+        ckpt.rename(old)
+        tmp.rename(ckpt)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(ckpt)
+
+
+def _load(ckpt: Path, params: dict[str, nn.Parameter], opt, sched) -> tuple[int, list[float]]:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(ckpt / "trainable.safetensors"))
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(tensors[n].to(p.device, p.dtype))
+    # Our own file (optimizer/scheduler/RNG state); weights_only keeps torch.load from running code.
+    state = torch.load(ckpt / "state.pt", weights_only=True)
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng_cpu"])
+    if "rng_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    return int(state["step"]), [float(x) for x in state["losses"]]
+
+
+def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], torch.Tensor],
+          windows: torch.Tensor, b: Budget, checkpoint_dir: Path | None, tag: str,
+          after_step: Callable[[], None] | None = None, device: str = "cpu") -> dict:
+    """AdamW over `params` for b.steps steps on `windows` ([steps*batch*accum, seq_len]).
+
+    Resumes from `checkpoint_dir/tag` when a checkpoint with the same fingerprint exists.
+    Raises Preempted after step b.stop_after (the checkpoint is written first)."""
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
+    names = sorted(params)
+    trainable = [params[n] for n in names]
+    opt = torch.optim.AdamW(trainable, lr=b.lr, weight_decay=b.weight_decay)
+    sched = get_scheduler(b.schedule, opt, num_warmup_steps=b.warmup_steps, num_training_steps=b.steps)
+    fingerprint = _fingerprint(b, names, tag)
+    ckpt = checkpoint_dir / tag if checkpoint_dir is not None else None
+    start, losses, resumed_from = 0, [], None
+    if ckpt is not None and (ckpt / "fingerprint.txt").is_file():
+        if (ckpt / "fingerprint.txt").read_text() == fingerprint:
+            start, losses = _load(ckpt, params, opt, sched)
+            resumed_from = start
+            log.info("recovery %s: resumed from step %d (%s)", tag, start, ckpt)
+        else:
+            log.warning("recovery %s: checkpoint %s is from another budget; starting over", tag, ckpt)
+    bar = tqdm(total=b.steps, initial=start, desc=f"recovery:{tag}", unit="step", mininterval=2.0)
+    for step in range(start, b.steps):
+        total = 0.0
+        base = step * b.windows_per_step
+        for micro in range(b.grad_accum):
+            x = windows[base + micro * b.batch_size: base + (micro + 1) * b.batch_size].to(device)
+            with torch.autocast(torch.device(device).type, dtype=getattr(torch, b.autocast or "float32"),
+                                enabled=b.autocast is not None):
+                loss = loss_fn(x) / b.grad_accum
+            loss.backward()
+            total += float(loss.detach())
+        if b.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(trainable, b.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if after_step is not None:
+            after_step()
+        losses.append(total)
+        bar.update(1)
+        bar.set_postfix(loss=f"{total:.4f}")
+        done = step + 1
+        stop = b.stop_after is not None and done == b.stop_after and done < b.steps
+        if ckpt is not None and (stop or (b.checkpoint_every and done % b.checkpoint_every == 0 and done < b.steps)):
+            _save(ckpt, params, opt, sched, done, losses, fingerprint)
+        if stop:
+            bar.close()
+            raise Preempted(f"recovery {tag}: stopped after step {done} of {b.steps} (stop_after); "
+                            f"checkpoint {ckpt}")
+    bar.close()
+    if ckpt is not None and ckpt.exists() and not b.keep_checkpoints:
+        shutil.rmtree(ckpt)
+        if not any(checkpoint_dir.iterdir()):  # the run's folder too, once no tag is left
+            checkpoint_dir.rmdir()
+    elif ckpt is not None and b.keep_checkpoints:
+        _save(ckpt, params, opt, sched, b.steps, losses, fingerprint)
+    k = max(1, min(8, len(losses) // 4))
+    return {"steps": b.steps, "resumed_from_step": resumed_from, "trainable_params": sum(p.numel() for p in trainable),
+            "train_loss_first": sum(losses[:k]) / k, "train_loss_last": sum(losses[-k:]) / k,
+            "train_loss_curve": [round(x, 5) for x in losses]}
+
+
+def set_train_mode(model: nn.Module, b: Budget, device: str) -> None:
+    model.train()
+    model.config.use_cache = False
+    if b.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def set_eval_mode(model: nn.Module, b: Budget) -> None:
+    if b.gradient_checkpointing and getattr(model, "is_gradient_checkpointing", False):
+        model.gradient_checkpointing_disable()
+    model.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# what every recovery type does around its own training
+
+@dataclass
+class Session:
+    budget: Budget
+    corpus: Corpus
+    masks: dict
+    report: dict
+    device: str
+
+
+def start(model: nn.Module, tokenizer, params: dict, ctx, own_keys: set[str], name: str) -> Session:
+    """Parse and check the budget, build the corpus, capture masks, measure the starting point."""
+    b = parse_budget(params, own_keys, name)
+    check_not_eval_text(b, ctx.eval_texts, name)
+    corpus = build_corpus(tokenizer, b, ctx.data_dir)
+    masks = capture_masks(model, ctx.adapter) if b.keep_sparsity else {}
+    report = {"type": name, "budget": b.describe(), "corpus": corpus.info,
+              "sparsity_blocks_before": block_sparsity(model, ctx.adapter),
+              "heldout_loss_before": lm_loss(model, corpus.heldout, ctx.device),
+              "checkpoint_dir": str(ctx.checkpoint_dir) if ctx.checkpoint_dir else None}
+    torch.manual_seed(b.seed)
+    return Session(b, corpus, masks, report, ctx.device)
+
+
+def finish(model: nn.Module, s: Session, ctx) -> dict:
+    """Re-apply the masks, measure the end point; returns the report for record['recovery']."""
+    apply_masks(model, s.masks)
+    s.report |= {"masked_tensors": len(s.masks),
+                 "sparsity_blocks_after": block_sparsity(model, ctx.adapter),
+                 "heldout_loss_after": lm_loss(model, s.corpus.heldout, s.device)}
+    return s.report

@@ -1,0 +1,355 @@
+"""Structural surgery shared by every structured method: the model really gets smaller.
+
+LLaMA layout only (RMSNorm, GQA attention, gated MLP; `adapter.supports_surgery`). Every function
+edits the model in place and keeps the HF config consistent, so a model pruned with uniform widths
+is an ordinary, isomorphic model: `save_pretrained` / `from_pretrained` just work.
+
+drop_blocks        remove decoder blocks; re-index attention `layer_idx`, `num_hidden_layers`,
+                   per-layer config lists (`layer_types`).
+drop_sublayer      remove a block's attention or MLP (and the norm that only feeds it); the
+                   residual passes through. LLaMA has no config field for a missing sublayer, so
+                   the dropped sublayers are listed under config key `prunebench_dropped_sublayers`
+                   and `load_pruned(path)` (= from_pretrained + re-applying that list) restores the
+                   model; plain `from_pretrained` would re-create the dropped sublayers randomly.
+prune_mlp_channels keep MLP channels: gate/up rows and down columns.
+prune_heads        keep KV groups and, inside each kept group, the same number of query heads
+                   (GQA stays valid: query heads always move with their KV group).
+prune_hidden       keep residual-stream (embedding) channels across the whole model (Minitron).
+                   RMSNorm averages over the channels it sees, so with fewer channels every norm
+                   weight is scaled by sqrt(d/d') and eps by d/d': the pruned model then computes
+                   exactly what the model with those channels zeroed computes.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from harness.adapters import FamilyAdapter
+
+DROPPED_KEY = "prunebench_dropped_sublayers"   # config: {"attn": [block, ...], "mlp": [block, ...]}
+SUBLAYERS = ("attn", "mlp")
+
+
+class SurgeryError(ValueError):
+    pass
+
+
+# -------------------------------------------------------------------------------------------------
+# pass-through modules standing in for a dropped sublayer (no parameters)
+
+class PassthroughAttention(nn.Module):
+    """A dropped attention sublayer: adds nothing to the residual stream.
+
+    transformers reads the cached sequence length from layer 0's KV cache (and masks from each
+    layer's), so with a cache this writes a [b, 1, seq, 1] placeholder: one float per token instead
+    of 2 * kv_heads * head_dim, and generation positions stay right whichever layer lost attention.
+    """
+
+    def __init__(self, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+
+    def forward(self, hidden_states: torch.Tensor, position_embeddings=None, attention_mask=None,
+                past_key_values=None, **kwargs):
+        if past_key_values is not None:
+            b, s, _ = hidden_states.shape
+            placeholder = hidden_states.new_zeros(b, 1, s, 1)
+            past_key_values.update(placeholder, placeholder, self.layer_idx)
+        return torch.zeros_like(hidden_states), None
+
+
+class PassthroughMLP(nn.Module):
+    """A dropped MLP sublayer: adds nothing to the residual stream."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(hidden_states)
+
+
+def _require(adapter: FamilyAdapter) -> None:
+    if not adapter.supports_surgery:
+        raise SurgeryError(f"structural surgery supports the LLaMA layout only, not family {adapter.family!r}")
+
+
+def _set(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, leaf = path.rpartition(".")
+    setattr(FamilyAdapter._get(root, parent), leaf, module)
+
+
+def _new_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    lin = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device,
+                    dtype=weight.dtype)
+    with torch.no_grad():
+        lin.weight.copy_(weight)
+        if bias is not None:
+            lin.bias.copy_(bias)
+    return lin
+
+
+def _slice_linear(lin: nn.Linear, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> nn.Linear:
+    w = lin.weight.data                                   # [out, in]
+    b = lin.bias.data if lin.bias is not None else None   # [out]
+    if rows is not None:
+        w = w.index_select(0, rows)
+        b = b.index_select(0, rows) if b is not None else None
+    if cols is not None:
+        w = w.index_select(1, cols)
+    return _new_linear(w.contiguous(), b)
+
+
+def _index(keep: Sequence[int] | torch.Tensor, size: int, what: str) -> torch.Tensor:
+    idx = torch.as_tensor(list(keep) if not isinstance(keep, torch.Tensor) else keep, dtype=torch.long)
+    idx = torch.sort(idx).values  # keep the original order of what survives
+    if idx.numel() == 0:
+        raise SurgeryError(f"cannot keep zero {what}")
+    if idx.numel() != torch.unique(idx).numel() or idx.min() < 0 or idx.max() >= size:
+        raise SurgeryError(f"bad {what} indices (size {size}): {idx.tolist()}")
+    return idx
+
+
+def dropped_sublayers(config) -> dict[str, list[int]]:
+    got = getattr(config, DROPPED_KEY, None) or {}
+    return {k: sorted(int(i) for i in got.get(k, [])) for k in SUBLAYERS}
+
+
+# -------------------------------------------------------------------------------------------------
+# depth
+
+def drop_blocks(model: nn.Module, adapter: FamilyAdapter, indices: Iterable[int]) -> list[int]:
+    """Remove decoder blocks `indices`; returns the kept original indices."""
+    _require(adapter)
+    layers = adapter.blocks(model)
+    n = len(layers)
+    drop = sorted(set(int(i) for i in indices))
+    if any(i < 0 or i >= n for i in drop):
+        raise SurgeryError(f"block indices out of range 0..{n - 1}: {drop}")
+    if len(drop) >= n:
+        raise SurgeryError("cannot drop every block")
+    kept = [i for i in range(n) if i not in drop]
+    new = nn.ModuleList([layers[i] for i in kept])
+    for new_idx, block in enumerate(new):
+        attn = adapter.attention(block)
+        if hasattr(attn, "layer_idx"):
+            attn.layer_idx = new_idx  # KV-cache slot
+        if hasattr(block, "layer_idx"):
+            block.layer_idx = new_idx
+    _set(model, adapter.layers, new)
+    cfg = model.config
+    cfg.num_hidden_layers = len(kept)
+    for key in ("layer_types",):  # per-layer lists in the config follow the blocks
+        value = getattr(cfg, key, None)
+        if isinstance(value, (list, tuple)) and len(value) == n:
+            setattr(cfg, key, [value[i] for i in kept])
+    old = dropped_sublayers(cfg)
+    if any(old.values()):
+        remap = {o: k for k, o in enumerate(kept)}
+        setattr(cfg, DROPPED_KEY, {s: [remap[i] for i in old[s] if i in remap] for s in SUBLAYERS})
+    return kept
+
+
+def _replace_sublayer(block: nn.Module, adapter: FamilyAdapter, sublayer: str) -> None:
+    if sublayer == "attn":
+        layer_idx = getattr(adapter.attention(block), "layer_idx", 0)
+        _set(block, adapter.attn, PassthroughAttention(layer_idx))
+        _set(block, adapter.attn_norm, nn.Identity())  # fed only the dropped attention
+    elif sublayer == "mlp":
+        _set(block, adapter.mlp, PassthroughMLP())
+        _set(block, adapter.mlp_norm, nn.Identity())
+    else:
+        raise SurgeryError(f"sublayer must be one of {SUBLAYERS}, got {sublayer!r}")
+
+
+def drop_sublayer(model: nn.Module, adapter: FamilyAdapter, block_idx: int, sublayer: str) -> None:
+    """Remove the attention or MLP of block `block_idx` (and the norm in front of it)."""
+    _require(adapter)
+    if sublayer not in SUBLAYERS:
+        raise SurgeryError(f"sublayer must be one of {SUBLAYERS}, got {sublayer!r}")
+    block = adapter.blocks(model)[block_idx]
+    already = dropped_sublayers(model.config)
+    if block_idx in already[sublayer]:
+        raise SurgeryError(f"{sublayer} of block {block_idx} is already dropped")
+    _replace_sublayer(block, adapter, sublayer)
+    already[sublayer] = sorted(already[sublayer] + [int(block_idx)])
+    setattr(model.config, DROPPED_KEY, already)
+
+
+def apply_dropped_sublayers(model: nn.Module, adapter: FamilyAdapter | None = None) -> nn.Module:
+    """Re-create the pass-through sublayers a config lists (after from_pretrained)."""
+    from harness.adapters import adapter_for
+
+    adapter = adapter or adapter_for(model)
+    for sublayer, idxs in dropped_sublayers(model.config).items():
+        for i in idxs:
+            _replace_sublayer(adapter.blocks(model)[i], adapter, sublayer)
+    return model
+
+
+def load_pruned(path: str | Path, **kwargs) -> nn.Module:
+    """`AutoModelForCausalLM.from_pretrained(path)` for any model pruned here. Models pruned only in
+    depth or width load the same with plain from_pretrained; dropped sublayers need this helper."""
+    import logging
+
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    kwargs.setdefault("dtype", torch.float32)
+    level = hf_logging.get_verbosity()
+    cfg_path = Path(path) / "config.json"
+    has_dropped = cfg_path.is_file() and DROPPED_KEY in cfg_path.read_text()
+    if has_dropped:  # the dropped sublayers' weights are absent on purpose; don't warn about them
+        hf_logging.set_verbosity(logging.ERROR)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    finally:
+        hf_logging.set_verbosity(level)
+    return apply_dropped_sublayers(model)
+
+
+# -------------------------------------------------------------------------------------------------
+# width
+
+def prune_mlp_channels(block: nn.Module, adapter: FamilyAdapter, keep_idx) -> None:
+    """Keep MLP channels `keep_idx`: rows of gate/up (the input linears), columns of down."""
+    _require(adapter)
+    mlp = adapter.mlp_module(block)
+    first = getattr(mlp, adapter.mlp_inputs[0])
+    idx = _index(keep_idx, first.out_features, "MLP channels").to(first.weight.device)
+    for name in adapter.mlp_inputs:
+        setattr(mlp, name, _slice_linear(getattr(mlp, name), rows=idx))
+    setattr(mlp, adapter.mlp_output, _slice_linear(getattr(mlp, adapter.mlp_output), cols=idx))
+    if hasattr(mlp, "intermediate_size"):
+        mlp.intermediate_size = idx.numel()
+
+
+def head_layout(config) -> tuple[int, int, int]:
+    """(num_attention_heads, num_key_value_heads, head_dim) of a LLaMA-like config."""
+    n_q = config.num_attention_heads
+    n_kv = getattr(config, "num_key_value_heads", None) or n_q
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_q
+    return n_q, n_kv, head_dim
+
+
+def prune_heads(block: nn.Module, adapter: FamilyAdapter, head_dim: int, n_kv: int,
+                keep_kv: Sequence[int], keep_q: Sequence[Sequence[int]]) -> None:
+    """Keep KV groups `keep_kv` and, in kept group j, query heads `keep_q[j]` (indices within the
+    group, 0..group_size-1; the same count in every group so GQA stays valid).
+
+    Query head h belongs to KV group h // group_size (transformers' repeat_kv layout)."""
+    _require(adapter)
+    attn = adapter.attention(block)
+    q, k, v, o = (getattr(attn, n) for n in (*adapter.attn_inputs, adapter.attn_output))
+    n_q = q.out_features // head_dim
+    group = n_q // n_kv
+    if n_q % n_kv or k.out_features != n_kv * head_dim:
+        raise SurgeryError(f"attention shapes do not match n_kv={n_kv}, head_dim={head_dim}")
+    kv = _index(keep_kv, n_kv, "KV groups").tolist()
+    if len(keep_q) != len(kv):
+        raise SurgeryError("keep_q needs one list of query heads per kept KV group")
+    per_group = {len(set(g)) for g in keep_q}
+    if len(per_group) != 1:
+        raise SurgeryError("every kept KV group must keep the same number of query heads")
+    q_heads = [j * group + int(h) for j, hs in zip(kv, keep_q) for h in _index(hs, group, "query heads").tolist()]
+
+    def channels(heads):  # head indices -> [heads * head_dim] row/column indices
+        return torch.tensor([h * head_dim + c for h in heads for c in range(head_dim)], dtype=torch.long,
+                            device=q.weight.device)
+
+    q_idx, kv_idx = channels(q_heads), channels(kv)
+    setattr(attn, adapter.attn_inputs[0], _slice_linear(q, rows=q_idx))
+    setattr(attn, adapter.attn_inputs[1], _slice_linear(k, rows=kv_idx))
+    setattr(attn, adapter.attn_inputs[2], _slice_linear(v, rows=kv_idx))
+    setattr(attn, adapter.attn_output, _slice_linear(o, cols=q_idx))
+    attn.head_dim = head_dim
+    attn.num_key_value_groups = len(q_heads) // len(kv)
+    for name, value in (("num_heads", len(q_heads)), ("num_key_value_heads", len(kv))):
+        if hasattr(attn, name):
+            setattr(attn, name, value)
+
+
+def set_head_config(config, n_q: int, n_kv: int, head_dim: int) -> None:
+    """Uniform head counts after prune_heads on every block (head_dim stays explicit: it no longer
+    equals hidden_size // num_attention_heads)."""
+    config.head_dim = head_dim
+    config.num_attention_heads = n_q
+    config.num_key_value_heads = n_kv
+
+
+def _norms(model: nn.Module, adapter: FamilyAdapter) -> list[nn.Module]:
+    out = [FamilyAdapter._get(model, adapter.final_norm)]
+    for block in adapter.blocks(model):
+        for path in (adapter.attn_norm, adapter.mlp_norm):
+            norm = FamilyAdapter._get(block, path)
+            if not isinstance(norm, nn.Identity):
+                out.append(norm)
+    return out
+
+
+def prune_hidden(model: nn.Module, adapter: FamilyAdapter, keep_idx) -> None:
+    """Keep residual-stream channels `keep_idx` everywhere: embedding columns, every linear reading
+    the stream (columns) or writing it (rows), every RMSNorm weight, lm_head columns (tied or not)."""
+    _require(adapter)
+    emb = adapter.embedding(model)
+    d = emb.weight.shape[1]
+    idx = _index(keep_idx, d, "hidden channels").to(emb.weight.device)
+    d_new = idx.numel()
+    head = adapter.head(model)
+    tied = head.weight is emb.weight
+    with torch.no_grad():
+        emb.weight = nn.Parameter(emb.weight.data.index_select(1, idx).contiguous())
+        emb.embedding_dim = d_new
+        for block in adapter.blocks(model):
+            for name in adapter.linear_names():
+                try:
+                    lin = FamilyAdapter._get(block, name)
+                except AttributeError:  # a dropped sublayer has no linears
+                    continue
+                reads = name.endswith(adapter.attn_inputs) or name.endswith(adapter.mlp_inputs)
+                path = name
+                _set(block, path, _slice_linear(lin, cols=idx) if reads else _slice_linear(lin, rows=idx))
+            if hasattr(block, "hidden_size"):
+                block.hidden_size = d_new
+        # RMSNorm(x) = w * x / sqrt(mean(x^2) + eps): the mean now runs over d' channels. Scaling w by
+        # sqrt(d/d') and eps by d/d' reproduces the zero-channel model exactly.
+        scale = math.sqrt(d / d_new)
+        for norm in _norms(model, adapter):
+            norm.weight = nn.Parameter(norm.weight.data.index_select(0, idx) * scale)
+            if hasattr(norm, "variance_epsilon"):
+                norm.variance_epsilon = norm.variance_epsilon * d / d_new
+        if tied:
+            new_head = nn.Linear(d_new, head.out_features, bias=head.bias is not None,
+                                 device=emb.weight.device, dtype=emb.weight.dtype)
+            new_head.weight = emb.weight
+            if head.bias is not None:
+                new_head.bias = head.bias
+            _set(model, adapter.lm_head, new_head)
+        else:
+            _set(model, adapter.lm_head, _slice_linear(head, cols=idx))
+    cfg = model.config
+    if getattr(cfg, "head_dim", None) is None:
+        cfg.head_dim = cfg.hidden_size // cfg.num_attention_heads
+    cfg.rms_norm_eps = cfg.rms_norm_eps * d / d_new
+    cfg.hidden_size = d_new
+
+
+# -------------------------------------------------------------------------------------------------
+# exact parameter counts of a LLaMA-like layout (width planning; tests check them against reality)
+
+def llama_param_count(config, *, hidden: int | None = None, intermediate: int | None = None,
+                      n_q: int | None = None, n_kv: int | None = None) -> int:
+    """Parameters of the LLaMA-like model `config` describes, optionally with other widths."""
+    q0, kv0, hd = head_layout(config)
+    d = hidden or config.hidden_size
+    f = intermediate or config.intermediate_size
+    nq, nkv = n_q or q0, n_kv or kv0
+    L = config.num_hidden_layers
+    V = config.vocab_size
+    attn = d * nq * hd + 2 * d * nkv * hd + nq * hd * d
+    if getattr(config, "attention_bias", False):
+        attn += nq * hd + 2 * nkv * hd + d
+    mlp = 3 * d * f + ((2 * f + d) if getattr(config, "mlp_bias", False) else 0)
+    emb = V * d * (1 if getattr(config, "tie_word_embeddings", False) else 2)
+    return emb + d + L * (attn + mlp + 2 * d)

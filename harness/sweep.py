@@ -1,0 +1,423 @@
+"""Suites: named Hydra grids (conf/suite/*.yaml) launched as resumable multiruns.
+
+    python -m harness.sweep suite=demo [launcher=basic|local|slurm] [retry_failed=true] [overrides...]
+
+1. expand the suite's `hydra.sweeper.params` (plus sweep overrides from the command line) into cells
+   exactly as Hydra's basic sweeper would, and compose each cell's config;
+2. give each cell its run_id (harness.records.run_id_for) and its state: `ok`/`failed`/`skipped`
+   from its record, `running` from a live marker, `invalid` when validation rejects the config
+   (e.g. dense x nm_2_4: such cells are listed with the reason and never launched), else `missing`;
+3. launch the cells without an `ok` record (failed ones only with retry_failed=true, live ones
+   never) through the configured Hydra launcher: `basic` (in-process, default), `local` (submitit
+   local processes) or `slurm` (hydra-submitit-launcher);
+4. read the records back and exit non-zero when any valid cell is not `ok`, listing those cells.
+   The launcher's own job status is not trusted (hydra-submitit-launcher can report failed jobs as
+   completed, and a cell's failure is a `failed` record, not an exception).
+
+Running markers: a cell writes <results>/running/<run_id>.json (pid, host, Slurm ids) when it starts
+and removes it when its record is written; the sweep writes one per launched cell before
+submission (its own pid) so a concurrent re-launch does not start the same cell twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("prunebench.sweep")
+
+LAUNCHERS = {"basic": "basic", "local": "local", "slurm": "slurm"}
+SWEEP_ARGS = ("suite", "launcher", "retry_failed", "dry_run")
+DONE, FAILED, MISSING, RUNNING, STALE, INVALID, SKIPPED = (
+    "done", "failed", "missing", "running", "stale", "invalid", "skipped")
+
+
+class SuiteError(ValueError):
+    """A suite that cannot be expanded (unknown suite, bad sweep syntax); one line."""
+
+
+@dataclass
+class Cell:
+    overrides: list[str]                  # the cell's sweep overrides (key=value), Hydra syntax
+    run_id: str | None = None
+    config: dict | None = None
+    invalid: str | None = None            # ConfigError message when validation rejects the cell
+    state: str = MISSING
+    detail: str = ""
+    record: dict | None = field(default=None, repr=False)
+
+
+@dataclass
+class Suite:
+    name: str
+    base_overrides: list[str]             # +suite=<name> and the non-sweep command-line overrides
+    cells: list[Cell]
+    results_dir: Path
+
+
+# ----------------------------------------------------------------------------------- expansion
+def available_suites() -> list[str]:
+    from harness.config import CONF_DIR
+
+    return sorted(p.stem for p in (CONF_DIR / "suite").glob("*.yaml"))
+
+
+def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
+    """Split `key=value` arguments into the sweep's own options and Hydra overrides."""
+    opts: dict = {"suite": None, "launcher": "basic", "retry_failed": False, "dry_run": False}
+    overrides = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in SWEEP_ARGS:
+            opts[key] = value.lower() in ("1", "true", "yes") if key in ("retry_failed", "dry_run") else value
+        else:
+            overrides.append(arg)
+    if not opts["suite"]:
+        raise SuiteError(f"suite=<name> is required; available: {', '.join(available_suites())}")
+    if opts["suite"] not in available_suites():
+        raise SuiteError(f"unknown suite {opts['suite']!r}; available: {', '.join(available_suites())}")
+    if opts["launcher"] not in LAUNCHERS:
+        raise SuiteError(f"launcher must be one of {', '.join(LAUNCHERS)} (got {opts['launcher']!r})")
+    return opts, overrides
+
+
+def expand_suite(name: str, overrides: list[str] = (), launcher: str = "basic") -> Suite:
+    """All cells of a suite with their run ids and current states (nothing is run)."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    from harness.config import CONF_DIR, _without_hydra
+    from harness.records import run_id_for
+    from harness.validate import ConfigError, validate
+
+    parser = OverridesParser.create()
+    try:
+        user = parser.parse_overrides(list(overrides))
+    except HydraException as exc:
+        raise SuiteError(" ".join(str(exc).split())) from None
+    fixed = [o.input_line for o in user if not o.is_sweep_override()]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="sweep"):
+        try:
+            hcfg = compose("config", overrides=[f"+suite={name}", f"hydra/launcher={LAUNCHERS[launcher]}",
+                                                *fixed], return_hydra_config=True)
+        except HydraException as exc:
+            raise SuiteError(" ".join(str(exc).split())) from None
+        params = OmegaConf.to_container(hcfg.hydra.sweeper.params or {}, resolve=False)
+        # A command-line override of a swept key replaces the suite's values (Hydra's own rule);
+        # sweep overrides of other keys add dimensions.
+        dims: OrderedDict[str, str] = OrderedDict((k, f"{k}={v}") for k, v in params.items())
+        for o in user:
+            key = o.get_key_element()
+            if o.is_sweep_override() or key in dims:
+                dims[key] = o.input_line
+        base = [f"+suite={name}", f"hydra/launcher={LAUNCHERS[launcher]}"] + [o.input_line for o in user
+                                     if not o.is_sweep_override() and o.get_key_element() not in dims]
+        check_options(name, parser.parse_overrides(list(dims.values())))
+        combos = BasicSweeper.split_arguments(parser.parse_overrides(list(dims.values())), None)[0]
+        cells: list[Cell] = []
+        seen: set[str] = set()
+        errors: list[str] = []
+        for combo in combos or [[]]:
+            cell = Cell(overrides=list(combo))
+            cfg = _without_hydra(compose("config", overrides=base + cell.overrides))
+            cell.config = OmegaConf.to_container(cfg, resolve=True)
+            cell.run_id = run_id_for(cell.config)
+            if cell.run_id in seen:  # two spellings of one experiment: one cell
+                continue
+            seen.add(cell.run_id)
+            cell.invalid = grid_incompatibility(cell.config)
+            if cell.invalid is None:
+                try:
+                    validate(cell.config)
+                except ConfigError as exc:  # not a grid-design gap: the whole launch stops
+                    errors.append(f"{' '.join(cell.overrides) or '(no overrides)'}: {exc}")
+            cells.append(cell)
+    GlobalHydra.instance().clear()
+    if errors:
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        raise SuiteError(f"suite {name}: invalid config: {'; '.join(errors[:3])}{more}")
+    results_dir = Path(str(cells[0].config["paths"]["results_dir"])).expanduser().resolve()
+    suite = Suite(name, base, cells, results_dir)
+    refresh_states(suite)
+    return suite
+
+
+def grid_incompatibility(config: dict) -> str | None:
+    """Why a cartesian-grid cell can never run (a method that cannot produce the target's pattern,
+    e.g. dense x nm_2_4); such cells are `invalid` and not launched. Any other config error stops the
+    launch (missing data, bad values: those are mistakes, not grid shape)."""
+    from harness.targets import Target, TargetError
+    from methods.registry import UnknownMethodError, build_method
+
+    try:
+        method = build_method(config["method"]["name"], config["method"].get("params") or {})
+        target = Target.from_config(config["target"])
+    except (UnknownMethodError, TargetError, KeyError, ValueError):
+        return None  # validate() reports it
+    if target.pattern not in method.patterns:
+        return (f"method {method.name} cannot produce pattern {target.pattern!r} "
+                f"(supports: {', '.join(sorted(method.patterns))})")
+    alloc = (config.get("allocator") or {}).get("name", "uniform")
+    if alloc != "uniform" and target.pattern != "unstructured":
+        return f"allocator {alloc} applies to unstructured targets only"
+    return None
+
+
+def check_options(suite: str, overrides) -> None:
+    """Every swept config-group option must exist (a suite may name methods not built yet): one
+    error listing all missing options, before composing anything."""
+    from harness.config import CONF_DIR
+
+    missing = []
+    for o in overrides:
+        key = o.get_key_element().lstrip("+~")
+        group = CONF_DIR / key
+        if "." in key or not group.is_dir():
+            continue
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        missing += [f"{key}/{v}" for v in values if not (group / f"{v}.yaml").is_file()]
+    if missing:
+        raise SuiteError(f"suite {suite} references configs that do not exist: {', '.join(missing)} "
+                         f"(restrict the grid on the command line, e.g. method=wanda,magnitude)")
+
+
+# ------------------------------------------------------------------------------- running markers
+def marker_path(results_dir: Path, run_id: str) -> Path:
+    return Path(results_dir) / "running" / f"{run_id}.json"
+
+
+def write_marker(results_dir: Path, run_id: str, **extra) -> Path:
+    from harness.records import write_atomic
+    from harness.run import launcher_ids
+
+    info = {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **launcher_ids(), **extra}
+    path = marker_path(results_dir, run_id)
+    write_atomic(path, json.dumps(info) + "\n")
+    return path
+
+
+def _slurm_job_alive(job_id: str) -> bool | None:
+    """True/False from squeue; None when Slurm cannot be asked."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True,
+                             text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:  # an id squeue no longer knows
+        return False if "Invalid job id" in out.stderr else None
+    return bool(out.stdout.strip())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def marker_alive(info: dict) -> bool | None:
+    """Whether the process or Slurm job named by a marker still runs (None: cannot tell)."""
+    job = info.get("slurm_job_id")
+    if job:
+        alive = _slurm_job_alive(job)
+        if alive is not None:
+            return alive
+    host = info.get("host")
+    if host == socket.gethostname():
+        pids = [info.get("pid"), info.get("sweep_pid")]
+        return any(_pid_alive(p) for p in pids if p)
+    return None
+
+
+def refresh_states(suite: Suite) -> None:
+    from harness.records import read_record, record_path
+
+    for cell in suite.cells:
+        cell.record, cell.detail = None, ""
+        if cell.invalid:
+            cell.state, cell.detail = INVALID, cell.invalid
+            continue
+        path = record_path(suite.results_dir, cell.run_id)
+        if path.is_file():
+            try:
+                cell.record = read_record(path)
+            except (OSError, ValueError) as exc:
+                cell.state, cell.detail = FAILED, f"unreadable record: {exc}"
+                continue
+            status = cell.record["status"]
+            cell.state = {"ok": DONE, "failed": FAILED, "skipped": SKIPPED}[status]
+            err = cell.record.get("error") or {}
+            if err:
+                cell.detail = f"{err.get('stage')}: {err.get('type')}: {str(err.get('message'))[:200]}"
+            if cell.state != FAILED:
+                continue
+        marker = marker_path(suite.results_dir, cell.run_id)
+        if marker.is_file():
+            try:
+                info = json.loads(marker.read_text())
+            except (OSError, ValueError):
+                info = {}
+            alive = marker_alive(info)
+            if info.get("submitted"):  # claimed by a sweep, the job has not started yet
+                where = f"queued by sweep pid {info.get('sweep_pid')} on {info.get('host')}"
+            else:
+                where = f"pid {info.get('pid')} on {info.get('host')}" + (
+                    f", slurm job {info['slurm_job_id']}" if info.get("slurm_job_id") else "")
+            if alive or alive is None:
+                cell.state, cell.detail = RUNNING, where + (" (unverified)" if alive is None else "")
+            elif cell.state != FAILED:
+                cell.state, cell.detail = STALE, f"marker left by a dead process ({where})"
+
+
+def pending(suite: Suite, retry_failed: bool) -> list[Cell]:
+    """Cells a launch runs: no ok record, not running, valid; failed ones only when asked."""
+    todo = {MISSING, STALE} | ({FAILED} if retry_failed else set())
+    return [c for c in suite.cells if c.state in todo]
+
+
+# ------------------------------------------------------------------------------------- the task
+def run_cell(cfg) -> dict:
+    """The Hydra task of one cell (pickled by submitit, so module-level): marker, run, record."""
+    from omegaconf import OmegaConf
+
+    from harness.records import run_id_for
+    from harness.run import run_experiment
+    from harness.validate import ConfigError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = OmegaConf.to_container(cfg, resolve=True)
+    run_id = run_id_for(config)
+    results_dir = Path(str(config["paths"]["results_dir"])).expanduser().resolve()
+    marker = write_marker(results_dir, run_id)
+    try:
+        record = run_experiment(cfg)
+    except ConfigError as exc:  # validated before launch; only a changed environment gets here
+        log.error("cell %s: config error: %s", run_id, exc)
+        return {"run_id": run_id, "status": "invalid", "error": str(exc)}
+    finally:
+        marker.unlink(missing_ok=True)
+    return {"run_id": run_id, "status": record["status"]}
+
+
+# ------------------------------------------------------------------------------------ launching
+def launch(suite: Suite, cells: list[Cell], sweep_dir: Path) -> None:
+    """Run `cells` through the suite's Hydra launcher (what a Hydra multirun does after its
+    sweeper has expanded the grid)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.plugins import Plugins
+    from hydra.core.utils import setup_globals
+    from hydra.types import HydraContext, RunMode
+    from hydra._internal.callbacks import Callbacks
+
+    from harness.config import CONF_DIR
+
+    overrides = list(suite.base_overrides) + [f"hydra.sweep.dir={sweep_dir}"]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="sweep"):
+        gh = GlobalHydra.instance().hydra
+        setup_globals()
+        cfg = gh.compose_config("config", overrides, run_mode=RunMode.MULTIRUN,
+                                with_log_configuration=False)
+        callbacks = Callbacks(cfg)
+        launcher_obj = Plugins.instance().instantiate_launcher(
+            hydra_context=HydraContext(config_loader=gh.config_loader, callbacks=callbacks),
+            task_function=run_cell, config=cfg)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / "cells.json").write_text(json.dumps(
+            [{"run_id": c.run_id, "overrides": c.overrides} for c in cells], indent=1) + "\n")
+        for c in cells:  # claimed before submission: a concurrent launch sees them as running
+            write_marker(suite.results_dir, c.run_id, sweep_pid=os.getpid(), pid=None, submitted=True)
+        try:
+            # As Hydra's sweeper does: each job gets the task overrides plus its own (the
+            # launcher re-composes a job from the hydra.* overrides and these).
+            task = [str(o) for o in cfg.hydra.overrides.task]
+            launcher_obj.launch([task + c.overrides for c in cells], initial_job_idx=0)
+        except Exception as exc:  # noqa: BLE001 - job errors are read from the records below
+            log.error("launcher raised %s: %s (states are read from the records)", type(exc).__name__,
+                      " ".join(str(exc).split())[:500])
+        finally:
+            for c in cells:  # markers a job never replaced (never started, or died) are cleared
+                m = marker_path(suite.results_dir, c.run_id)
+                try:
+                    if json.loads(m.read_text()).get("sweep_pid") == os.getpid():
+                        m.unlink(missing_ok=True)
+                except (OSError, ValueError):
+                    pass
+    GlobalHydra.instance().clear()
+
+
+def format_table(suite: Suite) -> str:
+    rows = [("run_id", "state", "cell", "detail")]
+    for c in suite.cells:
+        rows.append((c.run_id or "-", c.state, " ".join(c.overrides), c.detail))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip()
+                     for r in rows)
+
+
+def summary(suite: Suite) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in suite.cells:
+        out[c.state] = out.get(c.state, 0) + 1
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from harness.env import configure_offline
+
+    configure_offline(os.environ.get("PRUNEBENCH_ONLINE") != "1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        opts, overrides = parse_args(list(sys.argv[1:] if argv is None else argv))
+        suite = expand_suite(opts["suite"], overrides, opts["launcher"])
+    except SuiteError as exc:
+        print(f"prunebench: suite error: {exc}", file=sys.stderr)
+        return 2
+    todo = pending(suite, opts["retry_failed"])
+    counts = summary(suite)
+    print(f"prunebench: suite {suite.name}: {len(suite.cells)} cells {counts}; "
+          f"launching {len(todo)} via {opts['launcher']}")
+    for c in suite.cells:
+        if c.state == INVALID:
+            print(f"prunebench: invalid cell (not launched): {' '.join(c.overrides)}: {c.invalid}")
+    if todo and not opts["dry_run"]:
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        sweep_dir = suite.results_dir / "logs" / "sweeps" / suite.name / f"{stamp}_{os.getpid()}"
+        print(f"prunebench: launching: {' '.join(c.run_id for c in todo)} (logs: {sweep_dir})")
+        launch(suite, todo, sweep_dir)
+    refresh_states(suite)
+    print(format_table(suite))
+    bad = [c for c in suite.cells if c.state not in (DONE, INVALID, SKIPPED)]
+    counts = summary(suite)
+    print(f"prunebench: suite {suite.name}: {counts}")
+    if not opts["dry_run"] and bad:
+        for c in bad:
+            print(f"prunebench: NOT OK {c.run_id} {c.state}: {' '.join(c.overrides)} {c.detail}",
+                  file=sys.stderr)
+        return 1
+    if all(c.state == INVALID for c in suite.cells):
+        print(f"prunebench: every cell of suite {suite.name} is invalid", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

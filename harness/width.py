@@ -1,0 +1,117 @@
+"""Width pruning shared by LLM-Pruner, Minitron and later width methods: plan uniform widths for a
+parameter budget, then keep the highest-scoring heads / MLP channels / hidden channels.
+
+Target `width` ratio = fraction of ALL model parameters removed (embeddings included, as the
+record's params_before/after count them). Widths stay uniform across blocks so the pruned model
+is isomorphic (plain from_pretrained). Axes:
+  heads   query heads per KV group (every KV group kept; GQA stays valid; SmolLM2: 3 per group)
+  mlp     intermediate_size
+  hidden  hidden_size (embedding channels, the whole residual stream)
+All chosen axes shrink by one common factor s; heads are integral, so s is first solved with
+fractional heads, the head count rounded, and the continuous axes re-solved to hit the budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from harness import surgery
+from harness.adapters import FamilyAdapter
+
+AXES = ("heads", "mlp", "hidden")
+
+
+@dataclass(frozen=True)
+class WidthPlan:
+    q_per_group: int
+    intermediate: int
+    hidden: int
+    params_before: int
+    params_after: int
+
+    def describe(self) -> dict:
+        d = asdict(self)
+        d["ratio_removed"] = 1 - self.params_after / self.params_before
+        return d
+
+
+def parse_axes(axes: str | tuple[str, ...]) -> tuple[str, ...]:
+    got = tuple(a.strip() for a in (axes.split(",") if isinstance(axes, str) else axes) if a.strip())
+    bad = [a for a in got if a not in AXES]
+    if bad or not got:
+        raise ValueError(f"width axes must be a non-empty subset of {AXES}, got {axes!r}")
+    return got
+
+
+def _bisect(fn, lo=0.0, hi=0.999, steps=60) -> float:
+    """s in [lo, hi] with fn(s) ~ 0 for fn decreasing in s (params left minus goal)."""
+    if fn(lo) <= 0:
+        return lo
+    if fn(hi) > 0:
+        return hi
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if fn(mid) > 0 else (lo, mid)
+    return (lo + hi) / 2
+
+
+def plan_width(config, ratio: float, axes: tuple[str, ...]) -> WidthPlan:
+    n_q, n_kv, _ = surgery.head_layout(config)
+    group = n_q // n_kv
+    D, F = config.hidden_size, config.intermediate_size
+    total = surgery.llama_param_count(config)
+    goal = total * (1 - ratio)
+
+    def count(s_cont: float, q: float) -> float:
+        return surgery.llama_param_count(
+            config, hidden=D * (1 - s_cont) if "hidden" in axes else D,
+            intermediate=F * (1 - s_cont) if "mlp" in axes else F, n_q=q * n_kv)
+
+    q = group
+    if "heads" in axes:
+        s = _bisect(lambda s: count(s, group * (1 - s)) - goal)
+        q = min(group, max(1, round(group * (1 - s))))
+    s2 = _bisect(lambda s: count(s, q) - goal) if set(axes) - {"heads"} else 0.0
+    d = max(1, round(D * (1 - s2))) if "hidden" in axes else D
+    f = max(1, round(F * (1 - s2))) if "mlp" in axes else F
+    after = surgery.llama_param_count(config, hidden=d, intermediate=f, n_q=q * n_kv)
+    return WidthPlan(q, f, d, total, after)
+
+
+def _top(scores: torch.Tensor, k: int) -> list[int]:
+    """Indices of the k highest scores (ties -> lower index), in ascending order."""
+    order = sorted(range(scores.numel()), key=lambda i: (-float(scores[i]), i))
+    return sorted(order[:k])
+
+
+def apply_width(model: nn.Module, adapter: FamilyAdapter, plan: WidthPlan, head_scores: torch.Tensor | None,
+                mlp_scores: torch.Tensor | None, hidden_scores: torch.Tensor | None) -> dict:
+    """Prune to `plan` keeping the top-scoring units. head_scores [L, n_q], mlp_scores [L, F],
+    hidden_scores [D] (higher = keep; None only where the plan leaves that axis alone).
+    Returns the removed units per axis."""
+    cfg = model.config
+    n_q, n_kv, hd = surgery.head_layout(cfg)
+    group = n_q // n_kv
+    removed: dict = {}
+    blocks = adapter.blocks(model)
+    if plan.q_per_group < group:
+        removed["heads"] = []
+        for i, blk in enumerate(blocks):
+            per_group = head_scores[i].view(n_kv, group)   # [n_kv, group]
+            keep_q = [_top(per_group[j], plan.q_per_group) for j in range(n_kv)]
+            surgery.prune_heads(blk, adapter, hd, n_kv, list(range(n_kv)), keep_q)
+            removed["heads"].append([j * group + h for j in range(n_kv) for h in range(group) if h not in keep_q[j]])
+        surgery.set_head_config(cfg, plan.q_per_group * n_kv, n_kv, hd)
+    if plan.intermediate < cfg.intermediate_size:
+        removed["mlp_channels_per_block"] = cfg.intermediate_size - plan.intermediate
+        for i, blk in enumerate(blocks):
+            surgery.prune_mlp_channels(blk, adapter, _top(mlp_scores[i], plan.intermediate))
+        cfg.intermediate_size = plan.intermediate
+    if plan.hidden < cfg.hidden_size:
+        keep = _top(hidden_scores, plan.hidden)
+        removed["hidden_channels"] = [c for c in range(cfg.hidden_size) if c not in set(keep)]
+        surgery.prune_hidden(model, adapter, keep)
+    return removed

@@ -1,0 +1,46 @@
+"""Shared lifecycle of structured methods (depth and width): check the layout supports surgery,
+time prefill before/after, report what was removed. Not a method itself (module name starts
+with "_", so the registry skips it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from harness.blocks.context import PruneContext
+from harness.targets import TargetError
+from methods.base import Method
+
+
+@dataclass
+class StructuredMethod(Method):
+    latency_repeats: int = 3        # CPU prefill timing before/after surgery (0 = skip)
+
+    patterns: ClassVar[frozenset[str]] = frozenset()
+
+    def check(self, model: nn.Module, ctx: PruneContext) -> None:
+        super().check(model, ctx)
+        if not ctx.adapter.supports_surgery:
+            raise TargetError(f"method {self.name} needs structural surgery, which supports the LLaMA "
+                              f"layout only (family {ctx.adapter.family!r})")
+
+    def surgery(self, model: nn.Module, ctx: PruneContext) -> None:
+        raise NotImplementedError
+
+    def prune(self, model: nn.Module, ctx: PruneContext) -> dict:
+        from harness.prefill import prefill_latency
+
+        latency = {}
+        if self.latency_repeats:
+            latency["before"] = prefill_latency(model, repeats=self.latency_repeats, seed=ctx.seed)
+        self.surgery(model, ctx)
+        if self.latency_repeats:
+            latency["after"] = prefill_latency(model, repeats=self.latency_repeats, seed=ctx.seed)
+            latency["speedup"] = latency["before"]["median_s"] / latency["after"]["median_s"]
+            ctx.report["latency"] = latency
+        ctx.report["config_after"] = {k: getattr(model.config, k, None) for k in (
+            "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
+            "num_key_value_heads", "head_dim")}
+        return ctx.report

@@ -1,0 +1,56 @@
+"""`python -m harness.leaderboard`: builds with zero records, and names and skips a corrupt record."""
+
+from __future__ import annotations
+
+from harness.leaderboard.__main__ import main
+from harness.leaderboard.load import load_records
+
+
+def test_zero_records_still_build(tmp_path, capsys):
+    assert main(["--results", str(tmp_path / "empty")]) == 0
+    out = tmp_path / "empty" / "leaderboard"
+    assert (out / "index.html").is_file() and (out / "leaderboard.md").is_file()
+    assert "0 records" in capsys.readouterr().out
+
+
+def test_corrupt_record_is_named_and_skipped(results_copy, capsys):
+    records = results_copy / "records"
+    n = len(list(records.glob("*.json")))
+    (records / "deadbeefdeadbeef.json").write_text('{"run_id": "deadbeefdeadbeef", "status": "ok", ')  # truncated
+    (records / "0000000000000000.json").write_text('{"run_id": "0000000000000000"}')                   # no schema
+    (records / "badbytes00000000.json").write_bytes(b"\xff\xfe\x00garbage")
+    loaded = load_records(results_copy)
+    assert len(loaded.records) == n and len(loaded.problems) == 3
+    assert main(["--results", str(results_copy)]) == 0
+    cap = capsys.readouterr()
+    for name in ("deadbeefdeadbeef.json", "0000000000000000.json", "badbytes00000000.json"):
+        assert name in cap.err
+    assert f"{n} records, 3 skipped" in cap.out
+    out = results_copy / "leaderboard"
+    index = (out / "index.html").read_text()
+    assert "deadbeefdeadbeef.json" in index and "Skipped record files" in index
+    assert "deadbeefdeadbeef.json" in (out / "leaderboard.md").read_text()
+    assert len(list((out / "runs").glob("*.html"))) == n
+    for f in ("runs.csv", "cells.csv", "tables/overview.md", "tables/overview.csv", "tables/overview.tex"):
+        assert (out / f).is_file(), f
+    assert list((out / "plots").glob("ppl_vs_sparsity*.png")) and list((out / "plots").glob("ppl_vs_sparsity*.svg"))
+
+
+def test_strings_from_records_are_escaped(results_copy):
+    import json
+
+    path = next((results_copy / "records").glob("*.json"))
+    record = json.loads(path.read_text())
+    evil = '<script>alert("x")</script>'
+    record["method"]["differences"] = evil
+    record["method"]["reference"] = "javascript:alert(1)"
+    record["model"]["name"] = evil
+    path.write_text(json.dumps(record))
+    assert main(["--results", str(results_copy)]) == 0
+    out = results_copy / "leaderboard"
+    pages = [out / "index.html", out / "runs" / f"{record['run_id']}.html",
+             out / "methods" / f"{record['method']['name']}.html"]
+    for page in pages:
+        text = page.read_text()
+        assert evil not in text and "&lt;script&gt;" in text, page
+        assert 'href="javascript:' not in text
