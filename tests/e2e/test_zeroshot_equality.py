@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-LIMIT = 50
+LIMIT = 20   # 50 took ~4 CPU-minutes (two 200-request runs + two model loads); 20 keeps the suite share small
 
 
 @pytest.mark.slow
