@@ -1,6 +1,6 @@
 """Done-when: prunebench's arc_easy (acc, acc_norm) for dense SmolLM2-135M equals lm-eval's own
 `simple_evaluate(model="hf", ...)` on the same local task YAML and the same weights (the HF-format
-copy prunebench caches from the GGUF). Limit 50 docs to stay fast."""
+copy prunebench caches from the GGUF), on the first LIMIT docs to stay fast."""
 
 from __future__ import annotations
 
