@@ -23,7 +23,10 @@ REQUIRED_KEYS = ("schema_version", "run_id", "status", "method", "model", "targe
 
 
 def semantic_config(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
+    out = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
+    if (out.get("kv") or {}).get("name", "none") == "none":  # the default keeps earlier run ids stable
+        out.pop("kv", None)
+    return out
 
 
 def run_id_for(config: dict) -> str:

@@ -74,6 +74,7 @@ def run_experiment(cfg) -> dict:
         "model": {"name": config["model"]["name"], "source": config["model"]["source"]},
         "target": plan.target.describe(),
         "allocator": config.get("allocator"),
+        "kv": plan.kv.describe() if plan.kv is not None else {"name": "none"},
         "calibration": None, "recovery": {"name": (config.get("recovery") or {}).get("name", "none")},
         "measured": {}, "metrics": {}, "timing": {}, "memory": {}, "prune_report": {},
         "env": _env_block(plan.device) | {"threads": threads, "dtype": str(plan.dtype)},
@@ -185,7 +186,7 @@ def _run_stages(config: dict, plan, record: dict, _hook) -> dict:
     t = time.perf_counter()
     ectx = EvalContext(device=plan.device, data_dir=plan.data_dir,
                        run_dir=plan.results_dir / "records", run_id=record["run_id"], seed=seed,
-                       threads=record["env"]["threads"])
+                       threads=record["env"]["threads"], extras={"kv": plan.kv, "cache_dir": plan.cache_dir})
     for name, section in (config.get("eval") or {}).items():
         if section is None:
             continue

@@ -24,6 +24,7 @@ class Plan:
     cache_dir: Path
     results_dir: Path
     recovery: Any
+    kv: Any = None          # KV-cache policy (methods/h2o.py, ...) or None for the full cache
 
 
 def _expand(path: str | None) -> Path | None:
@@ -75,10 +76,17 @@ def validate(config: dict) -> Plan:
                 continue
             if name not in EVALUATORS:
                 raise ConfigError(f"unknown eval section {name!r}; known: {', '.join(sorted(EVALUATORS))}")
-            for ds in section.get("datasets", []) if name == "ppl" else []:
+            for ds in section.get("datasets", []) if name in ("ppl", "kv_ppl") else []:
                 check_available(ds, section.get("split") or corpus(ds).eval_split, data_dir)
+            if name == "zeroshot":
+                from harness.evaluation.lm_eval_tasks import check_local_tasks
+
+                check_local_tasks(section, data_dir)
         recovery_cfg = config.get("recovery") or {"name": "none"}
         recovery = get_recovery(recovery_cfg["name"])
+        kv = build_kv_policy(config.get("kv"))
+        if kv is None and getattr(method, "is_kv_policy", False):
+            kv = method   # method=h2o alone: the method is the policy
         ppl = (config.get("eval") or {}).get("ppl") or {}
         check_recovery(recovery_cfg, [(ds, ppl.get("split") or corpus(ds).eval_split)
                                       for ds in ppl.get("datasets", [])], data_dir)
@@ -89,4 +97,16 @@ def validate(config: dict) -> Plan:
         raise ConfigError(" ".join(msg.split())) from None
     return Plan(method, target, allocator, device, dtype, data_dir,
                 _expand(paths.get("cache_dir")) or Path.home() / ".cache" / "prunebench",
-                _expand(paths.get("results_dir")) or Path("results").resolve(), recovery)
+                _expand(paths.get("results_dir")) or Path("results").resolve(), recovery, kv)
+
+
+def build_kv_policy(kv_cfg: dict | None):
+    """The `kv` config group: none, or a registered KV-cache method (h2o, keyformer, streaming_llm)."""
+    from methods.registry import build_method
+
+    if not kv_cfg or kv_cfg.get("name", "none") == "none":
+        return None
+    policy = build_method(kv_cfg["name"], kv_cfg.get("params") or {})
+    if not getattr(policy, "is_kv_policy", False):
+        raise ConfigError(f"kv={kv_cfg['name']} is not a KV-cache method (one of h2o, keyformer, streaming_llm)")
+    return policy

@@ -13,6 +13,10 @@ from typing import Callable
 # name -> "module:function", imported lazily so `harness` has no import-time cost.
 EVALUATORS: dict[str, str] = {
     "ppl": "harness.evaluation.ppl:evaluate",
+    "zeroshot": "harness.evaluation.zeroshot:evaluate",
+    "latency": "harness.evaluation.latency:evaluate",
+    "kv_memory": "harness.evaluation.kv_memory:evaluate",
+    "kv_ppl": "harness.evaluation.kv_ppl:evaluate",
 }
 
 

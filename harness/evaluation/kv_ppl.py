@@ -1,0 +1,31 @@
+"""Bounded-cache perplexity: WikiText-2 (or any ppl corpus) windows fed in chunks through a
+DynamicCache evicted to the KV policy's capacity after each chunk (harness.kv.bounded). The policy
+comes from the run's `kv` config group (ctx.extras["kv"]); none = the full cache, which equals the
+plain perplexity. Reports the KV bytes and tokens held at the end of each window next to the
+analytic full-cache bytes for the same context."""
+
+from __future__ import annotations
+
+from harness.adapters import adapter_for
+from harness.data import eval_text
+from harness.evaluation.ppl import tokenize_windows
+from harness.kv.bounded import bounded_perplexity
+from harness.kv.cache import analytic_kv_bytes
+
+
+def evaluate(model, tokenizer, section: dict, ctx) -> dict:
+    """section: {datasets: [wikitext2], seq_len, max_windows, chunk}"""
+    policy = (ctx.extras or {}).get("kv")
+    dtype = next(model.parameters()).dtype
+    results = {}
+    for name in section.get("datasets", ["wikitext2"]):
+        text, rows = eval_text(name, section.get("split"), ctx.data_dir)
+        windows = tokenize_windows(tokenizer, text, int(section["seq_len"]), section.get("max_windows"))
+        r = bounded_perplexity(model, adapter_for(model), windows, int(section.get("chunk", 32)), policy,
+                               ctx.device, ctx.seed)
+        full = analytic_kv_bytes(model.config, windows.shape[1], dtype)
+        r.update({"dataset": name, "split": rows.split, "data_sha256": rows.sha256,
+                  "max_windows": section.get("max_windows"), "kv_policy": policy.name if policy else "none",
+                  "kv_bytes_full_analytic": full, "kv_fraction": r["kv_bytes_final"] / full})
+        results[name] = r
+    return {"kv_ppl": results}

@@ -1,0 +1,181 @@
+"""Latency: prefill (batch x prompt length) and decode (ms per generated token at a batch size).
+
+Each configuration runs `warmup` untimed repeats, then `repeats` timed ones; we report the median,
+the inter-quartile range and min/max (seconds, ms/token, tokens/s), plus device, dtype, threads and
+the kernel path the block linears ran through. Inputs are seeded random token ids (latency does
+not depend on their values). On CUDA, `semi_structured: true` swaps every block linear whose
+weight is exactly 2:4 sparse for torch.sparse.to_sparse_semi_structured (cuSPARSELt or CUTLASS
+kernels; fp16/bf16 only) for the measurement and restores the dense weight afterwards, so the
+table shows whether 2:4 sparsity bought speed. On CPU there is no sparse kernel path: a pruned
+model runs the same dense GEMMs and is not faster (recorded as kernel path "dense"); structured
+methods are faster only because their matrices are smaller.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from harness.adapters import adapter_for
+from harness.blocks.masks import nm_violations
+
+PROTOCOL = "latency-prefill-decode"
+PROTOCOL_VERSION = "1"
+
+
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def spread(values: list[float]) -> dict:
+    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+    return {"median": statistics.median(values), "q1": q[0], "q3": q[2], "iqr": q[2] - q[0],
+            "min": min(values), "max": max(values), "n": len(values)}
+
+
+class SemiStructuredLinear(nn.Module):
+    """A 2:4 linear whose weight is a SparseSemiStructuredTensor. Inputs are flattened to 2-D: the
+    tensor subclass implements mm/addmm, not the batched matmul (expand + bmm) that a 3-D F.linear
+    decomposes into (NotImplementedError: ... can't perform requested op (expand.default))."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        from torch.sparse import to_sparse_semi_structured
+
+        self.weight = nn.Parameter(to_sparse_semi_structured(linear.weight.data), requires_grad=False)
+        self.bias = linear.bias
+        self.out_features = linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = nn.functional.linear(x.reshape(-1, x.shape[-1]), self.weight, self.bias)   # [tokens, out]
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+@contextmanager
+def semi_structured_weights(model, adapter, enable: bool):
+    """Swap exact-2:4 block linears for SemiStructuredLinear modules; yields the kernel path and
+    restores the dense modules afterwards."""
+    if not enable:
+        yield {"kernel_path": "dense", "swapped_linears": 0}
+        return
+    p = next(model.parameters())
+    if not p.is_cuda:
+        raise ValueError("latency.semi_structured needs a CUDA device (no 2:4 kernels on CPU)")
+    if p.dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"latency.semi_structured needs float16/bfloat16 weights, got {p.dtype} (runtime.dtype)")
+    from torch.sparse import SparseSemiStructuredTensor
+
+    swapped, skipped, kinds = [], 0, set()
+    try:
+        for block in adapter.blocks(model):
+            for name, lin in adapter.linears(block).items():
+                bad, _ = nm_violations(lin.weight.data, 2, 4)
+                if bad:
+                    skipped += 1
+                    continue
+                parent_name, _, child = name.rpartition(".")
+                parent = block.get_submodule(parent_name) if parent_name else block
+                sparse = SemiStructuredLinear(lin)
+                kinds.add(type(sparse.weight.data).__name__)
+                setattr(parent, child, sparse)
+                swapped.append((parent, child, lin))
+        if not swapped:
+            raise ValueError("latency.semi_structured: no block linear is exactly 2:4 sparse (use target=nm_2_4)")
+        yield {"kernel_path": "semi_structured:" + ",".join(sorted(kinds)), "swapped_linears": len(swapped),
+               "dense_linears": skipped,
+               "force_cutlass": bool(getattr(SparseSemiStructuredTensor, "_FORCE_CUTLASS", False))}
+    finally:
+        for parent, child, lin in swapped:
+            setattr(parent, child, lin)
+
+
+def _timed(fn, device: str, warmup: int, repeats: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+@torch.no_grad()
+def prefill_latency(model, batch: int, prompt_len: int, vocab: int, device: str, warmup: int, repeats: int,
+                    seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (batch, prompt_len), generator=g).to(device)   # [b, L]
+    times = _timed(lambda: model(ids, use_cache=True), device, warmup, repeats)
+    s = spread(times)
+    return {"batch": batch, "prompt_len": prompt_len, "seconds": s,
+            "tokens_per_s_median": batch * prompt_len / s["median"]}
+
+
+@torch.no_grad()
+def decode_latency(model, batch: int, prompt_len: int, new_tokens: int, vocab: int, device: str, warmup: int,
+                   repeats: int, seed: int = 0) -> dict:
+    """Per repeat: an untimed prefill of prompt_len, then `new_tokens` single-token steps timed."""
+    from transformers import DynamicCache
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (batch, prompt_len), generator=g).to(device)
+    per_token = []
+    for i in range(warmup + repeats):
+        cache = DynamicCache(config=model.config)
+        out = model(ids, past_key_values=cache, use_cache=True)
+        nxt = out.logits[:, -1:].argmax(-1)                                          # [b, 1]
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(new_tokens):
+            out = model(nxt, past_key_values=cache, use_cache=True)
+            nxt = out.logits[:, -1:].argmax(-1)
+        _sync(device)
+        if i >= warmup:
+            per_token.append((time.perf_counter() - t) / new_tokens)
+    s = spread([x * 1000 for x in per_token])
+    return {"batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens, "ms_per_token": s,
+            "tokens_per_s_median": batch * 1000 / s["median"]}
+
+
+def measure(model, section: dict, device: str, seed: int = 0) -> dict:
+    adapter = adapter_for(model)
+    vocab = model.config.get_text_config().vocab_size if hasattr(model.config, "get_text_config") \
+        else model.config.vocab_size
+    warmup, repeats = int(section.get("warmup", 2)), int(section.get("repeats", 5))
+    pre, dec = section.get("prefill") or {}, section.get("decode") or {}
+    p = next(model.parameters())
+    result = {"protocol": PROTOCOL, "protocol_version": PROTOCOL_VERSION, "device": str(device),
+              "dtype": str(p.dtype).replace("torch.", ""), "threads": torch.get_num_threads(),
+              "warmup": warmup, "repeats": repeats,
+              "attn_implementation": getattr(model.config, "_attn_implementation", None),
+              "params": sum(x.numel() for x in model.parameters()), "prefill": [], "decode": [],
+              # a shared machine's load changes every figure; recorded so readers can tell
+              "cpu_count": os.cpu_count(), "load_avg_1m_start": os.getloadavg()[0]}
+    if str(device).startswith("cuda"):
+        result["gpu"] = torch.cuda.get_device_name(torch.device(device).index or 0)
+    with semi_structured_weights(model, adapter, bool(section.get("semi_structured", False))) as kernels:
+        result.update(kernels)
+        for b in pre.get("batch", [1]):
+            for length in pre.get("prompt_len", [128]):
+                result["prefill"].append(prefill_latency(model, int(b), int(length), vocab, device, warmup,
+                                                         repeats, seed))
+        for b in dec.get("batch", [1]):
+            result["decode"].append(decode_latency(model, int(b), int(dec.get("prompt_len", 128)),
+                                                   int(dec.get("new_tokens", 16)), vocab, device, warmup,
+                                                   repeats, seed))
+    result["load_avg_1m_end"] = os.getloadavg()[0]
+    return result
+
+
+def evaluate(model, tokenizer, section: dict, ctx) -> dict:
+    """section: {warmup, repeats, semi_structured, prefill: {batch: [..], prompt_len: [..]},
+    decode: {batch: [..], prompt_len, new_tokens}}"""
+    return {"latency": measure(model, section, ctx.device, ctx.seed)}
