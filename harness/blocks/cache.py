@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from harness.blocks.capture import BlockInputs
+from harness.blocks.capture import BlockInputs, _to
 
 CACHE_VERSION = "1"
 
@@ -92,13 +92,6 @@ class BlockCache:
             _save([o.cpu() for o in outputs], self._out_path(index))
         _save(cpu_stats, self._stats_path(index, stats_key))
 
-
-def _to(obj, device):
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, tuple):
-        return tuple(_to(o, device) for o in obj)
-    return obj
 
 
 def stats_key(statistics: tuple[str, ...], shared: bool) -> str:
