@@ -75,8 +75,6 @@ def _correct_teacher(teacher, s, params: dict, ctx) -> dict:
 
     stats = train(params_t, loss_fn, windows, budget, ctx.checkpoint_dir, "kd-teacher", device=ctx.device)
     set_eval_mode(teacher, budget)
-    for p in params_t.values():
-        p.requires_grad_(False)
     return {"steps": steps, "lr": budget.lr, "train_loss_first": stats["train_loss_first"],
             "train_loss_last": stats["train_loss_last"]}
 
@@ -124,8 +122,6 @@ def recover(model, tokenizer, params: dict, ctx) -> dict:
     stats = train(trainable, loss_fn, s.corpus.train, s.budget, ctx.checkpoint_dir, "kd",
                   after_step=lambda: apply_masks(model, masks), device=ctx.device)
     set_eval_mode(model, s.budget)
-    for p in model.parameters():
-        p.requires_grad_(False)
     s.report["heldout_kd_loss_after"] = heldout_kd(model)
     del teacher
     s.report |= stats | {"kd": {"temperature": temperature, "kl_weight": kl_weight, "ce_weight": ce_weight,

@@ -55,8 +55,6 @@ def recover(model, tokenizer, params: dict, ctx) -> dict:
     s.report["heldout_loss_unmerged"] = lm_loss(peft_model, s.corpus.heldout, ctx.device)
     merged = peft_model.merge_and_unload()
     assert merged is model  # merge_and_unload returns the base model with merged weights
-    for p in model.parameters():
-        p.requires_grad_(False)
     s.report |= stats | {"lora": {"r": config.r, "alpha": config.lora_alpha, "dropout": config.lora_dropout,
                                   "target_modules": targets, "merged": True}}
     return finish(model, s, ctx)

@@ -65,8 +65,6 @@ def recover(model, tokenizer, params: dict, ctx) -> dict:
     stats = train(trainable, loss_fn, s.corpus.train, s.budget, ctx.checkpoint_dir, "partial",
                   after_step=lambda: apply_masks(model, masks), device=ctx.device)
     set_eval_mode(model, s.budget)
-    for p in model.parameters():
-        p.requires_grad_(False)
     s.report |= stats | {"partial": {"blocks": chosen, "include": params.get("include"),
                                      "trainable_tensors": sorted(trainable)[:64] if len(trainable) <= 64
                                      else f"{len(trainable)} tensors"}}

@@ -370,9 +370,12 @@ def set_train_mode(model: nn.Module, b: Budget, device: str) -> None:
 
 
 def set_eval_mode(model: nn.Module, b: Budget) -> None:
+    """Back to inference after training: no checkpointing, eval mode, every parameter frozen."""
     if b.gradient_checkpointing and getattr(model, "is_gradient_checkpointing", False):
         model.gradient_checkpointing_disable()
     model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
 
 
 # ---------------------------------------------------------------------------------------------
