@@ -83,7 +83,7 @@ def run_experiment(cfg) -> dict:
     }
     stage = "load"
     try:
-        record = _run_stages(config, plan, record, lambda s: None)
+        record = _run_stages(config, plan, record)
     except BaseException as exc:  # noqa: BLE001 - a failed cell must always leave a record
         stage = record.get("_stage", stage)
         record["status"] = "failed"
@@ -111,7 +111,7 @@ def _finish(record: dict, plan, t_start: float) -> None:
     log.info("record %s (%s) -> %s", record["run_id"], record["status"], path)
 
 
-def _run_stages(config: dict, plan, record: dict, _hook) -> dict:
+def _run_stages(config: dict, plan, record: dict) -> dict:
     import torch
 
     from harness.blocks.context import PruneContext
