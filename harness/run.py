@@ -121,12 +121,15 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
     from harness.evaluation.context import EvalContext
     from harness.models import load_model
     from harness.adapters import adapter_for
+    from harness.progress import stage as progress_stage
 
     timing = record["timing"]
     seed = int(config.get("seed", 0))
     torch.manual_seed(seed)
 
     record["_stage"] = "load"
+
+    progress_stage("load")
     model_cfg = config["model"]
     loaded = load_model(model_cfg["name"], model_cfg["source"], plan.dtype, plan.device, plan.cache_dir,
                         allow_pickle=bool(model_cfg.get("allow_pickle", False)), seed=seed)
@@ -145,9 +148,12 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
                        tokenizer=tokenizer, cache_dir=plan.cache_dir, model_sha256=loaded.sha256,
                        reuse=bool(prune_cfg.get("reuse", True)))
     record["_stage"] = "check"
+    progress_stage("check")
     plan.method.check(model, ctx)
 
     record["_stage"] = "calibrate"
+
+    progress_stage("calibrate")
     t = time.perf_counter()
     if plan.method.needs_calibration or getattr(plan.allocator, "needs_calibration", False):
         c = config["calib"]
@@ -162,12 +168,16 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
     timing["calibrate_s"] = time.perf_counter() - t
 
     record["_stage"] = "prune"
+
+    progress_stage("prune")
     t = time.perf_counter()
     params_before = sum(p.numel() for p in model.parameters())
     record["prune_report"] = plan.method.prune(model, ctx) or {}
     timing["prune_s"] = time.perf_counter() - t
 
     record["_stage"] = "recover"
+
+    progress_stage("recover")
     t = time.perf_counter()
     if plan.recovery is not None:
         from harness.recovery.context import recovery_context
@@ -177,12 +187,16 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
     timing["recover_s"] = time.perf_counter() - t
 
     record["_stage"] = "measure"
+
+    progress_stage("measure")
     target = plan.target
     record["measured"] = measure_sparsity(model, adapter, target.n, target.m)
     record["measured"]["params_before"] = params_before
     record["measured"]["params_after"] = sum(p.numel() for p in model.parameters())
 
     record["_stage"] = "evaluate"
+
+    progress_stage("evaluate")
     t = time.perf_counter()
     ectx = EvalContext(device=plan.device, data_dir=plan.data_dir,
                        run_dir=plan.results_dir / "records", run_id=record["run_id"], seed=seed,
@@ -199,6 +213,7 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
         record["memory"]["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
     if (config.get("output") or {}).get("save_model"):
         record["_stage"] = "save"
+        progress_stage("save")
         out = plan.results_dir / "models" / record["run_id"]
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
@@ -207,22 +222,11 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
     return record
 
 
-def check_group_choices(argv: list[str], conf_dir: Path) -> str | None:
-    """Hydra reports an unknown group option (`method=wandaa`) with a multi-line listing; check
-    the command line's group choices first so the user gets one line with near matches."""
-    import difflib
+def check_group_choices(argv: list[str], conf_dir: Path | None = None) -> str | None:
+    """One-line error for a group option that exists nowhere (harness.config.check_group_choices)."""
+    from harness.config import check_group_choices as check
 
-    for arg in argv:
-        key, sep, value = arg.lstrip("+~").partition("=")
-        group_dir = conf_dir / key
-        if not sep or "." in key or not group_dir.is_dir() or "," in value or "(" in value:
-            continue
-        options = sorted(p.stem for p in group_dir.glob("*.yaml"))
-        if value not in options:
-            near = difflib.get_close_matches(value, options, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(near)}?" if near else ""
-            return f"unknown {key} {value!r}{hint} (available: {', '.join(options)})"
-    return None
+    return check(argv)
 
 
 def main() -> None:
@@ -230,7 +234,7 @@ def main() -> None:
 
     configure_offline(os.environ.get("PRUNEBENCH_ONLINE") != "1")
     conf_dir = Path(__file__).resolve().parent.parent / "conf"
-    problem = check_group_choices(sys.argv[1:], conf_dir)
+    problem = check_group_choices(sys.argv[1:])
     if problem:
         print(f"prunebench: config error: {problem}", file=sys.stderr)
         sys.exit(2)
