@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -72,3 +73,22 @@ def check_group_choices(argv: list[str]) -> str | None:
             hint = f"; did you mean {', '.join(near)}?" if near else ""
             return f"unknown {key} {value!r}{hint} (available: {', '.join(opts)})"
     return None
+
+
+def model_name(model_cfg: dict[str, Any]) -> str:
+    """The record's model name: `model.name` when given, else derived from the source (a hub id
+    as is, a GGUF file's stem, a local directory's name)."""
+    if model_cfg.get("name"):
+        return str(model_cfg["name"])
+    source = model_cfg.get("source")
+    if not isinstance(source, dict):
+        return str(source)
+    kind = source.get("kind")
+    if kind == "hub":
+        return str(source.get("id"))
+    if kind in ("gguf", "local"):
+        path = Path(str(source.get("path")))
+        return path.stem if kind == "gguf" else path.name
+    if kind == "gguf_package":
+        return Path(str(source.get("file"))).stem
+    return str(source.get("family") or kind)

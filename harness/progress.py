@@ -5,8 +5,9 @@
             ...
             p.advance(**facts)           # block i/N, s/block, ETA, plus any facts (loss=...)
 
-Log lines come at every step that is at least `PRUNEBENCH_PROGRESS_EVERY_S` (default 10 s) after
-the previous line, and a heartbeat thread writes "still in step i/N (x s)" when a single step runs
+Log lines come at the first and last step and at every step that is at least
+`PRUNEBENCH_PROGRESS_EVERY_S` (default 10 s) after the previous step line (so every block when blocks
+take longer), and a heartbeat thread writes "still in step i/N (x s)" when a single step runs
 longer than `PRUNEBENCH_HEARTBEAT_S` (default 20 s), so a long stage never stays silent for more
 than ~30 s. Quiet mode (`PRUNEBENCH_QUIET=1`, for CI): no bars; the log lines stay. Listeners (`add_listener`) receive every step's facts: W&B logs
 them live (harness.tracking), the running marker records the current stage (harness.sweep).
@@ -88,7 +89,7 @@ class Progress:
         self.log = logger or log
         self.every_s = _env_seconds("PRUNEBENCH_PROGRESS_EVERY_S", 10.0)
         self.heartbeat_s = _env_seconds("PRUNEBENCH_HEARTBEAT_S", 20.0)
-        self.t0 = self.t_step = self.t_line = time.monotonic()
+        self.t0 = self.t_step = self.t_line = self.t_step_line = time.monotonic()
         self.last: dict = {}
         self._bar = None
         self._stop = threading.Event()
@@ -147,8 +148,10 @@ class Progress:
                 self._bar.update(n)
                 if facts:
                     self._bar.set_postfix_str(extra, refresh=False)
-            if now - self.t_line >= self.every_s or self.done >= self.total or self.done == n:
-                self.t_line = now
+            # a step line every `every_s` (so every step when steps are slower than that), the first
+            # and the last; heartbeats in between do not hold them back
+            if now - self.t_step_line >= self.every_s or self.done >= self.total or self.done == n:
+                self.t_line = self.t_step_line = now
                 self.log.info("%s: %s %d/%d, %s/%s, elapsed %s, ETA %s%s", self.desc, self.unit, self.done,
                               self.total, fmt_s(step_s), self.unit, fmt_s(info["elapsed_s"]),
                               fmt_s(info["eta_s"] or 0.0), f", {extra}" if extra else "")

@@ -23,7 +23,15 @@ REQUIRED_KEYS = ("schema_version", "run_id", "status", "method", "model", "targe
 
 
 def semantic_config(config: dict) -> dict:
+    from harness.config import model_name
+
     out = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
+    model = out.get("model")
+    if isinstance(model, dict) and not model.get("name"):  # model=hf|gguf|local: the derived name
+        out["model"] = {**model, "name": model_name(model)}
+    output = out.get("output")
+    if isinstance(output, dict) and output.get("format", "safetensors") == "safetensors":
+        out["output"] = {k: v for k, v in output.items() if k != "format"}  # the default keeps run ids
     if (out.get("kv") or {}).get("name", "none") == "none":  # the default keeps earlier run ids stable
         out.pop("kv", None)
     return out

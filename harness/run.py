@@ -15,7 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
-from harness.env import configure_offline
+from harness.env import configure_offline, offline_from_argv
 
 log = logging.getLogger("prunebench")
 
@@ -50,6 +50,10 @@ def run_experiment(cfg) -> dict:
     from omegaconf import DictConfig, OmegaConf
 
     config = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    if isinstance(config.get("model"), dict) and not config["model"].get("name"):
+        from harness.config import model_name
+
+        config["model"]["name"] = model_name(config["model"])  # model=hf: the hub id
     runtime = config.get("runtime", {})
     configure_offline(runtime.get("offline", True))
     from harness.env import configure_runtime
@@ -135,6 +139,7 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
                         allow_pickle=bool(model_cfg.get("allow_pickle", False)), seed=seed)
     model, tokenizer = loaded.model, loaded.tokenizer
     timing["load_s"] = loaded.load_s
+    record["model"]["source"] = loaded.source  # a hub branch resolved to its commit sha
     record["provenance"].update({"model_sha256": loaded.sha256, "model_cache_hit": loaded.cache_hit,
                                  "tokenizer_sha256": tokenizer_sha256(tokenizer), "data_sha256": {}})
     adapter = adapter_for(model)
@@ -232,7 +237,7 @@ def check_group_choices(argv: list[str], conf_dir: Path | None = None) -> str | 
 def main() -> None:
     import hydra
 
-    configure_offline(os.environ.get("PRUNEBENCH_ONLINE") != "1")
+    configure_offline(offline_from_argv(sys.argv[1:]))
     conf_dir = Path(__file__).resolve().parent.parent / "conf"
     problem = check_group_choices(sys.argv[1:])
     if problem:

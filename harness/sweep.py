@@ -560,10 +560,10 @@ def summary(suite: Suite) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harness.env import configure_offline
+    from harness.env import configure_offline, offline_from_argv
     from harness.progress import configure_quiet
 
-    configure_offline(os.environ.get("PRUNEBENCH_ONLINE") != "1")
+    configure_offline(offline_from_argv(sys.argv[1:] if argv is None else argv))
     configure_quiet()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -55,8 +55,9 @@ def validate(config: dict) -> Plan:
         if alloc_cfg["name"] != "uniform" and target.pattern != "unstructured":
             raise ConfigError(f"allocator {alloc_cfg['name']} applies to unstructured targets only")
         model_cfg = config["model"]
-        check_source(model_cfg["source"], bool(model_cfg.get("allow_pickle", False)))
         runtime = config.get("runtime", {})
+        check_source(model_cfg["source"], bool(model_cfg.get("allow_pickle", False)),
+                     offline=bool(runtime.get("offline", True)))
         device = resolve_device(runtime.get("device", "auto"))
         dtype = resolve_dtype(runtime.get("dtype", "auto"), device)
         prune_cfg = config.get("prune", {})
