@@ -42,6 +42,19 @@ def run_id_for(config: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+# What only evaluates a pruned model: records that differ only here share one pruned model.
+EVALUATION_KEYS = ("eval", "output")
+
+
+def pruning_id_for(config: dict) -> str:
+    """Identity of the pruned model alone (the run identity without its evaluation and output
+    settings). `harness.evaluate` writes records with a new run_id and the same pruning_id; the
+    leaderboard joins records on it."""
+    sem = {k: v for k, v in semantic_config(config).items() if k not in EVALUATION_KEYS}
+    blob = json.dumps(sem, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def records_dir(results_dir: str | Path) -> Path:
     return Path(results_dir) / "records"
 

@@ -60,7 +60,8 @@ def run_experiment(cfg) -> dict:
 
     threads = configure_runtime(runtime.get("threads"), runtime.get("offline", True))
 
-    from harness.records import existing_status, read_record, record_path, run_id_for, write_record
+    from harness.records import (existing_status, pruning_id_for, read_record, record_path, run_id_for,
+                                 write_record)
     from harness.validate import validate
 
     plan = validate(config)  # ConfigError before anything expensive
@@ -73,7 +74,7 @@ def run_experiment(cfg) -> dict:
 
     t_start = time.perf_counter()
     record: dict = {
-        "run_id": run_id, "status": "failed", "error": None,
+        "run_id": run_id, "pruning_id": pruning_id_for(config), "status": "failed", "error": None,
         "method": plan.method.describe(),
         "model": {"name": config["model"]["name"], "source": config["model"]["source"]},
         "target": plan.target.describe(),
@@ -216,13 +217,14 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
     timing["eval_s"] = time.perf_counter() - t
     if plan.device.startswith("cuda"):
         record["memory"]["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
-    if (config.get("output") or {}).get("save_model"):
+    output = config.get("output") or {}
+    if output.get("save_model"):
+        from harness.export import save_model
+
         record["_stage"] = "save"
         progress_stage("save")
-        out = plan.results_dir / "models" / record["run_id"]
-        model.save_pretrained(out, safe_serialization=True)
-        tokenizer.save_pretrained(out)
-        record["output"] = {"model_dir": str(out)}
+        record["output"] = save_model(model, tokenizer, plan.results_dir / "models" / record["run_id"],
+                                      record, output.get("format") or "safetensors", adapter)
     record["status"] = "ok"
     return record
 

@@ -83,6 +83,11 @@ def validate(config: dict) -> Plan:
                 from harness.evaluation.lm_eval_tasks import check_local_tasks
 
                 check_local_tasks(section, data_dir)
+        output = config.get("output") or {}
+        if output.get("save_model") or output.get("format", "safetensors") != "safetensors":
+            from harness.export import check_format
+
+            check_format(output.get("format") or "safetensors", target.pattern)
         recovery_cfg = config.get("recovery") or {"name": "none"}
         recovery = get_recovery(recovery_cfg["name"])
         kv = build_kv_policy(config.get("kv"))
@@ -93,7 +98,7 @@ def validate(config: dict) -> Plan:
                                       for ds in ppl.get("datasets", [])], data_dir)
     except ConfigError:
         raise
-    except (UnknownMethodError, TargetError, ModelSourceError, DataError, KeyError, ValueError) as exc:
+    except (UnknownMethodError, TargetError, ModelSourceError, DataError, KeyError, ValueError) as exc:  # ExportError too
         msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
         raise ConfigError(" ".join(msg.split())) from None
     return Plan(method, target, allocator, device, dtype, data_dir,
