@@ -86,6 +86,9 @@ def run_experiment(cfg) -> dict:
         "provenance": {}, "config": config,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    from harness.tracking import start_run, track_run
+
+    live = start_run(config, record)  # W&B run open while the stages work: live block/step history
     stage = "load"
     try:
         record = _run_stages(config, plan, record)
@@ -97,11 +100,10 @@ def run_experiment(cfg) -> dict:
         log.error("run %s failed at stage %s: %s: %s", run_id, stage, type(exc).__name__, exc)
         if isinstance(exc, KeyboardInterrupt):
             _finish(record, plan, t_start)
+            track_run(config, record, live)
             raise
     _finish(record, plan, t_start)
-    from harness.tracking import track_run
-
-    track_run(config, record)  # W&B (offline by default); never fails the run
+    track_run(config, record, live)  # W&B (offline by default); never fails the run
     return record
 
 
