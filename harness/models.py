@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.digests import drop, verify_dir, write_dir_digest
 from harness.hashing import sha256_file, sha256_state_dict
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,17 @@ def _dir_sha(path: Path) -> str:
     return h.hexdigest()
 
 
+def _verify_dir_sha(path: Path, expected: str | None) -> str:
+    """The directory's weight digest (_dir_sha); a configured sha256 must equal it, or, for a
+    single-file checkpoint, that file's own sha256 (what `sha256sum model.safetensors` prints)."""
+    digest = _dir_sha(path)
+    if expected and expected != digest:
+        files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+        if not (len(files) == 1 and sha256_file(files[0]) == expected):
+            raise ModelSourceError(f"sha256 mismatch for {path}: expected {expected}, got {digest}")
+    return digest
+
+
 # ---------------------------------------------------------------------------------------------
 # loading
 
@@ -155,9 +167,13 @@ def _load_gguf(path: Path, cache_root: Path, digest: str):
     cache = cache_root / "models" / f"gguf-{digest[:16]}"
     marker = cache / "prunebench_source.json"
     if marker.is_file():
-        model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32, use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(cache)
-        return model, tokenizer, True
+        # The float copy stands in for the verified GGUF: it is used only if every file still
+        # matches the digest written when it was made; otherwise it is dropped and rebuilt.
+        if verify_dir(cache):
+            model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32, use_safetensors=True)
+            tokenizer = AutoTokenizer.from_pretrained(cache)
+            return model, tokenizer, True
+        drop(cache, f"dequantized copy of {path.name} does not match its digest")
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     _strip_gguf_marker(model)
@@ -165,6 +181,7 @@ def _load_gguf(path: Path, cache_root: Path, digest: str):
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     (tmp / "prunebench_source.json").write_text(json.dumps({"gguf": str(path), "sha256": digest}))
+    write_dir_digest(tmp)
     if cache.exists():  # a concurrent job won the race; keep theirs
         import shutil
         shutil.rmtree(tmp, ignore_errors=True)
@@ -189,7 +206,7 @@ def load_model(name: str, source: dict[str, Any], dtype: torch.dtype, device: st
         model, tokenizer, cache_hit = _load_gguf(path, Path(cache_dir), digest)
     elif kind == "local":
         path = Path(source["path"]).expanduser()
-        digest = source.get("sha256") or _dir_sha(path)
+        digest = _verify_dir_sha(path, source.get("sha256"))
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
                                                      use_safetensors=None if allow_pickle else True)
         tokenizer = AutoTokenizer.from_pretrained(path)
