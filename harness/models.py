@@ -119,6 +119,75 @@ def _verify_dir_sha(path: Path, expected: str | None) -> str:
     return digest
 
 
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
+                 12: "<d"}
+
+
+def _gguf_metadata_int(path: Path, suffix: str) -> int | None:
+    """An integer metadata value whose key ends with `suffix` (e.g. '.context_length'), read from the
+    GGUF header only (gguf.GGUFReader maps every tensor first, ~seconds)."""
+    import struct
+
+    def read(f, fmt):
+        size = struct.calcsize(fmt)
+        return struct.unpack(fmt, f.read(size))[0]
+
+    def skip_value(f, vtype):
+        if vtype == 8:
+            f.seek(read(f, "<Q"), 1)
+        elif vtype == 9:
+            item, count = read(f, "<I"), read(f, "<Q")
+            if item in _GGUF_SCALARS:
+                f.seek(struct.calcsize(_GGUF_SCALARS[item]) * count, 1)
+            else:
+                for _ in range(count):
+                    skip_value(f, item)
+        else:
+            f.seek(struct.calcsize(_GGUF_SCALARS[vtype]), 1)
+
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            return None
+        read(f, "<I")                         # version
+        read(f, "<Q")                         # tensor count
+        for _ in range(read(f, "<Q")):        # metadata key/value pairs
+            key = f.read(read(f, "<Q")).decode("utf-8", "replace")
+            vtype = read(f, "<I")
+            if key.endswith(suffix) and vtype in _GGUF_SCALARS:
+                return int(read(f, _GGUF_SCALARS[vtype]))
+            skip_value(f, vtype)
+    return None
+
+
+def max_positions(source: dict[str, Any]) -> int | None:
+    """The model's max_position_embeddings, read from its config without loading weights
+    (None when it cannot be known offline, e.g. an uncached hub model)."""
+    kind = source.get("kind")
+    try:
+        if kind == "random_init":
+            value = (source.get("config") or {}).get("max_position_embeddings")
+            if value is None:
+                from transformers import AutoConfig
+
+                value = getattr(AutoConfig.for_model(source["family"]), "max_position_embeddings", None)
+            return int(value) if value is not None else None
+        if kind in ("gguf", "gguf_package"):
+            return _gguf_metadata_int(gguf_path(source), ".context_length")
+        if kind == "local":
+            cfg = json.loads((Path(source["path"]).expanduser() / "config.json").read_text())
+            value = cfg.get("max_position_embeddings") or cfg.get("n_positions")
+            return int(value) if value else None
+        if kind == "hub":
+            from transformers import AutoConfig
+
+            cfg = AutoConfig.from_pretrained(source["id"], revision=source.get("revision"))
+            value = getattr(cfg, "max_position_embeddings", None)
+            return int(value) if value else None
+    except (OSError, ValueError, KeyError):
+        return None
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # loading
 
