@@ -105,8 +105,11 @@ def canonical(config: dict, with_seed: bool = True) -> dict:
     for section in ("calib", "recovery"):
         if isinstance(cfg.get(section), dict) and cfg[section].get("seed") == top_seed:
             cfg[section].pop("seed")  # follows the top-level seed
-    if not with_seed:
+    if not with_seed:  # the cell over seeds: every seed, top-level or pinned in a section, is out
         cfg.pop("seed", None)
+        for section in ("calib", "recovery"):
+            if isinstance(cfg.get(section), dict):
+                cfg[section].pop("seed", None)
     for dotted, schema in SCHEMAS.items():
         parent, _, leaf = dotted.rpartition(".")
         holder = cfg

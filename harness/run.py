@@ -245,12 +245,32 @@ def check_group_choices(argv: list[str], conf_dir: Path) -> str | None:
     return None
 
 
+def check_results_dir(argv: list[str]) -> str | None:
+    """Hydra creates its log folder under paths.results_dir before the app runs, and reports an
+    unwritable one with a traceback: check the composed results dir first (single runs only)."""
+    if any(a in ("-m", "--multirun") or a.startswith("-") for a in argv):
+        return None
+    from harness.records import ResultsDirError, check_writable
+
+    try:
+        from harness.config import compose_config
+
+        results_dir = compose_config([a for a in argv if "=" in a]).paths.results_dir
+    except Exception:  # noqa: BLE001 - a config that does not compose is Hydra's to report
+        return None
+    try:
+        check_writable(Path(str(results_dir)).expanduser())
+    except ResultsDirError as exc:
+        return str(exc)
+    return None
+
+
 def main() -> None:
     import hydra
 
     configure_offline(os.environ.get("PRUNEBENCH_ONLINE") != "1")
     conf_dir = Path(__file__).resolve().parent.parent / "conf"
-    problem = check_group_choices(sys.argv[1:], conf_dir)
+    problem = check_group_choices(sys.argv[1:], conf_dir) or check_results_dir(sys.argv[1:])
     if problem:
         print(f"prunebench: config error: {problem}", file=sys.stderr)
         sys.exit(2)

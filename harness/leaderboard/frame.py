@@ -162,7 +162,9 @@ def group_type(method_type: str | None, pattern: str | None) -> str | None:
 
 def cell_id(config: dict) -> str:
     """The run id of the config with its seed removed: runs differing only by seed share a cell."""
-    return run_id_for({k: v for k, v in (config or {}).items() if k != "seed"})
+    from harness.identity import cell_id_for
+
+    return cell_id_for(config or {})
 
 
 def flatten_record(record: dict, path: str | None = None) -> tuple[dict, list[MetricSpec]]:
