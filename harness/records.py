@@ -87,9 +87,11 @@ class ResultsDirError(OSError):
     """The results directory cannot take a record; one line, raised before any work."""
 
 
-def check_writable(results_dir: str | Path, min_free: int = MIN_FREE_BYTES) -> None:
+def check_writable(results_dir: str | Path, min_free: int | None = None) -> None:
     """Create records/ and write + remove a probe file there; require `min_free` bytes free."""
     import shutil
+
+    min_free = MIN_FREE_BYTES if min_free is None else min_free
 
     rdir = records_dir(results_dir)
     try:
