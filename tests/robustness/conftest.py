@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["model=tiny-llama", "eval.ppl.max_windows=2", "eval.ppl.seq_len=128", "calib.n_samples=4",
+TINY = ["model=tiny-llama", "++eval.ppl.max_windows=2", "++eval.ppl.seq_len=128", "calib.n_samples=4",
         "calib.seq_len=64", "runtime.threads=1", "wandb.mode=disabled"]
 
 
