@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from harness.leaderboard.load import check_record_fields, load_records
+from harness.leaderboard.load import load_records
 from harness.run import run_experiment
 from tests.robustness.conftest import tiny
 
@@ -86,6 +86,8 @@ def test_impossible_perplexity_is_flagged_and_not_shown(results, bad):
 
 
 def test_check_record_fields_passes_a_real_record_unchanged(real_records):
+    from harness.leaderboard.load import check_record_fields
+
     rec = json.loads(_files(real_records)[0].read_text())
     out, warnings = check_record_fields(json.loads(json.dumps(rec)), "r")
     assert out == rec and warnings == []
