@@ -145,3 +145,48 @@ def cell_id_for(config: dict) -> str:
     """The grid cell a run belongs to: its identity without the seed (seeds of one cell share it)."""
     blob = json.dumps(canonical(config, with_seed=False), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def reindex(results_dir: str | Path) -> list[str]:
+    """Move records written under an earlier identity version to their current run_id.
+
+    A record moves only when every data file its provenance names still has the recorded sha256
+    (its number was taken on the data the new id hashes); it keeps its old id as `previous_run_id`.
+    Returns one line per record looked at."""
+    from harness.records import records_dir, write_atomic
+
+    lines = []
+    for path in sorted(records_dir(results_dir).glob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            lines.append(f"{path.name}: unreadable, left as is ({exc})")
+            continue
+        if not isinstance(record, dict) or record.get("identity_version") == IDENTITY_VERSION:
+            continue
+        config = record.get("config") or {}
+        recorded = (record.get("provenance") or {}).get("data_sha256") or {}
+        current = data_files(config)
+        stale = [k for k, sha in current.items() if k in recorded and recorded[k] != sha]
+        if stale:
+            lines.append(f"{path.name}: data changed since the run ({', '.join(stale)}), left as is")
+            continue
+        new_id = run_id_for(config)
+        record.update(run_id=new_id, identity_version=IDENTITY_VERSION,
+                      previous_run_id=record.get("previous_run_id") or path.stem)
+        target = path.with_name(f"{new_id}.json")
+        if target.exists() and target != path:
+            lines.append(f"{path.name}: {target.name} already exists, left as is")
+            continue
+        write_atomic(target, json.dumps(record, indent=2) + "\n")
+        if target != path:
+            path.unlink()
+        lines.append(f"{path.name} -> {target.name}")
+    return lines
+
+
+if __name__ == "__main__":  # python -m harness.identity <results_dir>: move records to current ids
+    import sys
+
+    for line in reindex(sys.argv[1] if len(sys.argv) > 1 else "results"):
+        print(line)

@@ -59,6 +59,7 @@ def run_experiment(cfg) -> dict:
     from harness.records import existing_status, read_record, record_path, run_id_for, write_record
     from harness.validate import validate
 
+    from harness.identity import IDENTITY_VERSION
     from harness.schema import resolve_seeds
 
     config = resolve_seeds(config)  # the top-level seed drives calib / recovery unless they pin one
@@ -80,7 +81,7 @@ def run_experiment(cfg) -> dict:
 
     t_start = time.perf_counter()
     record: dict = {
-        "run_id": run_id, "status": "failed", "error": None,
+        "run_id": run_id, "identity_version": IDENTITY_VERSION, "status": "failed", "error": None,
         "method": plan.method.describe(),
         "model": {"name": config["model"]["name"], "source": config["model"]["source"]},
         "target": plan.target.describe(),

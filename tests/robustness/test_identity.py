@@ -74,3 +74,23 @@ def test_resolved_and_unresolved_seeds_share_an_id():
     cfg = plain(compose_config(["model=tiny-llama", *WANDA, "seed=2"]))
     assert cfg["calib"]["seed"] is None and resolve_seeds(cfg)["calib"]["seed"] == 2
     assert run_id_for(resolve_seeds(cfg)) == run_id_for(cfg)
+
+
+def test_reindex_moves_an_earlier_identity_record_to_its_current_id(tmp_path):
+    import json
+
+    from harness.identity import reindex
+    from harness.records import record_path
+
+    rec = run_experiment(tiny(tmp_path))
+    path = record_path(tmp_path / "results", rec["run_id"])
+    old = json.loads(path.read_text())
+    old.pop("identity_version")
+    old["run_id"] = "00000000deadbeef"                      # as written under identity v1
+    path.unlink()
+    old_path = path.with_name("00000000deadbeef.json")
+    old_path.write_text(json.dumps(old))
+    assert reindex(tmp_path / "results") == [f"00000000deadbeef.json -> {rec['run_id']}.json"]
+    moved = json.loads(path.read_text())
+    assert moved["previous_run_id"] == "00000000deadbeef" and moved["metrics"] == rec["metrics"]
+    assert not old_path.exists()
