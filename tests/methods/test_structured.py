@@ -193,8 +193,9 @@ def test_plan_width_hits_smollm2_budgets_exactly_enough():
         for axes in (("heads", "mlp"), ("hidden",), ("mlp", "hidden")):
             plan = plan_width(cfg, ratio, axes)
             assert abs(plan.describe()["ratio_removed"] - ratio) < 4e-3
-            assert plan.hidden % (plan.q_per_group * 3) == 0
-    assert plan_width(cfg, 0.2, ("heads", "mlp")).q_per_group == 2
+            assert plan.hidden % (plan.q_per_group * (plan.kv_groups or 3)) == 0
+    assert plan_width(cfg, 0.2, ("heads", "mlp"), heads="query").q_per_group == 2
+    assert plan_width(cfg, 0.2, ("heads", "mlp")).kv_groups == 2      # default: whole KV groups
 
 
 def test_minitron_prunes_dead_units_first():
