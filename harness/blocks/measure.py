@@ -7,6 +7,7 @@ from torch import nn
 
 from harness.adapters import FamilyAdapter
 from harness.blocks.masks import nm_violations
+from harness.offload import residency_of, session
 
 
 @torch.no_grad()
@@ -16,29 +17,35 @@ def measure_sparsity(model: nn.Module, adapter: FamilyAdapter, n: int | None = N
     zeros_blocks = total_blocks = 0
     nm = {"n": n, "m": m, "violations": 0, "groups": 0} if n is not None else None
     for i, block in enumerate(adapter.blocks(model)):
-        for name, lin in adapter.linears(block).items():
-            w = lin.weight
-            z = int((w == 0).sum())
-            per_layer[f"{adapter.block_prefix(i)}.{name}"] = z / w.numel()
-            zeros_blocks += z
-            total_blocks += w.numel()
-            if nm is not None:
-                bad, groups = nm_violations(w, n, m)
-                nm["violations"] += bad
-                nm["groups"] += groups
+        with session(model, block):   # offloaded models: one block onloaded at a time
+            for name, lin in adapter.linears(block).items():
+                w = lin.weight
+                z = int((w == 0).sum())
+                per_layer[f"{adapter.block_prefix(i)}.{name}"] = z / w.numel()
+                zeros_blocks += z
+                total_blocks += w.numel()
+                if nm is not None:
+                    bad, groups = nm_violations(w, n, m)
+                    nm["violations"] += bad
+                    nm["groups"] += groups
     zeros_all = total_all = 0
-    for p in model.parameters():  # parameters() yields a tied tensor once
+    residency = residency_of(model)
+    # parameters() / named_tensors() yield a tied tensor once
+    params = (t for _, t in residency.named_tensors()) if residency is not None else model.parameters()
+    for p in params:
         zeros_all += int((p == 0).sum())
         total_all += p.numel()
-    emb = adapter.embedding(model).weight
-    head = adapter.head(model).weight
+    with session(model, adapter.embedding(model)):
+        emb_sparsity = float((adapter.embedding(model).weight == 0).float().mean())
+    with session(model, adapter.head(model)):
+        head_sparsity = float((adapter.head(model).weight == 0).float().mean())
     return {
         "sparsity_blocks": zeros_blocks / max(total_blocks, 1),
         "sparsity_total": zeros_all / max(total_all, 1),
         "params_total": total_all,
         "params_block_linears": total_blocks,
-        "embedding_sparsity": float((emb == 0).float().mean()),
-        "lm_head_sparsity": float((head == 0).float().mean()),
+        "embedding_sparsity": emb_sparsity,
+        "lm_head_sparsity": head_sparsity,
         "per_layer": per_layer,
         "nm_check": nm,
     }
