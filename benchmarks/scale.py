@@ -44,7 +44,7 @@ LLAMA2_7B = dict(num_hidden_layers=32, hidden_size=4096, intermediate_size=11008
 RUNS = {
     "wanda": (["method=wanda", "target=unstructured_50"], 0.25),
     "sparsegpt": (["method=sparsegpt", "target=unstructured_50"], 0.30),
-    "shortgpt": (["method=shortgpt", "target=depth_25", "method.params.latency_repeats=0"], 0.25),
+    "shortgpt": (["method=shortgpt", "target=depth_25", "++method.params.latency_repeats=0"], 0.25),
 }
 
 
@@ -137,7 +137,7 @@ def run(args) -> None:
 
     model_dir = Path(args.dir).resolve()
     cfg = json.loads((model_dir / "config.json").read_text())
-    model_bytes = sum(_dir_bytes(model_dir) for _ in [0])
+    model_bytes = _dir_bytes(model_dir)
     n_blocks = cfg["num_hidden_layers"]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     rows = []
@@ -166,7 +166,7 @@ def run(args) -> None:
         rows.append((name, rec["status"], mem.get("offload"), mem["peak_rss_bytes"], mem["peak_rss_bytes"] / model_bytes,
                      target, pred["host_peak_bytes"], per_block, rec["timing"].get("total_s"), wall, on_disk, lo, hi,
                      nlin, rec["metrics"].get("ppl", {}).get("wikitext2", {}).get("value"),
-                     rec["model"].get("num_hidden_layers_after"), rec["run_id"]))
+                     None, rec["run_id"]))
         if out_dir.is_dir() and not args.keep:
             import shutil
             shutil.rmtree(out_dir)

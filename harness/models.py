@@ -211,7 +211,7 @@ def storage_dtype(requested: torch.dtype, dtype_is_auto: bool, device: str, chec
 def load_model(name: str, source: dict[str, Any], dtype: torch.dtype, device: str, cache_dir: str | Path,
                allow_pickle: bool = False, seed: int = 0, offload: str = "none",
                max_memory_gb: float | None = None, dtype_is_auto: bool = False, calib_tokens: int = 0,
-               hessian: bool = False) -> LoadedModel:
+               hessian: bool = False, eval_tokens: int = 2048) -> LoadedModel:
     """Load, verify and place a model. GGUF sources are dequantized once and cached as safetensors
     (the first load takes ~20 s for SmolLM2-135M, later ones a few seconds).
 
@@ -248,7 +248,8 @@ def load_model(name: str, source: dict[str, Any], dtype: torch.dtype, device: st
     storage = storage_dtype(dtype, dtype_is_auto, device, checkpoint)
     compute = torch.float32 if device == "cpu" else storage
     config = model.config if model is not None else AutoConfig.from_pretrained(checkpoint)
-    mode, plan = choose_mode(offload, config, device, storage, compute, max_memory_gb, calib_tokens, hessian)
+    mode, plan = choose_mode(offload, config, device, storage, compute, max_memory_gb, calib_tokens, hessian,
+                             eval_tokens)
     if mode == "disk":
         weights = checkpoint if checkpoint is not None else _weights_dir(kind, source, model, Path(cache_dir), digest)
         if tokenizer is None:

@@ -159,16 +159,16 @@ def plan_memory(config, *, mode: str, device: str, storage_bytes: int, compute_b
     Counted: the model (whole, or one unit) in storage and compute dtype; the calibration
     activations (inputs, outputs and dense outputs of the current block, compute dtype); the
     method's per-linear work (Wanda: score + sort of the largest linear; SparseGPT: the block's
-    Hessians plus three [in, in] float32 temporaries of the inverse and the reconstructed copy of
-    the largest linear); the LM head in compute dtype with its logits for the evaluation;
+    Hessians and inverse factors, where the [f, f] down_proj Hessian is handed over to its factor
+    so two [f, f] tensors are alive, plus the reconstructed copy of the largest linear); the LM head in compute dtype with its logits for the evaluation;
     a constant for the interpreter and libraries (BASE_PROCESS_BYTES)."""
     s = _shape(config)
     d, f = s["d"], s["f"]
     model_bytes = (s["L"] * s["block"] + s["embed"] + s["head"]) * storage_bytes
     acts = 3 * calib_tokens * d * compute_bytes
     big = f * d                                              # largest linear [f, d] or [d, f]
-    if hessian:
-        work = (2 * d * d + 2 * f * f) * 4 + 3 * f * f * 4 + 2 * big * 4
+    if hessian:   # Hessians + inverse factors of the d-wide groups, down_proj's H and one temporary
+        work = (6 * d * d + 2 * f * f + 2 * big) * 4
     else:
         work = big * (4 + 8 + 4)                             # score, sort indices, sorted values
     block_c = s["block"] * compute_bytes
@@ -176,7 +176,7 @@ def plan_memory(config, *, mode: str, device: str, storage_bytes: int, compute_b
     embed_s = s["embed"] * storage_bytes
     unit_peak = max(block_c + s["block"] * storage_bytes + acts + work, head_eval, embed_s + acts)
     if device == "cpu":
-        resident = 0 if mode == "disk" else (s["L"] * s["block"] + s["embed"] + s["head"]) * compute_bytes
+        resident = 0 if mode == "disk" else model_bytes
         host = BASE_PROCESS_BYTES + resident + unit_peak
         dev = host
     else:
@@ -198,21 +198,26 @@ def available_bytes(device: str) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+AUTO_HEADROOM = 0.75   # without max_memory_gb, auto plans within this share of the free memory
+
+
 def choose_mode(requested: str, config, device: str, storage: torch.dtype, compute: torch.dtype,
-                max_memory_gb: float | None, calib_tokens: int, hessian: bool) -> tuple[str, dict]:
+                max_memory_gb: float | None, calib_tokens: int, hessian: bool,
+                eval_tokens: int = 2048) -> tuple[str, dict]:
     """Resolve `auto`: none if the whole model fits the budget, else disk (cpu on a GPU node whose
     host holds the model). Returns (mode, the plan used)."""
     sb, cb = storage.itemsize, compute.itemsize
-    budget = int(max_memory_gb * 1e9) if max_memory_gb else available_bytes(device)
+    budget = int(max_memory_gb * 1e9) if max_memory_gb else int(AUTO_HEADROOM * available_bytes(device))
     plans = {m: plan_memory(config, mode=m, device=device.split(":")[0], storage_bytes=sb, compute_bytes=cb,
-                            calib_tokens=calib_tokens, hessian=hessian, eval_tokens=2048)
+                            calib_tokens=calib_tokens, hessian=hessian, eval_tokens=eval_tokens)
              for m in ("none", "cpu", "disk")}
     if requested != "auto":
         return requested, plans[requested] | {"budget_bytes": budget}
     order = ("none", "disk") if device == "cpu" else ("none", "cpu", "disk")
     for m in order:
         key = "host_peak_bytes" if device == "cpu" else "device_peak_bytes"
-        if plans[m][key] <= budget and (device == "cpu" or plans[m]["host_peak_bytes"] <= available_bytes("cpu")):
+        if plans[m][key] <= budget and (device == "cpu" or
+                                        plans[m]["host_peak_bytes"] <= AUTO_HEADROOM * available_bytes("cpu")):
             return m, plans[m] | {"budget_bytes": budget}
     return "disk", plans["disk"] | {"budget_bytes": budget}
 
@@ -223,12 +228,12 @@ def choose_mode(requested: str, config, device: str, storage: torch.dtype, compu
 @dataclass
 class _Unit:
     module: nn.Module
-    prefix: str                     # its parameters' names at the source (changes after finalize)
+    prefix: str                     # its parameters' names in the files are prefix + relative name
     is_block: bool
     embedding: bool
-    depth: int = 0                  # nesting of open sessions
+    depth: int = 0                  # nesting of open sessions and hooked forwards
     modified: bool = False
-    home: dict = field(default_factory=dict)   # (submodule, param name) -> home Parameter (none/cpu)
+    home: dict = field(default_factory=dict)   # (submodule, param name) -> Parameter while onloaded
 
 
 class Residency:
@@ -245,41 +250,54 @@ class Residency:
         self.store = store
         self.staging: Path | None = None
         self.materialized_reason: str | None = None
+        self._hooks = mode != "none" or compute != storage
+        # tied parameters: one tensor in the files, under the first name present there (HF keeps
+        # the embedding of a tied head); alias name -> that name
+        groups: dict[int, list[str]] = {}
+        for name, p in model.named_parameters(remove_duplicate=False):
+            groups.setdefault(id(p), []).append(name)
+        self._canonical: dict[str, str] = {}
+        for names in groups.values():
+            canonical = next((n for n in names if store is None or n in store), names[0])
+            self._canonical.update({n: canonical for n in names if n != canonical})
         self.units: list[_Unit] = []
         self._by_module: dict[int, _Unit] = {}
-        blocks = adapter.blocks(model)
-        in_blocks = {id(m) for b in blocks for m in b.modules()}
-        for i, b in enumerate(blocks):
-            self._add(_Unit(b, adapter.block_prefix(i), True, False))
-        for name, mod in model.named_modules():
-            if id(mod) in in_blocks or not list(mod.parameters(recurse=False)):
-                continue
-            self._add(_Unit(mod, name, False, isinstance(mod, nn.Embedding)))
-        # every parameter slot -> the name its tensor has in the files; a tied parameter has one
-        # tensor (HF files keep the first name, e.g. the embedding for a tied LM head)
-        aliases: dict[int, list[str]] = {}
-        for name, p in model.named_parameters(remove_duplicate=False):
-            aliases.setdefault(id(p), []).append(name)
-        self._names: dict[tuple[int, str], str] = {}
-        self._alias: set[tuple[int, str]] = set()
-        module_names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
-        for u in self.units:
-            for sub, pname, p in self._slots(u.module):
-                names = aliases[id(p)]
-                canonical = next((n for n in names if store is None or n in store), names[0])
-                own = ".".join(filter(None, (module_names[id(sub)], pname)))
-                self._names[(id(sub), pname)] = canonical
-                if own != canonical:
-                    self._alias.add((id(sub), pname))
-        self._handles = []
-        if mode != "none" or compute != storage:
-            for u in self.units:
-                self._handles.append(u.module.register_forward_pre_hook(self._pre_hook))
-                self._handles.append(u.module.register_forward_hook(self._post_hook))
+        self._refresh_units()
 
-    def _add(self, unit: _Unit) -> None:
-        self.units.append(unit)
-        self._by_module[id(unit.module)] = unit
+    # -- units ------------------------------------------------------------------------------------
+    def _refresh_units(self) -> None:
+        """Units of the model as it is now (surgery drops blocks and replaces modules)."""
+        units = []
+        blocks = self.adapter.blocks(self.model)
+        in_blocks = {id(m) for b in blocks for m in b.modules()}
+        candidates = [(b, self.adapter.block_prefix(i), True) for i, b in enumerate(blocks)]
+        candidates += [(m, name, False) for name, m in self.model.named_modules()
+                       if id(m) not in in_blocks and list(m.parameters(recurse=False))]
+        for mod, prefix, is_block in candidates:
+            u = self._by_module.get(id(mod))
+            if u is None or u.module is not mod:
+                u = _Unit(mod, prefix, is_block, isinstance(mod, nn.Embedding))
+                if self._hooks:
+                    mod.register_forward_pre_hook(self._pre_hook)
+                    mod.register_forward_hook(self._post_hook)
+            units.append(u)
+        self.units = units
+        self._by_module = {id(u.module): u for u in units}
+
+    def _unit(self, module: nn.Module) -> _Unit:
+        u = self._by_module.get(id(module))
+        if u is None or u.module is not module:
+            self._refresh_units()
+            u = self._by_module[id(module)]
+        return u
+
+    def _slots(self, u: _Unit):
+        """(submodule, param name, parameter, name in the files, is a tied alias) of a unit."""
+        for mname, sub in u.module.named_modules(remove_duplicate=False):
+            for pname, p in sub._parameters.items():
+                if p is not None:
+                    own = ".".join(filter(None, (u.prefix, mname, pname)))
+                    yield sub, pname, p, self._canonical.get(own, own), own in self._canonical
 
     @property
     def streaming(self) -> bool:
@@ -293,13 +311,13 @@ class Residency:
 
     # -- hooks: any forward onloads the unit for its own duration -------------------------------
     def _pre_hook(self, module, _args):
-        u = self._by_module[id(module)]
+        u = self._unit(module)
         if u.depth == 0:
             self._onload(u)
         u.depth += 1
 
     def _post_hook(self, module, _args, output):
-        u = self._by_module[id(module)]
+        u = self._unit(module)
         u.depth -= 1
         if u.depth == 0:
             self._release(u)
@@ -311,7 +329,7 @@ class Residency:
     @contextlib.contextmanager
     def session(self, *modules: nn.Module, modifies: bool = False):
         """Keep `modules` (units) onloaded for the block; `modifies`: they are written back after."""
-        units = [self._by_module[id(m)] for m in modules]
+        units = [self._unit(m) for m in modules]
         for u in units:
             if u.depth == 0:
                 self._onload(u)
@@ -324,16 +342,6 @@ class Residency:
                 u.depth -= 1
                 if u.depth == 0:
                     self._release(u)
-
-    @staticmethod
-    def _slots(module: nn.Module):
-        for sub in module.modules():
-            for pname, p in sub._parameters.items():
-                if p is not None:
-                    yield sub, pname, p
-
-    def _name(self, sub: nn.Module, pname: str) -> str:
-        return self._names[(id(sub), pname)]
 
     def _read(self, name: str, embedding: bool) -> torch.Tensor:
         """A tensor from the files: storage dtype for embeddings and non-float tensors, compute
@@ -348,9 +356,9 @@ class Residency:
         return self.store.read(name, self.storage).to(self.device, self.compute)
 
     def _onload(self, u: _Unit) -> None:
-        for sub, pname, p in list(self._slots(u.module)):
+        for sub, pname, p, name, _ in list(self._slots(u)):
             if self.streaming:
-                t = self._read(self._name(sub, pname), u.embedding)
+                t = self._read(name, u.embedding)
             else:
                 dtype = p.dtype if (u.embedding or not p.is_floating_point()) else self.compute
                 if p.dtype == dtype and p.device == torch.device(self.device):
@@ -375,8 +383,10 @@ class Residency:
     def _write_staging(self, u: _Unit) -> None:
         from safetensors.torch import save_file
 
-        tensors = {self._name(sub, pname): self._storage_copy(sub._parameters[pname])
-                   for (sub, pname) in u.home}
+        tensors = {name: self._storage_copy(p) for _, _, p, name, alias in self._slots(u) if not alias}
+        if self.staging is None:
+            import tempfile
+            self.staging = Path(tempfile.mkdtemp(prefix="prunebench-staging-"))
         self.staging.mkdir(parents=True, exist_ok=True)
         path = self._staged(u)
         tmp = path.with_name("." + path.name + ".tmp")
@@ -399,10 +409,10 @@ class Residency:
             raise MemoryError(f"{reason}: needs the whole model resident ({need / 1e9:.1f} GB in "
                               f"{str(self.storage).replace('torch.', '')}), more than the memory budget "
                               f"({budget_bytes / 1e9:.1f} GB); use a streaming method or a larger node")
+        self._refresh_units()
         loaded: dict[str, nn.Parameter] = {}
         for u in self.units:
-            for sub, pname, p in list(self._slots(u.module)):
-                name = self._name(sub, pname)
+            for sub, pname, p, name, _ in list(self._slots(u)):
                 if name not in loaded:   # tied slots get one shared parameter again
                     dtype = self.storage if self.store.dtype(name).is_floating_point else None
                     loaded[name] = nn.Parameter(self.store.read(name, dtype), requires_grad=p.requires_grad)
@@ -411,71 +421,70 @@ class Residency:
 
     def named_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
         """(file name, tensor) of every distinct parameter, one unit onloaded at a time."""
-        seen = set()
-        for u in self.units:
+        self._refresh_units()
+        for u in list(self.units):
             with self.session(u.module):
-                for sub, pname, p in self._slots(u.module):
-                    name = self._name(sub, pname)
-                    if name not in seen:
-                        seen.add(name)
+                for _, _, p, name, alias in self._slots(u):
+                    if not alias:
                         yield name, p.detach()
+
+    def _storage_tensors(self, u: _Unit):
+        """(name in the files, tensor in storage dtype on the host) of a unit's non-alias slots;
+        streamed units are read from the files directly (no compute-dtype copy)."""
+        for _, _, p, name, alias in list(self._slots(u)):
+            if alias:
+                continue
+            if self.streaming:
+                dtype = self.storage if self.store.dtype(name).is_floating_point else None
+                yield name, self.store.read(name, dtype)
+            else:
+                yield name, self._storage_copy(p)
 
     def finalize(self, out_dir: Path) -> Path:
         """Disk mode: write the (pruned) model as sharded safetensors in `out_dir`, one shard per
-        block plus one for the rest, then stream from it. A block pruned in place is moved from its
+        block and per other unit, then stream from it. A block pruned in place is moved from its
         staging file; a renumbered or untouched one is copied tensor by tensor. Returns out_dir."""
         from safetensors.torch import save_file
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        blocks = list(self.adapter.blocks(self.model))
-        n_shards = len(blocks) + 1
+        self._refresh_units()
+        blocks = [u for u in self.units if u.is_block]
+        rest = [u for u in self.units if not u.is_block and any(not s[4] for s in self._slots(u))]
+        n_shards = len(blocks) + len(rest)
         weight_map: dict[str, str] = {}
-        renamed: dict[tuple[int, str], str] = {}
-        for j, block in enumerate(blocks):
-            u = self._by_module[id(block)]
-            new = self.adapter.block_prefix(j)
-            fname = f"model-{j + 1:05d}-of-{n_shards:05d}.safetensors"
-            slots = [(sub, pname) for sub, pname, _ in self._slots(block)]
-            names = {self._name(*s): new + self._name(*s)[len(u.prefix):] for s in slots}
+        for k, u in enumerate(blocks + rest):
+            fname = f"model-{k + 1:05d}-of-{n_shards:05d}.safetensors"
+            new = self.adapter.block_prefix(k) if u.is_block else u.prefix
+            rename = lambda name, u=u, new=new: new + name[len(u.prefix):]  # noqa: E731
+            names = {rename(s[3]) for s in self._slots(u) if not s[4]}
             staged = self._staged(u) if self.staging is not None else None
             if (self.streaming and staged is not None and staged.is_file() and new == u.prefix
-                    and set(_read_header(staged)) == set(names)):
-                os.replace(staged, out_dir / fname)
+                    and set(_read_header(staged)) == names):
+                os.replace(staged, out_dir / fname)     # pruned in place: already final
             else:
-                with self.session(block):
-                    tensors = {names[self._name(*s)]: self._storage_copy(s[0]._parameters[s[1]]) for s in slots}
+                tensors = {rename(name): t for name, t in self._storage_tensors(u)}
                 save_file(tensors, str(out_dir / fname), metadata={"format": "pt"})
                 del tensors
-            weight_map.update({v: fname for v in names.values()})
-            renamed.update({(id(s[0]), s[1]): names[self._name(*s)] for s in slots})
+            weight_map.update({n: fname for n in names})
             u.prefix = new
-        rest = f"model-{n_shards:05d}-of-{n_shards:05d}.safetensors"
-        tensors = {}
-        for u in self.units:
-            if u.is_block:
-                continue
-            with self.session(u.module):
-                for sub, pname, p in self._slots(u.module):
-                    if (id(sub), pname) not in self._alias and self._name(sub, pname) not in tensors:
-                        tensors[self._name(sub, pname)] = self._storage_copy(p).clone()
-        weight_map.update({name: rest for name in tensors})
-        save_file(tensors, str(out_dir / rest), metadata={"format": "pt"})
-        del tensors
         total = sum(f.stat().st_size for f in out_dir.glob("*.safetensors"))
         (out_dir / "model.safetensors.index.json").write_text(json.dumps(
             {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
         self.model.config.dtype = self.storage
         self.model.config.save_pretrained(out_dir)
-        # from now on every unit streams from the written model, under its final names
-        self._names.update(renamed)
+        # from now on every unit streams from the written model
         self.store = SafetensorsStore.from_dir(out_dir)
         if self.materialized_reason is not None:
             for u in self.units:
-                for sub, pname, p in list(self._slots(u.module)):
+                for sub, pname, p, _, _ in list(self._slots(u)):
                     sub._parameters[pname] = nn.Parameter(torch.empty(p.shape, dtype=p.dtype, device="meta"),
                                                           requires_grad=p.requires_grad)
             self.materialized_reason = None
+        if not self._hooks:
+            self._hooks = True
+            self._by_module = {}
+        self._refresh_units()
         if self.staging is not None and self.staging.is_dir():
             import shutil
             shutil.rmtree(self.staging, ignore_errors=True)

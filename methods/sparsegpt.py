@@ -35,9 +35,13 @@ from methods.registry import register
 from methods.tags import Tags
 
 
-def inverse_hessian_factor(hessian: torch.Tensor, percdamp: float) -> torch.Tensor:
-    """Upper Cholesky factor of (H + damp*I)^-1 ([in, in], float32). `hessian` is not modified."""
-    h = hessian.detach().clone().float()                     # never damp the group's shared tensor
+def inverse_hessian_factor(hessian: torch.Tensor, percdamp: float, consume: bool = False) -> torch.Tensor:
+    """Upper Cholesky factor of (H + damp*I)^-1 ([in, in], float32). `hessian` is not modified,
+    unless `consume`: then the caller hands it over (and holds no other reference), and it is
+    damped in place, so at most two [in, in] tensors are alive (1.6 GB for a 14336-wide input
+    instead of 3.3 GB)."""
+    h = hessian.detach() if consume and hessian.dtype == torch.float32 else hessian.detach().clone().float()
+    del hessian
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     damp = percdamp * torch.mean(torch.diag(h))
@@ -128,8 +132,8 @@ class SparseGPT(WeightPruner):
         for name, linear in blk.linears.items():
             stats = blk.stats[name]
             key = id(stats) if self.share_hessians else id(linear)
-            if key not in factors:
-                factors[key] = inverse_hessian_factor(stats["hessian"], self.percdamp)
+            if key not in factors:   # the block's Hessian is not needed after its factor: hand it over
+                factors[key] = inverse_hessian_factor(stats.pop("hessian"), self.percdamp, consume=True)
             self._prune(linear, factors[key], blk.sparsity, target)
 
     def prune_linear(self, name: str, linear: nn.Linear, stats: dict[str, torch.Tensor],
