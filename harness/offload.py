@@ -419,10 +419,13 @@ class Residency:
                 sub._parameters[pname] = loaded[name]
         self.materialized_reason = reason
 
-    def named_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """(file name, tensor) of every distinct parameter, one unit onloaded at a time."""
+    def named_tensors(self, blocks: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
+        """(file name, tensor) of every distinct parameter (`blocks=False`: outside the blocks),
+        one unit onloaded at a time."""
         self._refresh_units()
         for u in list(self.units):
+            if u.is_block and not blocks:
+                continue
             with self.session(u.module):
                 for _, _, p, name, alias in self._slots(u):
                     if not alias:

@@ -13,11 +13,14 @@ from harness.offload import residency_of, session
 @torch.no_grad()
 def measure_sparsity(model: nn.Module, adapter: FamilyAdapter, n: int | None = None,
                      m: int | None = None) -> dict:
+    """One pass over the weights; an offloaded model has one unit onloaded at a time."""
     per_layer: dict[str, float] = {}
     zeros_blocks = total_blocks = 0
+    zeros_all = total_all = 0
     nm = {"n": n, "m": m, "violations": 0, "groups": 0} if n is not None else None
+    residency = residency_of(model)
     for i, block in enumerate(adapter.blocks(model)):
-        with session(model, block):   # offloaded models: one block onloaded at a time
+        with session(model, block):
             for name, lin in adapter.linears(block).items():
                 w = lin.weight
                 z = int((w == 0).sum())
@@ -28,13 +31,18 @@ def measure_sparsity(model: nn.Module, adapter: FamilyAdapter, n: int | None = N
                     bad, groups = nm_violations(w, n, m)
                     nm["violations"] += bad
                     nm["groups"] += groups
-    zeros_all = total_all = 0
-    residency = residency_of(model)
-    # parameters() / named_tensors() yield a tied tensor once
-    params = (t for _, t in residency.named_tensors()) if residency is not None else model.parameters()
-    for p in params:
-        zeros_all += int((p == 0).sum())
-        total_all += p.numel()
+            if residency is not None:
+                for p in block.parameters():
+                    zeros_all += int((p == 0).sum())
+                    total_all += p.numel()
+    if residency is None:
+        for p in model.parameters():  # parameters() yields a tied tensor once
+            zeros_all += int((p == 0).sum())
+            total_all += p.numel()
+    else:
+        for name, p in residency.named_tensors(blocks=False):
+            zeros_all += int((p == 0).sum())
+            total_all += p.numel()
     with session(model, adapter.embedding(model)):
         emb_sparsity = float((adapter.embedding(model).weight == 0).float().mean())
     with session(model, adapter.head(model)):
