@@ -3,6 +3,9 @@
     PYTHONPATH=$PWD python benchmarks/scale.py build --dir /big/llama3-8b-shaped   # ~16 GB bf16
     PYTHONPATH=$PWD python benchmarks/scale.py run --dir /big/llama3-8b-shaped --results-dir /tmp/scale
     PYTHONPATH=$PWD python benchmarks/scale.py --plan-only
+    # on a busy CPU: the same shapes, first N blocks only (per-unit peaks do not depend on depth)
+    PYTHONPATH=$PWD python benchmarks/scale.py view --full-dir /big/llama3-8b-shaped --dir /big/llama3-8b-4 --blocks 4
+    PYTHONPATH=$PWD python benchmarks/scale.py run --dir /big/llama3-8b-4 --full-dir /big/llama3-8b-shaped
 
 `build` writes a random-init model with the LLaMA-3-8B shape (32 layers, hidden 4096, intermediate
 14336, 32 query / 8 KV heads, vocab 128256) as bf16 sharded safetensors, one shard per decoder
@@ -137,7 +140,9 @@ def run(args) -> None:
 
     model_dir = Path(args.dir).resolve()
     cfg = json.loads((model_dir / "config.json").read_text())
-    model_bytes = _dir_bytes(model_dir)
+    own_bytes = _dir_bytes(model_dir)
+    # a depth-truncated view of the full model (`view`): peaks are per unit, ratios against the full model
+    model_bytes = _dir_bytes(Path(args.full_dir)) if args.full_dir else own_bytes
     n_blocks = cfg["num_hidden_layers"]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     rows = []
@@ -170,6 +175,9 @@ def run(args) -> None:
         if out_dir.is_dir() and not args.keep:
             import shutil
             shutil.rmtree(out_dir)
+    if args.full_dir:
+        print(f"\n{model_dir.name} is the first {n_blocks} blocks of {Path(args.full_dir).name} "
+              f"({own_bytes / 1e9:.2f} GB); ratios are against the full model's bytes")
     print(f"\nmodel {model_dir.name}: {model_bytes / 1e9:.2f} GB bf16 on disk, {n_blocks} blocks; "
           f"threads={args.threads}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print("| method | status | offload | peak RSS GB | / model bytes | target | predicted peak GB | s/block "
@@ -181,6 +189,29 @@ def run(args) -> None:
         ok = "ok" if r[4] <= r[5] else "MISSED"
         print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3] / 1e9:.2f} | {r[4]:.3f} ({ok}) | <= {r[5]:.2f} | "
               f"{r[6] / 1e9:.2f} | {r[7]:.1f} | {r[8]:.0f} | {r[10] / 1e9:.2f} | {sp} | {ppl} | {r[16]} |")
+
+
+def view(src: Path, dst: Path, n_blocks: int) -> None:
+    """The first `n_blocks` blocks of a built model as a model directory of symlinks (no copy):
+    the same shapes and bytes per unit, so the same per-unit peak, in a fraction of the time."""
+    dst.mkdir(parents=True, exist_ok=True)
+    index = json.loads((src / "model.safetensors.index.json").read_text())
+    keep = {n: f for n, f in index["weight_map"].items()
+            if ".layers." not in n or int(n.split(".layers.")[1].split(".")[0]) < n_blocks}
+    for f in set(keep.values()):
+        if not (dst / f).exists():
+            os.symlink(src / f, dst / f)
+    total = sum((src / f).stat().st_size for f in set(keep.values()))
+    (dst / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
+                                                                  "weight_map": keep}))
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["num_hidden_layers"] = n_blocks
+    (dst / "config.json").write_text(json.dumps(cfg, indent=2))
+    for f in src.iterdir():
+        if f.name.startswith("tokenizer") or f.name == "chat_template.jinja":
+            if not (dst / f.name).exists():
+                os.symlink(f, dst / f.name)
+    print(f"{dst}: first {n_blocks} blocks of {src.name}, {total / 1e9:.2f} GB")
 
 
 def plan_only() -> None:
@@ -203,7 +234,7 @@ def plan_only() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", nargs="?", choices=("build", "run"), default=None)
+    parser.add_argument("action", nargs="?", choices=("build", "run", "view"), default=None)
     parser.add_argument("--dir", help="where the 8B-shaped model is (outside the repository)")
     parser.add_argument("--plan-only", action="store_true")
     parser.add_argument("--results-dir", default="/tmp/prunebench-scale")
@@ -211,6 +242,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the pruned models (16 GB each)")
+    parser.add_argument("--full-dir", help="run: --dir is a depth-truncated view of this model (`view`)")
+    parser.add_argument("--blocks", type=int, help="view: keep the first N blocks")
     args = parser.parse_args()
     if args.plan_only:
         plan_only()
@@ -222,6 +255,8 @@ def main() -> None:
         build(Path(args.dir), LLAMA3_8B, args.seed, cache)
     elif args.action == "run":
         run(args)
+    elif args.action == "view":
+        view(Path(args.full_dir), Path(args.dir), args.blocks)
     else:
         parser.error("choose build, run or --plan-only")
 
