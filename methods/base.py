@@ -32,6 +32,9 @@ class Method:
     version: ClassVar[str]
     paper: ClassVar[str]
     reference: ClassVar[str] = ""        # URL of the reference implementation
+    # "reference": built against a reference implementation; "reconstructed": from the paper's
+    # text alone (no code public), every open choice named in `differences`
+    fidelity: ClassVar[str] = "reference"
     differences: ClassVar[str] = ""      # how this implementation departs from the reference
     tags: ClassVar[Tags]
     patterns: ClassVar[frozenset[str]]
@@ -55,7 +58,7 @@ class Method:
     def describe(self) -> dict:
         return {"name": self.name, "version": self.version, "params": self.params(),
                 "tags": self.tags.as_dict(), "paper": self.paper, "reference": self.reference,
-                "differences": self.differences}
+                "differences": self.differences, "fidelity": self.fidelity}
 
 
 class WeightPruner(Method):
