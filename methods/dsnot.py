@@ -96,11 +96,12 @@ class DSnoT(WeightPruner):
     name: ClassVar[str] = "dsnot"
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = "Zhang et al. 2024 (ICLR), arXiv:2310.08915"
+    listed: ClassVar[str] = "https://arxiv.org/abs/2310.08915"
     reference: ClassVar[str] = "https://github.com/zyxxmu/DSnoT"
     differences: ClassVar[str] = ("swaps accepted only if they lower the exact layer reconstruction "
                                   "error; no variance-scaled metric; unstructured only")
-    tags: ClassVar[Tags] = Tags("Unstructured", "Weight+Activation", "Weights", "Calibration",
-                                "Without retraining", "Frozen weights",
+    tags: ClassVar[Tags] = Tags("Unstructured", "Magnitude/Hessian/Wanda", "Sparsity", "Calibration",
+                                "Without", "Frozen",
                                 qualifier="prune-and-grow refinement of a base mask")
     patterns: ClassVar[frozenset[str]] = frozenset({"unstructured"})
 

@@ -71,11 +71,12 @@ class RIA(WeightPruner):
     name: ClassVar[str] = "ria"
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = "Zhang et al. 2024 (ICLR), Plug-and-Play: RIA"
+    listed: ClassVar[str] = "https://openreview.net/forum?id=Tr0lPx9woF"
     reference: ClassVar[str] = "https://github.com/biomedical-cybernetics/Relative-importance-and-activation-pruning"
     differences: ClassVar[str] = ("permutation applied physically to down_proj inputs + gate/up rows "
                                   "only; snake reallocation without Hungarian refinement")
-    tags: ClassVar[Tags] = Tags("Unstructured", "Weight+Activation", "Weights", "Calibration",
-                                "Without retraining", "Frozen weights",
+    tags: ClassVar[Tags] = Tags("Un/Semi-structured", "RIA", "Sparsity", "Calibration",
+                                "Without", "Frozen",
                                 qualifier="relative importance, N:M with channel permutation")
     statistics: ClassVar[tuple[str, ...]] = ("input_norm",)
     comparison_group: ClassVar[str] = "row"
