@@ -49,9 +49,9 @@ def _run_tags(plan, record: dict) -> dict:
 
 
 def _env_block(device: str) -> dict:
-    from harness.env import device_description, git_state, library_versions
+    from harness.env import device_description, git_state, library_versions, lock_state
 
-    return {**device_description(device), "libraries": library_versions(), "git": git_state(),
+    return {**device_description(device), "libraries": library_versions(), "git": git_state(), "lock": lock_state(),
             "launcher": launcher_ids(), "hostname": os.uname().nodename}
 
 
