@@ -39,8 +39,9 @@ NOT_A_RESULT = {"protocol_version", "version", "seq_len", "n_windows", "max_wind
 SPREAD_WORDS = ("std", "stderr", "spread", "iqr", "min", "max", "p10", "p90", "p25", "p75", "mad", "q1", "q3")
 KNOWN_GROUPS = ("ppl", "kv_ppl", "zeroshot", "latency", "kv_memory")
 # Config keys that are not part of a cell's identity besides the record's own NON_SEMANTIC_KEYS:
-# the seed (cells aggregate over it) and the thread count (moves only the last digits).
-NOT_CELL = ("seed",)
+# the seed (cells aggregate over it), the thread count (moves only the last digits), whether the
+# pruned model is saved and whether cached statistics are reused.
+NOT_CELL = ("seed", "output")
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,8 @@ def cell_config(config: dict) -> dict:
     c = {k: v for k, v in semantic_config(config or {}).items() if k not in NOT_CELL}
     if isinstance(c.get("runtime"), dict):
         c["runtime"] = {k: v for k, v in c["runtime"].items() if k != "threads"}
+    if isinstance(c.get("prune"), dict):   # reusing cached statistics gives the same numbers
+        c["prune"] = {k: v for k, v in c["prune"].items() if k != "reuse"}
     return c
 
 

@@ -45,7 +45,9 @@ def _save(fig, out_dir: Path, stem: str) -> list[Path]:
 
 
 def _proto(col: str) -> str:
-    return col.rsplit(" (", 1)[1].rstrip(")") if " (" in col else ""
+    from harness.leaderboard.tables import protocol_of
+
+    return protocol_of(col)
 
 
 def _title(model, col, device, dtype, what=""):

@@ -48,6 +48,12 @@ def fmt_value(mean, std=float("nan"), digits: int = 4) -> str:
     return text
 
 
+def protocol_of(column: str) -> str:
+    """The protocol words of a metric column name ("... (<protocol>)"; a mean's task count dropped)."""
+    proto = column.rsplit(" (", 1)[1].rstrip(")") if " (" in column else ""
+    return re.sub(r"^\d+ tasks, ", "", proto)
+
+
 def _type_key(series: pd.Series) -> pd.Series:
     order = {t: i for i, t in enumerate(TYPE_ORDER)}
     return series.map(lambda t: order.get(t, len(order)))
@@ -136,10 +142,10 @@ def overview(frames: Frames, cells: pd.DataFrame) -> Table:
 def zeroshot(frames: Frames, cells: pd.DataFrame) -> list[Table]:
     """One table per zero-shot protocol: tasks as columns (acc ± lm-eval stderr), mean over tasks."""
     specs = [s for s in frames.specs.values() if s.group == "zeroshot" and s.headline]
-    protocols = sorted({s.column.rsplit(" (", 1)[1] for s in specs})
+    protocols = sorted({protocol_of(s.column) for s in specs})
     tables = []
     for i, proto in enumerate(protocols):
-        cols = [s for s in specs if s.column.endswith(f"({proto}") or s.column.rsplit(" (", 1)[1] == proto]
+        cols = [s for s in specs if protocol_of(s.column) == proto]
         c = cells[cells[[s.column for s in cols]].notna().any(axis=1)] if cols else cells.iloc[0:0]
         if c.empty:
             continue
