@@ -305,7 +305,9 @@ def flatten_record(record: dict, path: str | None = None, result_set: str | None
                                "data": "Data free", "retrain": "Without", "weights": "Frozen"}}
     before, after = measured.get("params_before"), measured.get("params_after")
     row = {
-        "run_id": record["run_id"], "cell_id": cell_id(config, method.get("version")),
+        # a cell never spans two result sets (their runs came from different code / machines)
+        "run_id": record["run_id"], "cell_id": run_id_for({"c": cell_id(config, method.get("version")),
+                                                           "set": result_set or ""}),
         "pruned_id": pruned_id(config, method.get("version")), "status": record["status"],
         "eval_id": run_id_for({"eval": config.get("eval"), "kv": config.get("kv")})[:8],
         "error_stage": error.get("stage"), "error": (f"{error.get('type')}: {error.get('message')}"
@@ -482,7 +484,8 @@ def cells_frame(frames: Frames) -> pd.DataFrame:
                 if c in ok:
                     vals = ok[c].dropna()
                     row[c] = vals.mean() if len(vals) else float("nan")
-                    row[f"{c} std"] = vals.std(ddof=1) if len(vals) > 1 else float("nan")
+                    # spread only over different seeds of the cell (never over repeats of one seed)
+                    row[f"{c} std"] = vals.std(ddof=1) if len(vals) > 1 and len(seeds) > 1 else float("nan")
                     if not suffix:
                         row[f"{col} n"] = len(vals)
         out.append(row)
