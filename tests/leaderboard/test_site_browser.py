@@ -78,10 +78,10 @@ def test_index_filter_sort_screenshot(results_copy, tmp_path):
     assert shot.stat().st_size > 10_000
 
 
-REPO_RESULTS = Path(__file__).resolve().parents[2] / "results"
+REPO_RESULTS = Path(__file__).resolve().parents[2] / "demo-results"
 
 
-@pytest.mark.skipif(not list((REPO_RESULTS / "records").glob("*.json")), reason="no demo records in results/")
+@pytest.mark.skipif(not list((REPO_RESULTS / "records").glob("*.json")), reason="no demo records (make demo)")
 def test_demo_results_page(tmp_path):
     """After `make demo`: the leaderboard of results/ loads, filters by every Type present and sorts."""
     from playwright.sync_api import sync_playwright
@@ -92,7 +92,7 @@ def test_demo_results_page(tmp_path):
 
     b = build(REPO_RESULTS, tmp_path / "site")  # into tmp: the test leaves results/ as the demo made it
     loaded = load_records(REPO_RESULTS)
-    cells = cells_frame(runs_frame(loaded.records, loaded.paths))
+    cells = cells_frame(runs_frame(loaded.records, loaded.paths, loaded.sets))
     with sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
                                                    args=ARGS, headless=True, offline=True)
