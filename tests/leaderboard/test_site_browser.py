@@ -3,6 +3,7 @@ load from file://, filter by a tag, sort a column, check the rows, take a screen
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -78,7 +79,8 @@ def test_index_filter_sort_screenshot(results_copy, tmp_path):
     assert shot.stat().st_size > 10_000
 
 
-REPO_RESULTS = Path(__file__).resolve().parents[2] / "demo-results"
+# where `make demo` wrote (scripts/demo.sh: PRUNEBENCH_DEMO_DIR, default demo-results/)
+REPO_RESULTS = Path(__file__).resolve().parents[2] / os.environ.get("PRUNEBENCH_DEMO_DIR", "demo-results")
 
 
 @pytest.mark.skipif(not list((REPO_RESULTS / "records").glob("*.json")), reason="no demo records (make demo)")
