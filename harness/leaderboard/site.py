@@ -235,7 +235,9 @@ def method_page(name: str, records: list[dict], cells: pd.DataFrame) -> str:
                                                                            m.differences),
                                ("fidelity tests", ", ".join(f"tests/methods/{t}" for t in tests) or "none"),
                                ("default parameters", json.dumps(m.params(), sort_keys=True))]))
-        body[-1] = body[-1].replace(e(m.reference), _link(m.reference), 1) if _safe_href(m.reference) else body[-1]
+        for url in (m.reference, link):   # the two links of the table, clickable
+            if _safe_href(url):
+                body[-1] = body[-1].replace(f"<td>{e(url)}</td>", f"<td>{_link(url)}</td>", 1)
         body.append("<h2>the paper's tags (the list's badges)</h2>" + _kv_table(tags.as_dict().items()))
     else:
         body.append('<p class="note">Not in the current registry (records of an older code version).</p>')
