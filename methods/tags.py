@@ -73,15 +73,16 @@ def run_tags(paper: Tags | dict, pattern: str | None, recovery: str | None, upda
              needs_calibration: bool | None = None) -> dict[str, str]:
     """The tags of one run: its method's paper tags, with the axes that depend on what ran replaced.
 
-    Type: an Un/Semi-structured method is "Semi-structured" on an N:M target, else "Unstructured".
+    Type: an Un/Semi(-/)structured method is "Semi-structured" on an N:M target, "Unstructured" on an
+    unstructured one, "Structured" on a structured one (LLM Surgeon's rows/columns).
     Retrain / Weight: no recovery -> "Without" and "Update" only if the method itself rewrites weights
     (SparseGPT's reconstruction), else "Frozen"; a recovery -> its RECOVERY_RETRAIN value and "Update".
     Data: without recovery, what the pruning step used ("Calibration" or "Data free"); a paper's
     retraining data ("Calibration+Medium 1.8B") did not take part.
     """
     tags = dict(paper.as_dict() if isinstance(paper, Tags) else paper)
-    if tags.get("type") in ("Un/Semi-structured", "Un/Semi-/Structured") and pattern in ("nm", "unstructured"):
-        tags["type"] = "Semi-structured" if pattern == "nm" else "Unstructured"
+    if tags.get("type") in ("Un/Semi-structured", "Un/Semi-/Structured") and pattern:
+        tags["type"] = {"nm": "Semi-structured", "unstructured": "Unstructured"}.get(pattern, "Structured")
     if recovery in (None, "none"):
         tags["retrain"] = "Without"
         tags["weights"] = "Update" if updates_weights else "Frozen"

@@ -25,6 +25,7 @@ class Build:
     files: list[Path] = field(default_factory=list)
     plot_notes: list[str] = field(default_factory=list)
     n_cells: int = 0
+    warnings: list[str] = field(default_factory=list)   # coerced fields, impossible values (named)
 
 
 def _list_tags() -> list[dict] | None:
@@ -67,6 +68,7 @@ def build(results_dir: str | Path, out_dir: str | Path | None = None) -> Build:
         shutil.rmtree(out_dir / sub, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = Build(out_dir, len(loaded.records), loaded.problems, n_cells=len(cells))
+    result.warnings = list(loaded.warnings)
 
     frames.runs.drop(columns=["config_flat"], errors="ignore").to_csv(out_dir / "runs.csv", index=False,
                                                                       lineterminator="\n")
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     b = build(args.results, args.out)
     for path, why in b.problems:
         print(f"leaderboard: skipped record {path}: {why}", file=sys.stderr)
+    for warning in b.warnings:
+        print(f"leaderboard: warning: {warning}", file=sys.stderr)
     for note in b.plot_notes:
         print(f"leaderboard: plot not drawn: {note}")
     print(f"leaderboard: {b.n_records} records, {b.n_cells} cells, {len(b.problems)} skipped -> "

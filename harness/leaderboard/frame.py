@@ -24,7 +24,7 @@ from numbers import Number
 
 import pandas as pd
 
-from harness.records import run_id_for, semantic_config
+from harness.records import run_id_for
 
 TAG_AXES = ("type", "criteria", "budget", "data", "retrain", "weights")
 # Scalar fields of a metric's dict (or its ancestors') that define its protocol, in label order.
@@ -33,6 +33,7 @@ PROTOCOL_FIELDS = ("protocol", "protocol_version", "lm_eval_version", "version",
                    "new_tokens", "chunk", "batch", "dtype")
 NOT_A_RESULT = {"protocol_version", "version", "seq_len", "n_windows", "max_windows", "n_tokens", "nll_sum",
                 "batch_size", "eval_s", "tokens_per_s", "limit", "num_fewshot", "n", "n_samples", "n_total",
+                "n_windows_implied",
                 "task_version", "context", "context_len", "prompt_len", "new_tokens", "chunk", "batch", "repeats",
                 "warmup", "layers", "kv_heads", "head_dim", "capacity", "tokens_seen", "tokens_held", "evictions",
                 "data_rows", "threads", "bootstrap_iters", "max_length", "cpu_count", "params", "swapped_linears"}
@@ -41,7 +42,7 @@ KNOWN_GROUPS = ("ppl", "kv_ppl", "zeroshot", "latency", "kv_memory")
 # Config keys that are not part of a cell's identity besides the record's own NON_SEMANTIC_KEYS:
 # the seed (cells aggregate over it), the thread count (moves only the last digits), whether the
 # pruned model is saved and whether cached statistics are reused.
-NOT_CELL = ("seed", "output")
+NOT_CELL = ("seed", "output")   # (kept for readers; harness.identity.canonical applies them)
 
 
 @dataclass(frozen=True)
@@ -224,25 +225,35 @@ def target_label(target: dict) -> str:
 
 
 def cell_config(config: dict) -> dict:
-    """The config that identifies a cell: the semantic config without seed and thread count."""
-    c = {k: v for k, v in semantic_config(config or {}).items() if k not in NOT_CELL}
+    """The config that identifies a cell: harness.identity's canonical form (fields at their default
+    dropped, no seed) without the thread count (it moves only the last digits)."""
+    from harness.identity import canonical
+
+    c = canonical(config or {}, with_seed=False)["config"]
     if isinstance(c.get("runtime"), dict):
-        c["runtime"] = {k: v for k, v in c["runtime"].items() if k != "threads"}
-    if isinstance(c.get("prune"), dict):   # reusing cached statistics gives the same numbers
-        c["prune"] = {k: v for k, v in c["prune"].items() if k != "reuse"}
+        c["runtime"] = {k: v for k, v in c["runtime"].items() if k != "threads"} or None
+        if c["runtime"] is None:
+            c.pop("runtime")
     return c
+
+
+def _data(config: dict, roles=("calib", "eval", "recovery")) -> dict:
+    from harness.identity import data_files
+
+    return {k: v for k, v in data_files(config or {}).items() if k.split(":")[0] in roles}
 
 
 def cell_id(config: dict, method_version: str | None = None) -> str:
     """Runs differing only by seed (or thread count) share a cell; a new method version is a new cell."""
-    return run_id_for({**cell_config(config), "method_version": method_version})
+    return run_id_for({"cell": cell_config(config), "data": _data(config), "method_version": method_version})
 
 
 def pruned_id(config: dict, method_version: str | None = None) -> str:
     """The identity of the pruned model (the cell without its evaluation): joins a latency or
     zero-shot run with the perplexity run of the same model."""
     c = {k: v for k, v in cell_config(config).items() if k not in ("eval", "kv")}
-    return run_id_for({**c, "method_version": method_version, "seed": (config or {}).get("seed")})
+    return run_id_for({"cell": c, "data": _data(config, ("calib", "recovery")), "method_version": method_version,
+                       "seed": (config or {}).get("seed")})
 
 
 def _flat(d, prefix=""):
@@ -254,6 +265,14 @@ def _flat(d, prefix=""):
         else:
             out[key] = json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
     return out
+
+
+def _variant_config(config: dict, method: dict) -> dict:
+    """Dotted keys of the cell's canonical config (a key at its default is absent), with the method's
+    parameters as the record states them in full (so a row reads permute=False, not "default")."""
+    flat = {k: v for k, v in _flat(cell_config(config)).items() if not k.startswith("method.params.")}
+    flat.update(_flat({"method": {"params": method.get("params") or {}}}))
+    return flat
 
 
 def _run_tags(record: dict) -> dict:
@@ -338,7 +357,7 @@ def flatten_record(record: dict, path: str | None = None, result_set: str | None
         "blocks_removed": ((record.get("prune_report") or {}).get("removed") or {}).get("count"),
         "peak_rss_bytes": (record.get("memory") or {}).get("peak_rss_bytes"),
         "record_path": str(path) if path else None, "result_set": result_set,
-        "config_flat": json.dumps(_flat(cell_config(config)), sort_keys=True, default=str),
+        "config_flat": json.dumps(_variant_config(config, method), sort_keys=True, default=str),
     }
     for k, v in (record.get("timing") or {}).items():
         if _is_number(v):
@@ -401,8 +420,7 @@ def _short(key: str) -> str:
 def variants(runs: pd.DataFrame) -> list[str]:
     """Per run: `key=value` for every config key on which the cells of one table row group (same
     method label, model, target, eval, recovery, allocator, device, dtype) differ: the words that tell
-    two rows apart. A key that one cell's config lacks (an older config schema) is not a difference;
-    cells that still look alike are told apart by their cell id."""
+    two rows apart; cells that still look alike are told apart by their result set or cell id."""
     flat = runs["config_flat"].map(json.loads)
     out = [""] * len(runs)
     for _, idx in runs.groupby(_VARIANT_GROUP, dropna=False).groups.items():
@@ -411,12 +429,15 @@ def variants(runs: pd.DataFrame) -> list[str]:
         if len(cells) < 2:
             continue
         keys = sorted({k for c in cells.values() for k in c})
-        differ = [k for k in keys if not k.startswith(_OWN_PREFIXES) and all(k in c for c in cells.values())
-                  and len({json.dumps(c[k], sort_keys=True, default=str) for c in cells.values()}) > 1]
+        # method parameters: a key one record lacks is an older parameter set (the version tells);
+        # other keys: absent = at its default (canonical form)
+        differ = [k for k in keys if not k.startswith(_OWN_PREFIXES)
+                  and (not k.startswith("method.params.") or all(k in c for c in cells.values()))
+                  and len({json.dumps(c.get(k, "default"), sort_keys=True, default=str) for c in cells.values()}) > 1]
         versions = {runs.at[j, "method_version"] for j in idx}
         for i in idx:
             c = flat[i]
-            words = [f"{_short(k)}={c[k]}" for k in differ]
+            words = [f"{_short(k)}={c.get(k, 'default')}" for k in differ]
             if len(versions) > 1:
                 words.insert(0, f"v{runs.at[i, 'method_version']}")
             alone = len({runs.at[j, "result_set"] for j in idx}) > 1   # the Set column tells them apart
