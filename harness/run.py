@@ -38,10 +38,20 @@ def tokenizer_sha256(tokenizer) -> str | None:
     return sha256_text(backend.to_str()) if backend is not None else None
 
 
-def _env_block(device: str) -> dict:
-    from harness.env import device_description, git_state, library_versions
+def _run_tags(plan, record: dict) -> dict:
+    """The paper's tags for this target (record.method) and the run's own (what ran: pattern, recovery)."""
+    from methods.tags import run_tags
 
-    return {**device_description(device), "libraries": library_versions(), "git": git_state(),
+    listed, paper = plan.method.paper_entry(plan.target.pattern)
+    record["method"].update(tags=paper.as_dict(), listed=listed)
+    return run_tags(paper, plan.target.pattern, record["recovery"]["name"],
+                    bool(getattr(plan.method, "updates_weights", False)), bool(plan.method.needs_calibration))
+
+
+def _env_block(device: str) -> dict:
+    from harness.env import device_description, git_state, library_versions, lock_state
+
+    return {**device_description(device), "libraries": library_versions(), "git": git_state(), "lock": lock_state(),
             "launcher": launcher_ids(), "hostname": os.uname().nodename}
 
 
@@ -93,6 +103,7 @@ def run_experiment(cfg) -> dict:
         "provenance": {}, "config": config,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    record["tags"] = _run_tags(plan, record)
     stage = "load"
     try:
         record = _run_stages(config, plan, record)

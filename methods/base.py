@@ -36,7 +36,8 @@ class Method:
     # text alone (no code public), every open choice named in `differences`
     fidelity: ClassVar[str] = "reference"
     differences: ClassVar[str] = ""      # how this implementation departs from the reference
-    tags: ClassVar[Tags]
+    tags: ClassVar[Tags]                 # the paper's tags, as the Awesome-LLMs-Pruning list badges them
+    listed: ClassVar[str] = ""           # the paper's link as that list gives it ("" = not on the list)
     patterns: ClassVar[frozenset[str]]
     needs_calibration: ClassVar[bool] = True
     # Works one block at a time (harness.offload sessions); otherwise disk offload first
@@ -52,12 +53,18 @@ class Method:
     def prune(self, model: nn.Module, ctx: PruneContext) -> dict:
         raise NotImplementedError
 
+    def paper_entry(self, pattern: str | None = None) -> tuple[str, Tags]:
+        """(list link, paper tags) of the paper these parameters implement on this target pattern;
+        a method covering several papers (depth: one per metric) overrides it."""
+        return self.listed, self.tags
+
     def params(self) -> dict:
         return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
 
     def describe(self) -> dict:
+        listed, tags = self.paper_entry()
         return {"name": self.name, "version": self.version, "params": self.params(),
-                "tags": self.tags.as_dict(), "paper": self.paper, "reference": self.reference,
+                "tags": tags.as_dict(), "listed": listed, "paper": self.paper, "reference": self.reference,
                 "differences": self.differences, "fidelity": self.fidelity}
 
 

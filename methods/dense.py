@@ -16,8 +16,7 @@ class Dense(Method):
     name: ClassVar[str] = "dense"
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = "baseline (no pruning)"
-    tags: ClassVar[Tags] = Tags("Baseline", "None", "None", "Data-free", "Without retraining",
-                                "Frozen weights")
+    tags: ClassVar[Tags] = Tags("Baseline", "None", "None", "Data free", "Without", "Frozen")
     patterns: ClassVar[frozenset[str]] = frozenset({"none"})
     needs_calibration: ClassVar[bool] = False
 

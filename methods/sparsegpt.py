@@ -115,11 +115,12 @@ class SparseGPT(WeightPruner):
     name: ClassVar[str] = "sparsegpt"
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = "Frantar & Alistarh 2023 (ICML), arXiv:2301.00774"
+    listed: ClassVar[str] = "https://arxiv.org/abs/2301.00774"
     reference: ClassVar[str] = "https://github.com/IST-DASLab/sparsegpt"
     differences: ClassVar[str] = ("Hessian and its inverse factor shared per input group; exact-k "
                                   "selection; dead inputs not pre-zeroed")
-    tags: ClassVar[Tags] = Tags("Unstructured", "Hessian", "Weights", "Calibration",
-                                "Without retraining", "Weight update",
+    tags: ClassVar[Tags] = Tags("Un/Semi-structured", "Hessian", "Sparsity-layer", "Calibration",
+                                "Without", "Update",
                                 qualifier="second-order, N:M capable")
     statistics: ClassVar[tuple[str, ...]] = ("hessian",)
     updates_weights: ClassVar[bool] = True   # not a pure mask: weights are reconstructed

@@ -39,6 +39,7 @@ class OWL:
     """
 
     name: ClassVar[str] = "owl"
+    listed: ClassVar[str] = "https://arxiv.org/abs/2310.05175"   # the paper on the Awesome-LLMs-Pruning list
     needs_calibration: ClassVar[bool] = True
 
     m: float = 5.0        # outlier threshold: M times the block's mean score (paper: 5 for LLaMA)
