@@ -38,10 +38,20 @@ def tokenizer_sha256(tokenizer) -> str | None:
     return sha256_text(backend.to_str()) if backend is not None else None
 
 
-def _env_block(device: str) -> dict:
-    from harness.env import device_description, git_state, library_versions
+def _run_tags(plan, record: dict) -> dict:
+    """The paper's tags for this target (record.method) and the run's own (what ran: pattern, recovery)."""
+    from methods.tags import run_tags
 
-    return {**device_description(device), "libraries": library_versions(), "git": git_state(),
+    listed, paper = plan.method.paper_entry(plan.target.pattern)
+    record["method"].update(tags=paper.as_dict(), listed=listed)
+    return run_tags(paper, plan.target.pattern, record["recovery"]["name"],
+                    bool(getattr(plan.method, "updates_weights", False)), bool(plan.method.needs_calibration))
+
+
+def _env_block(device: str) -> dict:
+    from harness.env import device_description, git_state, library_versions, lock_state
+
+    return {**device_description(device), "libraries": library_versions(), "git": git_state(), "lock": lock_state(),
             "launcher": launcher_ids(), "hostname": os.uname().nodename}
 
 
@@ -64,8 +74,20 @@ def run_experiment(cfg) -> dict:
                                  write_record)
     from harness.validate import validate
 
+    from harness.identity import IDENTITY_VERSION
+    from harness.schema import resolve_seeds
+
+    config = resolve_seeds(config)  # the top-level seed drives calib / recovery unless they pin one
     plan = validate(config)  # ConfigError before anything expensive
     run_id = run_id_for(config)
+    from harness.records import ResultsDirError, check_writable
+
+    try:
+        check_writable(plan.results_dir)  # a full or read-only disk is found now, not after the work
+    except ResultsDirError as exc:
+        from harness.validate import ConfigError
+
+        raise ConfigError(str(exc)) from None
     status = existing_status(plan.results_dir, run_id)
     retry_failed = bool(config.get("retry_failed", True))
     if not config.get("force") and (status == "ok" or (status == "failed" and not retry_failed)):
@@ -74,7 +96,8 @@ def run_experiment(cfg) -> dict:
 
     t_start = time.perf_counter()
     record: dict = {
-        "run_id": run_id, "pruning_id": pruning_id_for(config), "status": "failed", "error": None,
+        "run_id": run_id, "pruning_id": pruning_id_for(config), "identity_version": IDENTITY_VERSION,
+        "status": "failed", "error": None,
         "method": plan.method.describe(),
         "model": {"name": config["model"]["name"], "source": config["model"]["source"]},
         "target": plan.target.describe(),
@@ -86,6 +109,7 @@ def run_experiment(cfg) -> dict:
         "provenance": {}, "config": config,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    record["tags"] = _run_tags(plan, record)
     from harness.tracking import start_run, track_run
 
     live = start_run(config, record)  # W&B run open while the stages work: live block/step history
@@ -114,7 +138,15 @@ def _finish(record: dict, plan, t_start: float) -> None:
     record["timing"]["total_s"] = time.perf_counter() - t_start
     record["memory"]["peak_rss_bytes"] = _peak_rss_bytes()
     record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    path = write_record(plan.results_dir, record)
+    try:
+        path = write_record(plan.results_dir, record)
+    except OSError as exc:
+        # The disk filled up or went away during the run: the numbers must not be lost.
+        from harness.records import fallback_dir
+
+        path = write_record(fallback_dir(), record)
+        print(f"prunebench: could not write the record to {plan.results_dir} ({exc.strerror or exc}); "
+              f"written to {path} instead. metrics: {record.get('metrics')}", file=sys.stderr)
     log.info("record %s (%s) -> %s", record["run_id"], record["status"], path)
 
 
@@ -139,8 +171,12 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
     progress_stage("load")
     model_cfg = config["model"]
     loaded = load_model(model_cfg["name"], model_cfg["source"], plan.dtype, plan.device, plan.cache_dir,
-                        allow_pickle=bool(model_cfg.get("allow_pickle", False)), seed=seed)
+                        allow_pickle=bool(model_cfg.get("allow_pickle", False)), seed=seed,
+                        **_offload_arguments(config, plan))
     model, tokenizer = loaded.model, loaded.tokenizer
+    _record_offload(record, loaded, plan)
+    if loaded.residency is not None:   # disk offload: pruned blocks are staged next to the output
+        loaded.residency.staging = plan.results_dir / "models" / f".{record['run_id']}.staging"
     timing["load_s"] = loaded.load_s
     record["model"]["source"] = loaded.source  # a hub branch resolved to its commit sha
     record["provenance"].update({"model_sha256": loaded.sha256, "model_cache_hit": loaded.cache_hit,
@@ -166,11 +202,12 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
     if plan.method.needs_calibration or getattr(plan.allocator, "needs_calibration", False):
         c = config["calib"]
         calib = sample_calibration(tokenizer, c["corpus"], c.get("split", "train"), int(c["n_samples"]),
-                                   int(c["seq_len"]), int(c.get("seed", seed)), plan.data_dir,
+                                   int(c["seq_len"]), int(c["seed"] if c.get("seed") is not None else seed),
+                                   plan.data_dir,
                                    c.get("mode", "reference"),
                                    cache_dir=plan.cache_dir if prune_cfg.get("reuse", True) else None)
         ctx.calibration = calib
-        record["calibration"] = calib.describe()
+        record["calibration"] = calib.describe() | {"allow_eval_split": bool(c.get("allow_eval_split", False))}
         record["provenance"]["calibration_tokens_sha256"] = calib.tokens_sha256
         record["provenance"]["data_sha256"][f"calib:{calib.corpus}/{calib.split}"] = calib.data_sha256
     timing["calibrate_s"] = time.perf_counter() - t
@@ -179,6 +216,8 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
 
     progress_stage("prune")
     t = time.perf_counter()
+    if not plan.method.streams_blocks:
+        _materialize(loaded, f"method {plan.method.name} works on the whole model", config, record)
     params_before = sum(p.numel() for p in model.parameters())
     record["prune_report"] = plan.method.prune(model, ctx) or {}
     timing["prune_s"] = time.perf_counter() - t
@@ -190,9 +229,17 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
     if plan.recovery is not None:
         from harness.recovery.context import recovery_context
 
+        _materialize(loaded, f"recovery {config['recovery'].get('name')} trains the whole model", config, record)
         rctx = recovery_context(config, plan, ctx, record)
         record["recovery"].update(plan.recovery(model, tokenizer, config["recovery"], rctx) or {})
     timing["recover_s"] = time.perf_counter() - t
+
+    if loaded.residency is not None and loaded.residency.mode == "disk":
+        record["_stage"] = "save"   # the pruned model is written as sharded safetensors, block by block
+        out = plan.results_dir / "models" / record["run_id"]
+        loaded.residency.finalize(out)
+        tokenizer.save_pretrained(out)
+        record["output"] = {"model_dir": str(out)}
 
     record["_stage"] = "measure"
 
@@ -220,7 +267,7 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
     if plan.device.startswith("cuda"):
         record["memory"]["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
     output = config.get("output") or {}
-    if output.get("save_model"):
+    if output.get("save_model") and "output" not in record:   # (disk offload saved it already)
         from harness.export import save_model
 
         record["_stage"] = "save"
@@ -231,6 +278,58 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
     return record
 
 
+def _offload_arguments(config: dict, plan) -> dict:
+    """load_model's offload arguments from `runtime` (harness.offload)."""
+    runtime = config.get("runtime", {})
+    calib = config.get("calib") or {}
+    tokens = int(calib.get("n_samples", 0)) * int(calib.get("seq_len", 0)) if plan.method.needs_calibration else 0
+    max_gb = runtime.get("max_memory_gb")
+    ppl = (config.get("eval") or {}).get("ppl") or {}
+    eval_tokens = int(ppl.get("seq_len", 0)) * int(ppl.get("batch_size", 1))
+    return {"offload": runtime.get("offload", "auto"), "max_memory_gb": float(max_gb) if max_gb else None,
+            "eval_tokens": eval_tokens,
+            "dtype_is_auto": runtime.get("dtype", "auto") == "auto", "calib_tokens": tokens,
+            "hessian": "hessian" in getattr(plan.method, "statistics", ())}
+
+
+def _record_offload(record: dict, loaded, plan) -> None:
+    """Which offload mode ran, the dtypes, and the predicted peaks it was chosen from."""
+    residency = loaded.residency
+    mode = residency.mode if residency is not None else "none"
+    record["memory"]["offload"] = mode
+    record["memory"]["device"] = plan.device
+    if residency is not None:
+        record["memory"].update({k: v for k, v in residency.describe().items() if k != "mode"})
+    record["memory"]["predicted"] = {k: v for k, v in loaded.offload_plan.items() if k.endswith("bytes")}
+    record["env"]["dtype"] = str(loaded.dtype)
+
+
+def _materialize(loaded, reason: str, config: dict, record: dict) -> None:
+    """Code that needs every weight at once gets the whole model on the host (disk offload), or a
+    one-line MemoryError naming the budget when it cannot fit."""
+    residency = loaded.residency
+    if residency is None or not residency.streaming:
+        return
+    max_gb = (config.get("runtime") or {}).get("max_memory_gb")
+    from harness.offload import available_bytes
+
+    residency.materialize(reason, int(float(max_gb) * 1e9) if max_gb else available_bytes("cpu"))
+    record["memory"]["materialized"] = reason
+
+
+def model_dir_arguments(argv: list[str]) -> list[str]:
+    """`model=<directory>` (a local HF-layout model) -> the `local_dir` model preset pointing at it."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if key == "model" and sep and ("/" in value or value.startswith(".")) and Path(value).expanduser().is_dir():
+            path = Path(value).expanduser().resolve()
+            out += ["model=local_dir", f"model.source.path={path}", f"model.name={path.name}"]
+        else:
+            out.append(arg)
+    return out
+
+
 def check_group_choices(argv: list[str], conf_dir: Path | None = None) -> str | None:
     """One-line error for a group option that exists nowhere (harness.config.check_group_choices)."""
     from harness.config import check_group_choices as check
@@ -238,12 +337,33 @@ def check_group_choices(argv: list[str], conf_dir: Path | None = None) -> str | 
     return check(argv)
 
 
+def check_results_dir(argv: list[str]) -> str | None:
+    """Hydra creates its log folder under paths.results_dir before the app runs, and reports an
+    unwritable one with a traceback: check the composed results dir first (single runs only)."""
+    if any(a in ("-m", "--multirun") or a.startswith("-") for a in argv):
+        return None
+    from harness.records import ResultsDirError, check_writable
+
+    try:
+        from harness.config import compose_config
+
+        results_dir = compose_config([a for a in argv if "=" in a]).paths.results_dir
+    except Exception:  # noqa: BLE001 - a config that does not compose is Hydra's to report
+        return None
+    try:
+        check_writable(Path(str(results_dir)).expanduser())
+    except ResultsDirError as exc:
+        return str(exc)
+    return None
+
+
 def main() -> None:
     import hydra
 
     configure_offline(offline_from_argv(sys.argv[1:]))
     conf_dir = Path(__file__).resolve().parent.parent / "conf"
-    problem = check_group_choices(sys.argv[1:])
+    sys.argv[1:] = model_dir_arguments(sys.argv[1:])
+    problem = check_group_choices(sys.argv[1:]) or check_results_dir(sys.argv[1:])
     if problem:
         print(f"prunebench: config error: {problem}", file=sys.stderr)
         sys.exit(2)

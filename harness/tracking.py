@@ -71,15 +71,21 @@ def run_config(config: dict, record: dict) -> dict:
     method = record.get("method") or {}
     return {**flat_config(cfg), "run_id": record.get("run_id"), "pruning_id": record.get("pruning_id"),
             "evaluated_from": (record.get("evaluated_from") or {}).get("run_id"),
-            **{f"tags.{axis}": v for axis, v in (method.get("tags") or {}).items()},
+            **{f"tags.{axis}": v for axis, v in _tag_axes(record).items()},              # the run's
+            **{f"method.tags.{axis}": v for axis, v in (method.get("tags") or {}).items()},  # the paper's
             "method.version": method.get("version"), "method.paper": method.get("paper")}
 
 
 def run_tags(record: dict) -> list[str]:
     method, target, model = record.get("method") or {}, record.get("target") or {}, record.get("model") or {}
     tags = [f"method:{method.get('name')}", f"target:{target.get('name')}", f"model:{model.get('name')}"]
-    tags += [f"{axis}:{v}" for axis, v in (method.get("tags") or {}).items() if v and axis != "qualifier"]
+    # the run's tags (what ran: pattern, recovery) where the record has them, else the paper's
+    tags += [f"{axis}:{v}" for axis, v in _tag_axes(record).items() if v and axis != "qualifier"]
     return [t[:64] for t in tags]  # W&B tags are at most 64 characters
+
+
+def _tag_axes(record: dict) -> dict:
+    return record.get("tags") or (record.get("method") or {}).get("tags") or {}
 
 
 def run_payload(record: dict) -> dict:

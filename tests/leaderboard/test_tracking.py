@@ -29,10 +29,13 @@ def test_offline_run_holds_config_tags_metrics(tmp_path, data_dir, monkeypatch):
     assert logged["config"]["run_id"] == record["run_id"]
     assert logged["config"]["method.name"] == "magnitude"               # flat config
     assert logged["config"]["target.ratio"] == record["target"]["ratio"]
-    assert logged["config"]["tags.type"] == "Unstructured"
     assert logged["config"]["pruning_id"] == record["pruning_id"]
     assert not any(isinstance(v, dict) for v in logged["config"].values())
-    assert {"method:magnitude", "target:unstructured_50", "type:Unstructured", "data:Data-free"} <= set(logged["tags"])
+    assert logged["config"]["method.tags.type"] == "Un/Semi-structured"   # the paper's tags
+    assert logged["config"]["tags.type"] == "Unstructured"                 # the run's
+    # the run's: an unstructured target, no recovery
+    assert {"method:magnitude", "target:unstructured_50", "type:Unstructured", "data:Data free",
+            "retrain:Without", "weights:Frozen"} <= set(logged["tags"])
     assert record["config"]["wandb"]["mode"] == "offline"
     for f in [*run_dir.rglob("*"), *(results / "records").glob("*.json")]:
         if f.is_file():
