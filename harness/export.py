@@ -87,11 +87,16 @@ def save_model(model: nn.Module, tokenizer, out: Path, record: dict, fmt: str = 
         model.save_pretrained(out, safe_serialization=True)
         fmt_info = {"format": "safetensors"}
     tokenizer.save_pretrained(out)
+    log.info("saved %s model to %s", fmt_info["format"], out)
+    return {"model_dir": str(out), **write_card(out, record, fmt_info)}
+
+
+def write_card(out: Path, record: dict, fmt_info: dict) -> dict:
+    """pruning_metadata.json and README.md beside saved weights; returns `fmt_info`."""
     meta = metadata(record) | fmt_info
     (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
     (out / "README.md").write_text(model_card(meta))
-    log.info("saved %s model to %s", fmt_info["format"], out)
-    return {"model_dir": str(out), **fmt_info}
+    return fmt_info
 
 
 def _version(dist: str) -> str | None:

@@ -274,6 +274,10 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
         progress_stage("save")
         record["output"] = save_model(model, tokenizer, plan.results_dir / "models" / record["run_id"],
                                       record, output.get("format") or "safetensors", adapter)
+    elif "output" in record:   # written block by block under disk offload: the card and metadata now
+        from harness.export import write_card
+
+        record["output"].update(write_card(Path(record["output"]["model_dir"]), record, {"format": "safetensors"}))
     record["status"] = "ok"
     return record
 
