@@ -19,33 +19,31 @@ def _run(tmp_path, *overrides):
     return run_experiment(cfg), OmegaConf.to_container(cfg, resolve=True)
 
 
-def _pruned_in_memory(config):
-    """The same run's pruned model, rebuilt in memory (same seed, same calibration)."""
-    from harness.adapters import adapter_for
-    from harness.blocks.context import PruneContext
-    from harness.calibration import sample_calibration
-    from harness.models import build_random_init
-    from harness.validate import validate
+def capture_in_memory_logits(monkeypatch, x):
+    """Logits of the run's pruned model in memory, taken when the run hands it to save_model."""
+    import harness.export
 
-    plan = validate(config)
-    src = config["model"]["source"]
-    model, tok = build_random_init(src["family"], src["config"], config["seed"])
-    c = config["calib"]
-    calib = sample_calibration(tok, c["corpus"], c["split"], c["n_samples"], c["seq_len"], c["seed"], plan.data_dir)
-    ctx = PruneContext(adapter=adapter_for(model), target=plan.target, calibration=calib, allocator=plan.allocator,
-                       device="cpu", batch_size=1, propagation="pruned", seed=0, tokenizer=tok,
-                       cache_dir=plan.cache_dir, model_sha256="x", reuse=False)
-    plan.method.prune(model.eval(), ctx)
-    return model
+    seen = {}
+    real = harness.export.save_model
+
+    def spy(model, *args, **kwargs):
+        with torch.no_grad():
+            seen["logits"] = model(x).logits.clone()
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(harness.export, "save_model", spy)
+    return seen
 
 
 @pytest.mark.parametrize("target, compression", [("nm_2_4", "sparse-24-bitmask"),
                                                  ("unstructured_50", "sparse-bitmask")])
-def test_compressed_format_reloads_through_compressed_tensors(tmp_path, data_dir, target, compression):
+def test_compressed_format_reloads_through_compressed_tensors(tmp_path, data_dir, target, compression, monkeypatch):
     from compressed_tensors import ModelCompressor
 
     from harness.export import load_saved
 
+    x = torch.randint(0, 250, (2, 32), generator=torch.Generator().manual_seed(1))
+    in_memory = capture_in_memory_logits(monkeypatch, x)
     record, config = _run(tmp_path, f"target={target}", "output.format=compressed")
     assert record["status"] == "ok", record["error"]
     out = tmp_path / "models" / record["run_id"]
@@ -61,10 +59,8 @@ def test_compressed_format_reloads_through_compressed_tensors(tmp_path, data_dir
         keys = set(f.keys())
     assert "model.layers.0.mlp.up_proj.bitmask" in keys and "model.layers.0.mlp.up_proj.weight" not in keys
     reloaded, _ = load_saved(out)
-    pruned = _pruned_in_memory(config)
-    x = torch.randint(0, 250, (2, 32), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        assert torch.equal(reloaded(x).logits, pruned(x).logits)
+        assert torch.equal(reloaded(x).logits, in_memory["logits"])
 
 
 def test_model_card_and_metadata_beside_the_weights(tmp_path, data_dir):
