@@ -337,6 +337,7 @@ def refresh_states(suite: Suite) -> None:
             if err:
                 cell.detail = f"{err.get('stage')}: {err.get('type')}: {str(err.get('message'))[:200]}"
             if cell.state != FAILED:
+                _clear_dead_marker(suite.results_dir, cell.run_id)  # a job killed after its record
                 continue
         marker = marker_path(suite.results_dir, cell.run_id)
         if marker.is_file():
@@ -387,6 +388,18 @@ def _age_s(stamp: str | None) -> float | None:
         return None
 
 
+def _clear_dead_marker(results_dir: Path, run_id: str) -> None:
+    path = marker_path(results_dir, run_id)
+    if not path.is_file():
+        return
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if marker_alive(info) is False:
+        path.unlink(missing_ok=True)
+
+
 def pending(suite: Suite, retry_failed: bool) -> list[Cell]:
     """Cells a launch runs: no ok record, not running, valid; failed ones only when asked."""
     todo = {MISSING, STALE} | ({FAILED} if retry_failed else set())
@@ -400,14 +413,14 @@ class LiveMarker:
 
     def __init__(self, results_dir: Path, run_id: str, every_s: float = 5.0):
         self.results_dir, self.run_id, self.every_s = results_dir, run_id, every_s
-        self.info: dict = {}
+        self.info: dict = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         self.t_write = 0.0
 
     def __call__(self, kind: str, facts: dict) -> None:
         from harness.progress import fmt_s
 
         if kind == "stage":
-            self.info = {"stage": facts["stage"],
+            self.info = {"started_at": self.info["started_at"], "stage": facts["stage"],
                          "stage_started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         else:
             eta = facts.get("eta_s")
