@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.errors import ModelSourceError  # noqa: F401  (re-exported)
 from harness.hashing import sha256_file, sha256_state_dict
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,6 @@ class LoadedModel:
     cache_hit: bool = False
     notes: list[str] = field(default_factory=list)
 
-
-class ModelSourceError(ValueError):
-    """Bad model source (missing file, sha mismatch, pickle refused): raised before loading."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -101,13 +101,16 @@ def run_experiment(cfg) -> dict:
 
 
 def _finish(record: dict, plan, t_start: float) -> None:
-    from harness.records import write_record
+    from harness.records import path_roots, write_record
 
     record.pop("_stage", None)
     record["timing"]["total_s"] = time.perf_counter() - t_start
     record["memory"]["peak_rss_bytes"] = _peak_rss_bytes()
     record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    path = write_record(plan.results_dir, record)
+    paths = (record.get("config") or {}).get("paths") or {}
+    roots = path_roots({**paths, "data_dir": plan.data_dir, "cache_dir": plan.cache_dir,
+                        "results_dir": plan.results_dir})
+    path = write_record(plan.results_dir, record, roots)
     log.info("record %s (%s) -> %s", record["run_id"], record["status"], path)
 
 
@@ -238,7 +241,7 @@ def main() -> None:
     @hydra.main(config_path=str(conf_dir), config_name="config",
                 version_base="1.3")
     def _app(cfg) -> None:
-        from harness.validate import ConfigError
+        from harness.errors import ConfigError
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         from hydra.core.hydra_config import HydraConfig

@@ -16,7 +16,7 @@ from typing import ClassVar
 import torch
 
 from methods.base import Method
-from methods.tags import Tags
+from harness.tags import Tags
 from harness.targets import TargetError
 
 KV_TAGS = dict(type="Other", budget="KV cache", data="Data-free", retrain="Without retraining",

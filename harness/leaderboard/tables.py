@@ -18,7 +18,6 @@ from pathlib import Path
 import pandas as pd
 
 from harness.leaderboard.frame import Frames
-from methods.tags import VOCABULARY
 
 TYPE_ORDER = ("Unstructured", "Semi-structured", "Structured", "Other", "Baseline")
 TAG_COLUMNS = {"group_type": "Type", "method": "Method", "criteria": "Criteria", "budget": "Budget",
@@ -190,7 +189,3 @@ def leaderboard_markdown(frames: Frames, cells: pd.DataFrame, problems: list, pl
     if plot_notes:
         lines += ["## Plots not drawn", ""] + [f"- {note}" for note in plot_notes] + [""]
     return "\n".join(lines)
-
-
-def tag_vocabulary() -> dict[str, tuple[str, ...]]:
-    return VOCABULARY
