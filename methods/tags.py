@@ -1,3 +1,5 @@
-"""The tag vocabulary lives in harness/tags.py (the leaderboard reads it too); methods import it here."""
+"""The tag vocabulary lives in harness/tags.py (the leaderboard and the record read it too);
+methods import it from here."""
 
-from harness.tags import VOCABULARY, Tags  # noqa: F401
+from harness.tags import (AXES, BOARD_ONLY, LIST_KEYS, LIST_VOCABULARY, RECOVERY_RETRAIN,  # noqa: F401
+                          VOCABULARY, Tags, run_tags)
