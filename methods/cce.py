@@ -125,8 +125,8 @@ class CCE(StructuredMethod):
         "compensation of the consumer and its damping, GQA coupling (query heads within KV groups), "
         "uniform widths across blocks, the budget as a fraction of all parameters, the calibration "
         "set, and the fine-tuning recipe (left to the recovery axis)")
-    tags: ClassVar[Tags] = Tags("Structured", "Activation", "Width", "Calibration", "Without retraining",
-                                "Weight update", qualifier="coupled rows/columns; reconstructed from the abstract")
+    tags: ClassVar[Tags] = Tags("Structured", "Other", "Parameter", "Calibration", "Efficient",
+                                "Update", qualifier="coupled rows/columns; reconstructed from the abstract")
     patterns: ClassVar[frozenset[str]] = frozenset({"width"})
 
     def __post_init__(self):
