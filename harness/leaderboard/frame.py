@@ -281,7 +281,7 @@ def _run_tags(record: dict) -> dict:
     if isinstance(record.get("tags"), dict) and record["tags"].get("type"):
         return record["tags"]
     from methods.registry import build_method, UnknownMethodError
-    from methods.tags import run_tags
+    from harness.tags import run_tags
 
     method = record.get("method") or {}
     target = record.get("target") or {}

@@ -10,7 +10,7 @@ from harness.blocks.masks import keep_nm, keep_unstructured, nm_violations
 from harness.targets import Target
 from methods.registry import build_method
 from methods.sparsegpt import inverse_hessian_factor, sparsegpt_prune
-from tests.methods._issue3_helpers import correlated_inputs, recon_error, tiny_context
+from tests.methods.tiny_block_helpers import correlated_inputs, recon_error, tiny_context
 
 
 @pytest.mark.parametrize("nm", [None, (2, 4), (4, 8)])
