@@ -20,5 +20,7 @@ class Dense(Method):
     patterns: ClassVar[frozenset[str]] = frozenset({"none"})
     needs_calibration: ClassVar[bool] = False
 
+    streams_blocks: ClassVar[bool] = True   # nothing to prune
+
     def prune(self, model, ctx) -> dict:
         return ctx.report

@@ -130,6 +130,11 @@ class Depth(StructuredMethod):
     def needs_calibration(self) -> bool:  # type: ignore[override]
         return METRICS[self.metric][1]
 
+    @property
+    def streams_blocks(self) -> bool:  # type: ignore[override]
+        """Every metric but taylor (gradients of all weights at once) onloads one block at a time."""
+        return self.metric != "taylor"
+
     def check(self, model: nn.Module, ctx: PruneContext) -> None:
         super().check(model, ctx)
         n = len(ctx.adapter.blocks(model))

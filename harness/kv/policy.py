@@ -45,6 +45,8 @@ class KVPolicy(Method):
     """Base of the KV-cache methods. Subclasses set `needs_attention` and implement `select`
     (and `contribution` when they accumulate attention-derived scores)."""
 
+    streams_blocks: ClassVar[bool] = True   # weights untouched: nothing to hold for pruning
+
     budget: float = 0.2
     window: int = 32
 
