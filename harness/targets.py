@@ -6,6 +6,7 @@ nm           at most n non-zeros in every m consecutive inputs (ratio = 1 - n/m)
 blocks       ratio of decoder blocks removed (or `count` blocks)
 sublayers    `count` attention or MLP sublayers removed (`sublayer: attn|mlp`)
 width        ratio of parameters removed by shrinking heads / channels
+rows_cols    ratio of block-linear weights zeroed as whole rows and columns of each matrix
 none         nothing pruned (the dense baseline)
 """
 
@@ -13,12 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PATTERNS = ("none", "unstructured", "nm", "blocks", "sublayers", "width")
+from harness.errors import TargetError  # noqa: F401  (re-exported)
+
+PATTERNS = ("none", "unstructured", "nm", "blocks", "sublayers", "width", "rows_cols")
 SCOPES = ("block_linears",)
 
-
-class TargetError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,8 @@ class Target:
             raise TargetError("pattern sublayers needs count")
         if self.pattern == "blocks" and (self.count is None) == (not self.ratio):
             raise TargetError("pattern blocks needs exactly one of ratio > 0 or count")
-        if self.pattern == "width" and not self.ratio:
-            raise TargetError("pattern width needs ratio > 0 (fraction of parameters removed)")
+        if self.pattern in ("width", "rows_cols") and not self.ratio:
+            raise TargetError(f"pattern {self.pattern} needs ratio > 0 (fraction removed)")
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Target":

@@ -108,11 +108,12 @@ class LLMPruner(StructuredMethod):
     name: ClassVar[str] = "llm_pruner"
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = "Ma et al. 2023, LLM-Pruner, NeurIPS, arXiv:2305.11627"
+    listed: ClassVar[str] = "https://arxiv.org/abs/2305.11627"
     reference: ClassVar[str] = "https://github.com/horseee/LLM-Pruner"
     differences: ClassVar[str] = ("uniform widths over all blocks (isomorphic), budget = fraction of all "
                                   "parameters, calibration-set gradients, no LoRA")
-    tags: ClassVar[Tags] = Tags("Structured", "Gradient", "Width", "Calibration", "Without retraining",
-                                "Frozen weights", qualifier="coupled groups, Taylor importance")
+    tags: ClassVar[Tags] = Tags("Structured", "Hessian", "Sparsity-layer", "Small-50K", "Efficient-LoRA",
+                                "Update", qualifier="coupled groups, Taylor importance")
     patterns: ClassVar[frozenset[str]] = frozenset({"width"})
 
     def __post_init__(self):

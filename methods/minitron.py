@@ -99,11 +99,12 @@ class Minitron(StructuredMethod):
     name: ClassVar[str] = "minitron"
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = "Muralidharan et al. 2024, Minitron, arXiv:2407.14679"
+    listed: ClassVar[str] = "https://arxiv.org/abs/2407.14679"
     reference: ClassVar[str] = "https://github.com/NVIDIA/TensorRT-Model-Optimizer (modelopt.torch.prune)"
     differences: ClassVar[str] = ("|activation| for signed SwiGLU outputs; widths from one shrink factor for "
                                   "the parameter budget (no architecture search); no distillation")
-    tags: ClassVar[Tags] = Tags("Structured", "Activation", "Width", "Calibration", "Without retraining",
-                                "Frozen weights", qualifier="heads / MLP neurons / embedding channels")
+    tags: ClassVar[Tags] = Tags("Structured-Channel+Depth", "Activation/Perplexity", "Parameter",
+                                "Calibration+Medium 1.8B", "Extensive", "Update", qualifier="heads / MLP neurons / embedding channels")
     patterns: ClassVar[frozenset[str]] = frozenset({"width"})
 
     def __post_init__(self):
