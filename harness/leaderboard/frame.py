@@ -185,6 +185,8 @@ def flatten_record(record: dict, path: str | None = None) -> tuple[dict, list[Me
         "error_stage": error.get("stage"), "error": (f"{error.get('type')}: {error.get('message')}"
                                                      if error else None),
         "method": method.get("name"), "method_version": method.get("version"),
+        # "reconstructed": built from the paper's text alone (records before this field: reference)
+        "fidelity": method.get("fidelity", "reference"),
         "method_params": json.dumps(method.get("params") or {}, sort_keys=True),
         **{axis: tags.get(axis) for axis in TAG_AXES}, "qualifier": tags.get("qualifier"),
         "group_type": group_type(tags.get("type"), target.get("pattern")),

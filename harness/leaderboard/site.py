@@ -173,6 +173,7 @@ def method_page(name: str, records: list[dict]) -> str:
         body.append(f"<h2>version {e(version)}</h2>")
         body.append("<table>" + "".join(f"<tr><th>{e(k)}</th><td>{v}</td></tr>" for k, v in [
             ("paper", e(str(m.get("paper", "")))), ("reference", ref),
+            ("fidelity", e(str(m.get("fidelity", "reference")))),
             ("differences", e(str(m.get("differences", "")))),
             ("params", e(json.dumps(m.get("params"), sort_keys=True)))]) + "</table>")
         body.append("<h3>tags</h3>" + _kv_table((m.get("tags") or {}).items()))
