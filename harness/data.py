@@ -13,11 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.env import REPO_ROOT
+from harness.errors import DataError  # noqa: F401  (re-exported)
 from harness.hashing import sha256_file
 
-
-class DataError(ValueError):
-    """Missing or unreadable data, raised before any expensive work."""
 
 
 @dataclass(frozen=True)

@@ -321,6 +321,7 @@ class LLMSurgeon(Method):
     name: ClassVar[str] = "llm_surgeon"
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = "van der Ouderaa et al. 2024, The LLM Surgeon, ICLR, arXiv:2312.17244"
+    listed: ClassVar[str] = "https://arxiv.org/abs/2312.17244"
     reference: ClassVar[str] = "https://github.com/Qualcomm-AI-research/llm-surgeon"
     differences: ClassVar[str] = (
         "exact counts: exactly int(s*N) weights (or N:M groups) removed per shot, ties broken by a "
@@ -331,8 +332,8 @@ class LLMSurgeon(Method):
         "columns of q/k/v/o/gate/up/down, zeroed, not physically removed), as the reference; "
         "no interleaved LoRA (reference default off); G/A norms not rebalanced (their product, "
         "all the method uses, is unchanged)")
-    tags: ClassVar[Tags] = Tags("Unstructured", "Hessian", "Weights", "Calibration", "Without retraining",
-                                "Weight update", qualifier="K-FAC curvature, global threshold, "
+    tags: ClassVar[Tags] = Tags("Un/Semi-/Structured", "Hessian-Approximation", "Sparsity-Global", "Calibration",
+                                "Without", "Update", qualifier="K-FAC curvature, global threshold, "
                                 "multi-shot; also N:M and rows/columns")
     patterns: ClassVar[frozenset[str]] = frozenset({"unstructured", "nm", "rows_cols"})
     updates_weights: ClassVar[bool] = True
