@@ -53,12 +53,10 @@ def _sparse_linears(model: nn.Module, adapter) -> list[str]:
     return [name for name, mod in model.named_modules() if id(mod) in ids]
 
 
-def _compressor(model: nn.Module, adapter, record: dict):
+def _compressor(model: nn.Module, adapter, target: dict, sparsity: float):
     from compressed_tensors import ModelCompressor
     from compressed_tensors.config import BitmaskConfig, Sparse24BitMaskConfig
 
-    target = record.get("target") or {}
-    sparsity = float((record.get("measured") or {}).get("sparsity_blocks") or 0.0)
     names = _sparse_linears(model, adapter)
     if target.get("pattern") == "nm" and (target.get("n"), target.get("m")) == (2, 4):
         cfg = Sparse24BitMaskConfig(global_sparsity=sparsity, targets=names, ignore=[])
@@ -67,17 +65,16 @@ def _compressor(model: nn.Module, adapter, record: dict):
     return ModelCompressor(sparsity_config=cfg)
 
 
-def save_model(model: nn.Module, tokenizer, out: Path, record: dict, fmt: str = "safetensors",
-               adapter=None) -> dict:
-    """Write the model, its tokenizer, pruning_metadata.json and README.md to `out`; returns the
-    record's `output` section."""
+def save_weights(model: nn.Module, tokenizer, out: Path, target: dict, sparsity: float,
+                 fmt: str = "safetensors", adapter=None) -> dict:
+    """The model and tokenizer in `fmt`; returns {'model_dir', 'format', ...} (the record's `output`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    check_format(fmt, (record.get("target") or {}).get("pattern", "none"))
+    check_format(fmt, target.get("pattern", "none"))
     if fmt == "compressed":
         from harness.adapters import adapter_for
 
-        compressor = _compressor(model, adapter or adapter_for(model), record)
+        compressor = _compressor(model, adapter or adapter_for(model), target, sparsity)
         state = compressor.compress(model)  # {name.compressed, name.bitmask, name.shape, ...} + dense rest
         model.save_pretrained(out, state_dict=state, safe_serialization=True)
         compressor.update_config(str(out))
@@ -88,7 +85,16 @@ def save_model(model: nn.Module, tokenizer, out: Path, record: dict, fmt: str = 
         fmt_info = {"format": "safetensors"}
     tokenizer.save_pretrained(out)
     log.info("saved %s model to %s", fmt_info["format"], out)
-    return {"model_dir": str(out), **write_card(out, record, fmt_info)}
+    return {"model_dir": str(out), **fmt_info}
+
+
+def save_model(model: nn.Module, tokenizer, out: Path, record: dict, fmt: str = "safetensors",
+               adapter=None) -> dict:
+    """Weights, tokenizer, pruning_metadata.json and README.md in `out`; returns the record's `output`."""
+    sparsity = float((record.get("measured") or {}).get("sparsity_blocks") or 0.0)
+    output = save_weights(model, tokenizer, out, record.get("target") or {}, sparsity, fmt, adapter)
+    write_card(Path(out), record, {k: v for k, v in output.items() if k != "model_dir"})
+    return output
 
 
 def write_card(out: Path, record: dict, fmt_info: dict) -> dict:

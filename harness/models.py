@@ -28,6 +28,7 @@ from torch import nn
 
 from harness.config import model_name  # noqa: F401 - re-exported: the name a source gives a record
 from harness.digests import drop, verify_dir, write_dir_digest
+from harness.errors import ModelSourceError  # noqa: F401  (re-exported)
 from harness.hashing import sha256_file, sha256_state_dict
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,6 @@ class LoadedModel:
     residency: Any = None          # harness.offload.Residency: where the weights live
     offload_plan: dict = field(default_factory=dict)   # predicted peaks behind the offload mode
 
-
-class ModelSourceError(ValueError):
-    """Bad model source (missing file, sha mismatch, pickle refused): raised before loading."""
 
 
 # ---------------------------------------------------------------------------------------------

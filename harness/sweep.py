@@ -45,6 +45,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.errors import SuiteError  # noqa: F401  (re-exported)
+
 log = logging.getLogger("prunebench.sweep")
 
 LAUNCHERS = {"basic": "basic", "local": "local", "slurm": "slurm"}   # short names; plugin names pass through
@@ -60,9 +62,6 @@ class HelpRequested(Exception):
 def usage(doc: str | None) -> str:
     return (doc or "").split("\n\n1.")[0].strip()
 
-
-class SuiteError(ValueError):
-    """A suite that cannot be expanded (unknown suite, bad sweep syntax); one line."""
 
 
 @dataclass
@@ -129,7 +128,8 @@ def expand_suite(name: str, overrides: list[str] = (), launcher: str = "basic") 
 
     from harness.config import CONF_DIR, _without_hydra
     from harness.records import run_id_for
-    from harness.validate import ConfigError, validate
+    from harness.errors import ConfigError
+    from harness.validate import validate
 
     parser = OverridesParser.create()
     try:
@@ -439,7 +439,7 @@ def run_cell(cfg) -> dict:
     from harness.progress import add_listener, configure_quiet, remove_listener
     from harness.records import run_id_for
     from harness.run import run_experiment
-    from harness.validate import ConfigError
+    from harness.errors import ConfigError
 
     configure_quiet()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -20,18 +20,18 @@ def _run(tmp_path, *overrides):
 
 
 def capture_in_memory_logits(monkeypatch, x):
-    """Logits of the run's pruned model in memory, taken when the run hands it to save_model."""
+    """Logits of the run's pruned model in memory, taken when the run hands it to save_weights."""
     import harness.export
 
     seen = {}
-    real = harness.export.save_model
+    real = harness.export.save_weights
 
     def spy(model, *args, **kwargs):
         with torch.no_grad():
             seen["logits"] = model(x).logits.clone()
         return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(harness.export, "save_model", spy)
+    monkeypatch.setattr(harness.export, "save_weights", spy)
     return seen
 
 
