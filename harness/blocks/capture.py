@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from harness.adapters import FamilyAdapter
+from harness.offload import session
 
 
 class _StopForward(Exception):
@@ -61,13 +62,15 @@ def capture_block_inputs(model: nn.Module, adapter: FamilyAdapter, input_ids: to
         kwargs_list.append({k: _to(v, device) for k, v in kept.items()})
         raise _StopForward
 
-    handle = block0.register_forward_pre_hook(hook, with_kwargs=True)
+    # prepend: fire before harness.offload's onload hook, so block 0 is not read for nothing
+    handle = block0.register_forward_pre_hook(hook, with_kwargs=True, prepend=True)
     try:
-        for start in range(0, input_ids.shape[0], batch_size):
-            try:
-                model(input_ids[start:start + batch_size].to(device), use_cache=False)
-            except _StopForward:
-                pass
+        with session(model, adapter.embedding(model)):   # one read of the embedding for all micro-batches
+            for start in range(0, input_ids.shape[0], batch_size):
+                try:
+                    model(input_ids[start:start + batch_size].to(device), use_cache=False)
+                except _StopForward:
+                    pass
     finally:
         handle.remove()
     return BlockInputs(hidden, kwargs_list)
