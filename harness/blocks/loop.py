@@ -54,7 +54,6 @@ class LoopTiming:
     method_s: float = 0.0         # the method's own work
     n_forwards: int = 0
     reused: dict = field(default_factory=dict)   # what came from the cache (harness.blocks.cache)
-    extra: dict = field(default_factory=dict)
 
 
 @torch.no_grad()
