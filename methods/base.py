@@ -126,7 +126,7 @@ class WeightPruner(Method):
                             lambda blk: self.prune_block(blk, target), ratios,
                             statistics=self.statistics, device=ctx.device, batch_size=ctx.batch_size,
                             propagation=ctx.propagation, share_statistics=self.share_statistics,
-                            cache=ctx.block_cache(model))
+                            cache=ctx.block_cache(model), desc=f"prune {self.name}")
         ctx.report["timing"] = {"capture_s": timing.capture_s, "forward_s": timing.forward_s,
                                 "collect_s": timing.collect_s, "method_s": timing.method_s,
                                 "n_block_forwards": timing.n_forwards}

@@ -25,6 +25,7 @@ from harness.blocks.cache import BlockCache, stats_key
 from harness.blocks.capture import BlockInputs, capture_block_inputs, run_block
 from harness.blocks.collectors import make_collector
 from harness.offload import session
+from harness.progress import Progress
 
 PROPAGATIONS = ("pruned", "dense")
 
@@ -100,12 +101,13 @@ def block_loop(model: nn.Module, adapter: FamilyAdapter, input_ids: torch.Tensor
                statistics: tuple[str, ...] = (), device: str = "cpu", batch_size: int = 1,
                propagation: str = "pruned", inputs: BlockInputs | None = None,
                share_statistics: bool = True, cache: BlockCache | None = None,
-               modifies: bool = True) -> LoopTiming:
+               modifies: bool = True, desc: str = "prune") -> LoopTiming:
     """Each block is onloaded (harness.offload) for its turn only and, when `modifies`, written
     back (disk offload: to the pruned model's staging files) after it.
     `share_statistics=False`: one collector per linear instead of per input group (only to
     measure what sharing saves). `cache`: reuse block-0 inputs and, with dense propagation, each
-    block's statistics and dense outputs (see harness.blocks.cache)."""
+    block's statistics and dense outputs (see harness.blocks.cache). Progress (block i/N, s/block,
+    ETA, heartbeat inside long blocks) goes to a bar and the log under `desc` (harness.progress)."""
     if propagation not in PROPAGATIONS:
         raise ValueError(f"unknown propagation {propagation!r}; one of {', '.join(PROPAGATIONS)}")
     timing = LoopTiming()
@@ -122,10 +124,13 @@ def block_loop(model: nn.Module, adapter: FamilyAdapter, input_ids: torch.Tensor
     key = stats_key(statistics, share_statistics)
     use_dense_cache = cache is not None and propagation == "dense"
     blocks = adapter.blocks(model)
-    for i, block in enumerate(blocks):
-        with session(model, block, modifies=modifies):
-            inputs = _visit_block(i, block, blocks, adapter, inputs, visit, block_ratios, statistics, device,
-                                  propagation, share_statistics, cache if use_dense_cache else None, key, timing)
+    with Progress(desc, total=len(blocks), unit="block") as progress:
+        for i, block in enumerate(blocks):
+            with session(model, block, modifies=modifies):
+                inputs = _visit_block(i, block, blocks, adapter, inputs, visit, block_ratios, statistics, device,
+                                      propagation, share_statistics, cache if use_dense_cache else None, key,
+                                      timing)
+            progress.advance(sparsity=float(block_ratios[i]))
     return timing
 
 
