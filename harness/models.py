@@ -202,6 +202,9 @@ def load_model(name: str, source: dict[str, Any], dtype: torch.dtype, device: st
     else:  # random_init
         model, tokenizer = build_random_init(source["family"], dict(source.get("config") or {}), seed)
         digest = sha256_state_dict(model.state_dict())
+    from harness.experts import unfuse_experts
+
+    unfuse_experts(model)   # fused MoE experts -> one linear per expert (same forward, same state dict)
     model = model.to(device=device, dtype=dtype)
     model.eval()
     model.config.use_cache = False  # calibration/eval forwards need no cache; generation turns it on

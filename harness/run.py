@@ -134,7 +134,7 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
     timing["load_s"] = loaded.load_s
     record["provenance"].update({"model_sha256": loaded.sha256, "model_cache_hit": loaded.cache_hit,
                                  "tokenizer_sha256": tokenizer_sha256(tokenizer), "data_sha256": {}})
-    adapter = adapter_for(model)
+    adapter = adapter_for(model, model_cfg.get("adapter"))
     record["model"]["family"] = adapter.family
     record["model"]["model_type"] = model.config.model_type
 

@@ -72,7 +72,9 @@ class PassthroughMLP(nn.Module):
 
 def _require(adapter: FamilyAdapter) -> None:
     if not adapter.supports_surgery:
-        raise SurgeryError(f"structural surgery supports the LLaMA layout only, not family {adapter.family!r}")
+        raise SurgeryError(f"width surgery needs separate q/k/v projections and a dense MLP; family "
+                           f"{adapter.family!r} has attention inputs {adapter.attn_inputs}"
+                           f"{' and routed experts' if adapter.moe else ''}")
 
 
 def _set(root: nn.Module, path: str, module: nn.Module) -> None:
@@ -119,9 +121,34 @@ def dropped_sublayers(config) -> dict[str, list[int]]:
 # -------------------------------------------------------------------------------------------------
 # depth
 
+def per_layer_config(config, n: int) -> dict[str, list]:
+    """Config entries holding one value per layer (`layer_types`, ...): top-level lists of length
+    n whose key names layers."""
+    return {k: list(v) for k, v in vars(config).items()
+            if "layer" in k and isinstance(v, (list, tuple)) and len(v) == n}
+
+
+def _renumber_layer_sets(cfg, n: int, kept: list[int]) -> None:
+    """Config entries naming layers by index follow the kept blocks. MoE configs choose dense
+    layers by index (`mlp_only_layers`) and by stride (`decoder_sparse_step`: layer i is MoE when
+    (i + 1) % step == 0); after a drop the stride no longer describes the kept layers, so the dense
+    ones are listed explicitly and the stride set to 1."""
+    remap = {o: k for k, o in enumerate(kept)}
+    step = getattr(cfg, "decoder_sparse_step", None)
+    only = getattr(cfg, "mlp_only_layers", None)
+    if step is None and only is None:
+        return
+    step = step or 1
+    only = set(only or [])
+    dense = [i for i in range(n) if i in only or (i + 1) % step != 0]
+    cfg.mlp_only_layers = [remap[i] for i in dense if i in remap]
+    if hasattr(cfg, "decoder_sparse_step"):
+        cfg.decoder_sparse_step = 1
+
+
 def drop_blocks(model: nn.Module, adapter: FamilyAdapter, indices: Iterable[int]) -> list[int]:
-    """Remove decoder blocks `indices`; returns the kept original indices."""
-    _require(adapter)
+    """Remove decoder blocks `indices`; returns the kept original indices. Works for every layout:
+    only the block list, each block's KV-cache slot and the per-layer config entries change."""
     layers = adapter.blocks(model)
     n = len(layers)
     drop = sorted(set(int(i) for i in indices))
@@ -132,18 +159,15 @@ def drop_blocks(model: nn.Module, adapter: FamilyAdapter, indices: Iterable[int]
     kept = [i for i in range(n) if i not in drop]
     new = nn.ModuleList([layers[i] for i in kept])
     for new_idx, block in enumerate(new):
-        attn = adapter.attention(block)
-        if hasattr(attn, "layer_idx"):
-            attn.layer_idx = new_idx  # KV-cache slot
-        if hasattr(block, "layer_idx"):
-            block.layer_idx = new_idx
+        for mod in block.modules():   # every module that knows its KV-cache slot (block, attention)
+            if isinstance(getattr(mod, "layer_idx", None), int):
+                mod.layer_idx = new_idx
     _set(model, adapter.layers, new)
     cfg = model.config
+    for key, value in per_layer_config(cfg, n).items():   # per-layer lists follow the blocks
+        setattr(cfg, key, [value[i] for i in kept])
+    _renumber_layer_sets(cfg, n, kept)
     cfg.num_hidden_layers = len(kept)
-    for key in ("layer_types",):  # per-layer lists in the config follow the blocks
-        value = getattr(cfg, key, None)
-        if isinstance(value, (list, tuple)) and len(value) == n:
-            setattr(cfg, key, [value[i] for i in kept])
     old = dropped_sublayers(cfg)
     if any(old.values()):
         remap = {o: k for k, o in enumerate(kept)}
@@ -155,17 +179,20 @@ def _replace_sublayer(block: nn.Module, adapter: FamilyAdapter, sublayer: str) -
     if sublayer == "attn":
         layer_idx = getattr(adapter.attention(block), "layer_idx", 0)
         _set(block, adapter.attn, PassthroughAttention(layer_idx))
-        _set(block, adapter.attn_norm, nn.Identity())  # fed only the dropped attention
+        if adapter.attn_norm != adapter.mlp_norm:
+            _set(block, adapter.attn_norm, nn.Identity())  # fed only the dropped attention
     elif sublayer == "mlp":
         _set(block, adapter.mlp, PassthroughMLP())
-        _set(block, adapter.mlp_norm, nn.Identity())
+        if adapter.attn_norm != adapter.mlp_norm:
+            _set(block, adapter.mlp_norm, nn.Identity())
     else:
         raise SurgeryError(f"sublayer must be one of {SUBLAYERS}, got {sublayer!r}")
 
 
 def drop_sublayer(model: nn.Module, adapter: FamilyAdapter, block_idx: int, sublayer: str) -> None:
     """Remove the attention or MLP of block `block_idx` (and the norm in front of it)."""
-    _require(adapter)
+    if adapter.parallel:
+        raise SurgeryError(f"{adapter.family} runs attention and MLP in parallel; sublayers are not separable")
     if sublayer not in SUBLAYERS:
         raise SurgeryError(f"sublayer must be one of {SUBLAYERS}, got {sublayer!r}")
     block = adapter.blocks(model)[block_idx]

@@ -62,6 +62,7 @@ class Depth(StructuredMethod):
     tags: ClassVar[Tags] = Tags("Structured", "Similarity", "Blocks", "Calibration", "Without retraining",
                                 "Frozen weights", qualifier="metric and unit are parameters")
     patterns: ClassVar[frozenset[str]] = frozenset({"blocks", "sublayers"})
+    needs_width_surgery: ClassVar[bool] = False
 
     def __post_init__(self):
         if self.metric not in METRICS:
@@ -77,6 +78,9 @@ class Depth(StructuredMethod):
         unit, k = units_to_remove(n, ctx)
         if not 0 < k < n:
             raise TargetError(f"target removes {k} {unit} units of {n}; need 0 < k < {n}")
+        if unit != "block" and ctx.adapter.parallel:
+            raise TargetError(f"{ctx.adapter.family} runs attention and MLP in parallel on one input: "
+                              f"sublayer units are not separable there; use target pattern blocks")
 
     def surgery(self, model: nn.Module, ctx: PruneContext) -> None:
         n = len(ctx.adapter.blocks(model))
