@@ -151,7 +151,7 @@ class FamilyAdapter:
         """True for a linear reading the residual stream (attention/MLP inputs), False for one
         writing it (attention/MLP outputs)."""
         leaf = name.rsplit(".", 1)[-1]
-        return leaf in self.attn_inputs or leaf in self.mlp_inputs
+        return leaf in {n.rsplit(".", 1)[-1] for n in (*self.attn_inputs, *self.mlp_inputs)}
 
 
 def _signature(linears) -> str:

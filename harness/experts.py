@@ -83,10 +83,15 @@ class RoutedExperts(nn.Module):
         down = torch.stack([e.down_proj.weight for e in self.experts])
         return gate_up, down
 
-    def _save_to_state_dict(self, destination, prefix, keep_vars):
+    def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
+        """The fused layout only (the per-expert linears are not written: no recursion)."""
+        if destination is None:
+            from collections import OrderedDict
+            destination = OrderedDict()
         gate_up, down = self.fused_weights()
         destination[prefix + "gate_up_proj"] = gate_up if keep_vars else gate_up.detach()
         destination[prefix + "down_proj"] = down if keep_vars else down.detach()
+        return destination
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):

@@ -306,14 +306,39 @@ def set_head_config(config, n_q: int, n_kv: int, head_dim: int) -> None:
     config.num_key_value_heads = n_kv
 
 
-def _norms(model: nn.Module, adapter: FamilyAdapter) -> list[nn.Module]:
-    out = [FamilyAdapter._get(model, adapter.final_norm)]
-    for block in adapter.blocks(model):
-        for path in (adapter.attn_norm, adapter.mlp_norm):
-            norm = FamilyAdapter._get(block, path)
-            if not isinstance(norm, nn.Identity):
-                out.append(norm)
+def _stream_norms(model: nn.Module, adapter: FamilyAdapter, d: int) -> list[nn.Module]:
+    """Every norm over the residual stream's d channels: the final norm and, in each block, the
+    norms in front of and behind the sublayers (Gemma's pre/post feed-forward norms, OLMo-2's
+    output norms). Per-head q/k norms (Qwen3, Gemma-3) span head_dim channels and are left alone."""
+    out = []
+    roots = [FamilyAdapter._get(model, adapter.final_norm)] + list(adapter.blocks(model))
+    for root in roots:
+        for mod in root.modules():
+            w = getattr(mod, "weight", None)
+            if (_is_norm_module(mod) and isinstance(w, torch.Tensor) and w.dim() == 1 and w.numel() == d):
+                out.append(mod)
     return out
+
+
+def _is_norm_module(mod: nn.Module) -> bool:
+    return isinstance(mod, nn.LayerNorm) or "norm" in type(mod).__name__.lower()
+
+
+def norm_kind(norm: nn.Module) -> str:
+    """How a stream norm uses its weight, probed on random inputs: "rms" (w * x / rms(x)),
+    "rms_offset" (Gemma: (1 + w) * x / rms(x)), or "centered" (LayerNorm: subtracts the mean, for
+    which dropping channels changes the statistics and no rescaling restores them)."""
+    w = norm.weight
+    d = w.numel()
+    x = torch.randn(3, d, generator=torch.Generator().manual_seed(0)).to(w)
+    with torch.no_grad():
+        if torch.allclose(norm(x + 1.0), norm(x), atol=1e-4):   # blind to a shift: subtracts the mean
+            return "centered"
+        saved = w.data.clone()
+        w.data.zero_()
+        zero_out = norm(x)
+        w.data.copy_(saved)
+    return "rms" if zero_out.abs().max() < 1e-6 else "rms_offset"
 
 
 def _check_loadable(hidden: int, n_q: int) -> None:
@@ -325,36 +350,65 @@ def _check_loadable(hidden: int, n_q: int) -> None:
 
 def prune_hidden(model: nn.Module, adapter: FamilyAdapter, keep_idx) -> None:
     """Keep residual-stream channels `keep_idx` everywhere: embedding columns, every linear reading
-    the stream (columns) or writing it (rows), every RMSNorm weight, lm_head columns (tied or not)."""
+    the stream (columns) or writing it (rows), every stream norm, lm_head columns (tied or not).
+
+    RMS norms average over the channels they see; with fewer channels each norm's effective scale
+    is multiplied by sqrt(d/d') and eps by d/d', so the pruned model computes exactly what the model
+    with those channels zeroed computes (Gemma's (1 + w) norms: 1 + w' = (1 + w) * sqrt(d/d')).
+    An embedding scaled by sqrt(hidden_size) (Gemma) is rescaled on reload from the new width; the
+    embedding rows absorb the change, and the final norm the inverse where the head is tied.
+    Mean-centred LayerNorms (OPT, GPT-NeoX, Falcon, Cohere) have no such rescaling: refused."""
     _require(adapter)
     emb = adapter.embedding(model)
     d = emb.weight.shape[1]
     idx = _index(keep_idx, d, "hidden channels").to(emb.weight.device)
     d_new = idx.numel()
     _check_loadable(d_new, model.config.num_attention_heads)
+    norms = _stream_norms(model, adapter, d)
+    kinds = {id(n): norm_kind(n) for n in norms}
+    if "centered" in kinds.values():
+        raise SurgeryError(f"hidden-channel pruning needs RMS norms; family {adapter.family!r} has "
+                           f"mean-centred LayerNorms, whose statistics change when channels are removed")
     head = adapter.head(model)
     tied = head.weight is emb.weight
+    scale = math.sqrt(d / d_new)
+    # Gemma: embeddings are multiplied by sqrt(hidden_size), recomputed from the config on reload
+    embed_scale = getattr(emb, "embed_scale", None)
+    emb_fix = 1.0
+    if isinstance(embed_scale, torch.Tensor) and math.isclose(float(embed_scale), math.sqrt(d), rel_tol=1e-4):
+        emb_fix = math.sqrt(d) / math.sqrt(d_new)
+    final = FamilyAdapter._get(model, adapter.final_norm)
     with torch.no_grad():
-        emb.weight = nn.Parameter(emb.weight.data.index_select(1, idx).contiguous())
+        emb.weight = nn.Parameter(emb.weight.data.index_select(1, idx).contiguous() * emb_fix)
         emb.embedding_dim = d_new
+        if emb_fix != 1.0:
+            emb.embed_scale.fill_(math.sqrt(d_new))
+            if hasattr(emb, "scalar_embed_scale"):
+                emb.scalar_embed_scale = math.sqrt(d_new)
         for block in adapter.blocks(model):
-            for name in adapter.linear_names():
-                try:
-                    lin = FamilyAdapter._get(block, name)
-                except AttributeError:  # a dropped sublayer has no linears
-                    continue
-                reads = name.endswith(adapter.attn_inputs) or name.endswith(adapter.mlp_inputs)
-                path = name
-                _set(block, path, _slice_linear(lin, cols=idx) if reads else _slice_linear(lin, rows=idx))
+            for name, lin in adapter.linears(block).items():
+                cut = _slice_linear(lin, cols=idx) if adapter.reads_stream(name) else _slice_linear(lin, rows=idx)
+                _set(block, name, cut)
             if hasattr(block, "hidden_size"):
                 block.hidden_size = d_new
-        # RMSNorm(x) = w * x / sqrt(mean(x^2) + eps): the mean now runs over d' channels. Scaling w by
-        # sqrt(d/d') and eps by d/d' reproduces the zero-channel model exactly.
-        scale = math.sqrt(d / d_new)
-        for norm in _norms(model, adapter):
-            norm.weight = nn.Parameter(norm.weight.data.index_select(0, idx) * scale)
-            if hasattr(norm, "variance_epsilon"):
-                norm.variance_epsilon = norm.variance_epsilon * d / d_new
+        for norm in norms:
+            w = norm.weight.data.index_select(0, idx)
+            s_norm = scale / emb_fix if (norm is final and tied) else scale
+            if kinds[id(norm)] == "rms_offset":
+                w = (1.0 + w) * s_norm - 1.0
+            else:
+                w = w * s_norm
+            norm.weight = nn.Parameter(w)
+            for attr in ("variance_epsilon", "eps"):
+                if isinstance(getattr(norm, attr, None), float):
+                    setattr(norm, attr, getattr(norm, attr) * d / d_new)
+        # per-head norms read rms_norm_eps from the config too: keep the live model equal to a reload
+        for block in adapter.blocks(model):
+            for mod in adapter.attention(block).modules():
+                if _is_norm_module(mod) and mod not in norms:
+                    for attr in ("variance_epsilon", "eps"):
+                        if isinstance(getattr(mod, attr, None), float):
+                            setattr(mod, attr, getattr(mod, attr) * d / d_new)
         if tied:
             new_head = nn.Linear(d_new, head.out_features, bias=head.bias is not None,
                                  device=emb.weight.device, dtype=emb.weight.dtype)

@@ -6,6 +6,7 @@ nm           at most n non-zeros in every m consecutive inputs (ratio = 1 - n/m)
 blocks       ratio of decoder blocks removed (or `count` blocks)
 sublayers    `count` attention or MLP sublayers removed (`sublayer: attn|mlp`)
 width        ratio of parameters removed by shrinking heads / channels
+experts      ratio of routed experts removed in every mixture-of-experts layer
 none         nothing pruned (the dense baseline)
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PATTERNS = ("none", "unstructured", "nm", "blocks", "sublayers", "width")
+PATTERNS = ("none", "unstructured", "nm", "blocks", "sublayers", "width", "experts")
 SCOPES = ("block_linears",)
 
 
@@ -54,6 +55,8 @@ class Target:
             raise TargetError("pattern sublayers needs count")
         if self.pattern == "blocks" and (self.count is None) == (not self.ratio):
             raise TargetError("pattern blocks needs exactly one of ratio > 0 or count")
+        if self.pattern == "experts" and not self.ratio:
+            raise TargetError("pattern experts needs ratio > 0 (fraction of routed experts removed)")
         if self.pattern == "width" and not self.ratio:
             raise TargetError("pattern width needs ratio > 0 (fraction of parameters removed)")
 

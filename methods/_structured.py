@@ -45,5 +45,6 @@ class StructuredMethod(Method):
             ctx.report["latency"] = latency
         ctx.report["config_after"] = {k: getattr(model.config, k, None) for k in (
             "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
-            "num_key_value_heads", "head_dim")}
+            "num_key_value_heads", "head_dim", "num_local_experts", "num_experts", "num_experts_per_tok")
+            if hasattr(model.config, k)}
         return ctx.report
