@@ -348,6 +348,17 @@ def _check_loadable(hidden: int, n_q: int) -> None:
                            f"or from_pretrained refuses the config")
 
 
+def hidden_blocker(model: nn.Module, adapter: FamilyAdapter) -> str:
+    """Why hidden-channel pruning cannot apply ("" when it can): checked before any surgery."""
+    if not adapter.supports_surgery:
+        return adapter.width_blocker
+    d = adapter.embedding(model).weight.shape[1]
+    if any(norm_kind(n) == "centered" for n in _stream_norms(model, adapter, d)):
+        return (f"hidden-channel pruning needs RMS norms; family {adapter.family!r} has mean-centred "
+                f"LayerNorms, whose statistics change when channels are removed")
+    return ""
+
+
 def prune_hidden(model: nn.Module, adapter: FamilyAdapter, keep_idx) -> None:
     """Keep residual-stream channels `keep_idx` everywhere: embedding columns, every linear reading
     the stream (columns) or writing it (rows), every stream norm, lm_head columns (tied or not).

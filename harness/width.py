@@ -103,6 +103,8 @@ def apply_width(model: nn.Module, adapter: FamilyAdapter, plan: WidthPlan, head_
     hidden_scores [D] (higher = keep; None only where the plan leaves that axis alone).
     Returns the removed units per axis."""
     cfg = model.config
+    if plan.hidden < cfg.hidden_size and surgery.hidden_blocker(model, adapter):   # before any surgery
+        raise surgery.SurgeryError(surgery.hidden_blocker(model, adapter))
     n_q, n_kv, hd = surgery.head_layout(cfg)
     group = n_q // n_kv
     removed: dict = {}

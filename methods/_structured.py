@@ -26,8 +26,8 @@ class StructuredMethod(Method):
     def check(self, model: nn.Module, ctx: PruneContext) -> None:
         super().check(model, ctx)
         if self.needs_width_surgery and not ctx.adapter.supports_surgery:
-            raise TargetError(f"method {self.name} needs width surgery, which needs separate q/k/v "
-                              f"projections and a dense MLP (family {ctx.adapter.family!r})")
+            raise TargetError(f"method {self.name} needs width surgery, which does not apply to family "
+                              f"{ctx.adapter.family!r}: {ctx.adapter.width_blocker}")
 
     def surgery(self, model: nn.Module, ctx: PruneContext) -> None:
         raise NotImplementedError
