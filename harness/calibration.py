@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from harness.data import CORPORA, DataError, load_rows
+from harness.digests import drop, sidecar, verify_file, write_file_digest
 from harness.hashing import sha256_text, sha256_tokens
 
 MODES = ("reference", "stream")
@@ -107,10 +108,14 @@ def sample_calibration(tokenizer, corpus: str, split: str, n_samples: int, seq_l
                                seed, mode) if cache_dir is not None else None)
     ids = None
     if path is not None and path.is_file():
-        try:
-            ids = torch.load(path, weights_only=True)
-        except Exception:  # noqa: BLE001 - unreadable cache entry: draw again
-            ids = None
+        # Verified against the digest written with the entry: a corrupt entry is dropped and redrawn.
+        if verify_file(path):
+            try:
+                ids = torch.load(path, weights_only=True)
+            except Exception:  # noqa: BLE001 - unreadable cache entry: draw again
+                ids = None
+        if ids is None:
+            drop(path, "digest mismatch or unreadable")
     reused = ids is not None
     if ids is None:
         if mode == "reference":
@@ -121,6 +126,8 @@ def sample_calibration(tokenizer, corpus: str, split: str, n_samples: int, seq_l
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             torch.save(ids, tmp)
+            write_file_digest(tmp)
+            os.replace(sidecar(tmp), sidecar(path))
             os.replace(tmp, path)
     return CalibrationSet(ids, corpus, split, n_samples, seq_len, seed, mode, sha256_tokens(ids),
                           rows.sha256, rows.source, rows.variant, reused)

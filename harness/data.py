@@ -87,11 +87,57 @@ def local_file(name: str, split: str, data_dir: Path | None) -> Path | None:
     return path if path.is_file() else None
 
 
+def manifest_entry(path: Path) -> dict | None:
+    """The entry for `path` in the MANIFEST.json of its folder, or None without a manifest."""
+    manifest = path.parent / "MANIFEST.json"
+    if not manifest.is_file():
+        return None
+    try:
+        files = json.loads(manifest.read_text(encoding="utf-8")).get("files") or []
+    except (OSError, ValueError, AttributeError) as exc:
+        raise DataError(f"unreadable manifest {manifest}: {exc}") from None
+    for entry in files:
+        if isinstance(entry, dict) and entry.get("file") == path.name:
+            return entry
+    raise DataError(f"{path.name} is not listed in {manifest}")
+
+
+_VERIFIED: dict[tuple, str] = {}   # (path, size, mtime_ns) -> sha256, so repeated checks stay cheap
+
+
+def verified_sha256(path: Path) -> str:
+    """sha256 of a data file, checked against its folder's MANIFEST.json (bytes and sha256) when
+    there is one: an edited or truncated file is a one-line DataError, never a number."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key in _VERIFIED:
+        return _VERIFIED[key]
+    entry = manifest_entry(path)
+    if entry is not None and entry.get("bytes") is not None and int(entry["bytes"]) != stat.st_size:
+        raise DataError(f"data file {path} has {stat.st_size} bytes, its manifest says {entry['bytes']} "
+                        "(truncated or edited)")
+    digest = sha256_file(path)
+    if entry is not None and entry.get("sha256") and entry["sha256"] != digest:
+        raise DataError(f"data file {path} does not match its manifest: sha256 {digest}, "
+                        f"expected {entry['sha256']}")
+    _VERIFIED[key] = digest
+    return digest
+
+
+def data_sha256(name: str, split: str | None, data_dir: Path | None) -> str | None:
+    """The verified sha256 of the local file behind corpus/split (None for hub data)."""
+    path = local_file(name, split or corpus(name).eval_split, data_dir)
+    return verified_sha256(path) if path is not None else None
+
+
 def check_available(name: str, split: str, data_dir: Path | None) -> None:
-    """Validation-time check: the local file exists, or hub access is possible."""
-    if local_file(name, split, data_dir) is None and os.environ.get("HF_DATASETS_OFFLINE") == "1":
+    """Validation-time check: the local file exists and matches its manifest, or hub access is possible."""
+    path = local_file(name, split, data_dir)
+    if path is None and os.environ.get("HF_DATASETS_OFFLINE") == "1":
         where = data_dir / corpus(name).files[split] if data_dir else "(no data directory)"
         raise DataError(f"data for {name}/{split} missing: {where} not found and HF_DATASETS_OFFLINE=1")
+    if path is not None:
+        verified_sha256(path)
 
 
 def _read_rows(path: Path, reader: str) -> list[str]:
@@ -113,13 +159,17 @@ def load_rows(name: str, split: str, data_dir: Path | None) -> CorpusRows:
     c = corpus(name)
     path = local_file(name, split, data_dir)
     if path is not None:
+        digest = verified_sha256(path)
         rows = _read_rows(path, c.reader)
+        entry = manifest_entry(path)
+        if entry is not None and entry.get("rows") is not None and len(rows) != int(entry["rows"]):
+            raise DataError(f"{path} reads as {len(rows)} rows, its manifest says {entry['rows']}")
         variant = None
         if c.eval_docs and split != "train" and len(rows) < c.eval_docs:
             variant = f"first{len(rows)}docs"
         elif c.note:
             variant = "prefix" if split == "train" else None
-        return CorpusRows(name, split, rows, f"local:{path}", sha256_file(path), variant)
+        return CorpusRows(name, split, rows, f"local:{path}", digest, variant)
     import datasets
 
     hub_path, hub_name, field_name = c.hub

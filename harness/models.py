@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.digests import drop, verify_dir, write_dir_digest
 from harness.hashing import sha256_file, sha256_state_dict
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,86 @@ def _dir_sha(path: Path) -> str:
     return h.hexdigest()
 
 
+def _verify_dir_sha(path: Path, expected: str | None) -> str:
+    """The directory's weight digest (_dir_sha); a configured sha256 must equal it, or, for a
+    single-file checkpoint, that file's own sha256 (what `sha256sum model.safetensors` prints)."""
+    digest = _dir_sha(path)
+    if expected and expected != digest:
+        files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+        if not (len(files) == 1 and sha256_file(files[0]) == expected):
+            raise ModelSourceError(f"sha256 mismatch for {path}: expected {expected}, got {digest}")
+    return digest
+
+
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
+                 12: "<d"}
+
+
+def _gguf_metadata_int(path: Path, suffix: str) -> int | None:
+    """An integer metadata value whose key ends with `suffix` (e.g. '.context_length'), read from the
+    GGUF header only (gguf.GGUFReader maps every tensor first, ~seconds)."""
+    import struct
+
+    def read(f, fmt):
+        size = struct.calcsize(fmt)
+        return struct.unpack(fmt, f.read(size))[0]
+
+    def skip_value(f, vtype):
+        if vtype == 8:
+            f.seek(read(f, "<Q"), 1)
+        elif vtype == 9:
+            item, count = read(f, "<I"), read(f, "<Q")
+            if item in _GGUF_SCALARS:
+                f.seek(struct.calcsize(_GGUF_SCALARS[item]) * count, 1)
+            else:
+                for _ in range(count):
+                    skip_value(f, item)
+        else:
+            f.seek(struct.calcsize(_GGUF_SCALARS[vtype]), 1)
+
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            return None
+        read(f, "<I")                         # version
+        read(f, "<Q")                         # tensor count
+        for _ in range(read(f, "<Q")):        # metadata key/value pairs
+            key = f.read(read(f, "<Q")).decode("utf-8", "replace")
+            vtype = read(f, "<I")
+            if key.endswith(suffix) and vtype in _GGUF_SCALARS:
+                return int(read(f, _GGUF_SCALARS[vtype]))
+            skip_value(f, vtype)
+    return None
+
+
+def max_positions(source: dict[str, Any]) -> int | None:
+    """The model's max_position_embeddings, read from its config without loading weights
+    (None when it cannot be known offline, e.g. an uncached hub model)."""
+    kind = source.get("kind")
+    try:
+        if kind == "random_init":
+            value = (source.get("config") or {}).get("max_position_embeddings")
+            if value is None:
+                from transformers import AutoConfig
+
+                value = getattr(AutoConfig.for_model(source["family"]), "max_position_embeddings", None)
+            return int(value) if value is not None else None
+        if kind in ("gguf", "gguf_package"):
+            return _gguf_metadata_int(gguf_path(source), ".context_length")
+        if kind == "local":
+            cfg = json.loads((Path(source["path"]).expanduser() / "config.json").read_text())
+            value = cfg.get("max_position_embeddings") or cfg.get("n_positions")
+            return int(value) if value else None
+        if kind == "hub":
+            from transformers import AutoConfig
+
+            cfg = AutoConfig.from_pretrained(source["id"], revision=source.get("revision"))
+            value = getattr(cfg, "max_position_embeddings", None)
+            return int(value) if value else None
+    except (OSError, ValueError, KeyError):
+        return None
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # loading
 
@@ -155,9 +236,13 @@ def _load_gguf(path: Path, cache_root: Path, digest: str):
     cache = cache_root / "models" / f"gguf-{digest[:16]}"
     marker = cache / "prunebench_source.json"
     if marker.is_file():
-        model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32, use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(cache)
-        return model, tokenizer, True
+        # The float copy stands in for the verified GGUF: it is used only if every file still
+        # matches the digest written when it was made; otherwise it is dropped and rebuilt.
+        if verify_dir(cache):
+            model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32, use_safetensors=True)
+            tokenizer = AutoTokenizer.from_pretrained(cache)
+            return model, tokenizer, True
+        drop(cache, f"dequantized copy of {path.name} does not match its digest")
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     _strip_gguf_marker(model)
@@ -165,6 +250,7 @@ def _load_gguf(path: Path, cache_root: Path, digest: str):
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     (tmp / "prunebench_source.json").write_text(json.dumps({"gguf": str(path), "sha256": digest}))
+    write_dir_digest(tmp)
     if cache.exists():  # a concurrent job won the race; keep theirs
         import shutil
         shutil.rmtree(tmp, ignore_errors=True)
@@ -189,7 +275,7 @@ def load_model(name: str, source: dict[str, Any], dtype: torch.dtype, device: st
         model, tokenizer, cache_hit = _load_gguf(path, Path(cache_dir), digest)
     elif kind == "local":
         path = Path(source["path"]).expanduser()
-        digest = source.get("sha256") or _dir_sha(path)
+        digest = _verify_dir_sha(path, source.get("sha256"))
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
                                                      use_safetensors=None if allow_pickle else True)
         tokenizer = AutoTokenizer.from_pretrained(path)

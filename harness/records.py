@@ -7,31 +7,33 @@ written atomically (temp file + fsync + rename): a killed job never leaves half 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = "1"
 STATUSES = ("ok", "failed", "skipped")
-# Config keys that never change a number and so are not part of the run identity.
-NON_SEMANTIC_KEYS = ("paths", "hydra", "wandb", "force", "retry_failed", "launcher", "suite")
+from harness.identity import NON_SEMANTIC_KEYS  # noqa: E402,F401 - kept importable from here
 REQUIRED_KEYS = ("schema_version", "run_id", "status", "method", "model", "target", "config", "env")
 
 
 def semantic_config(config: dict) -> dict:
-    out = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
-    if (out.get("kv") or {}).get("name", "none") == "none":  # the default keeps earlier run ids stable
-        out.pop("kv", None)
-    return out
+    """The canonical form of the run identity (harness.identity), without its data hashes."""
+    from harness.identity import canonical
+
+    return canonical(config)["config"]
 
 
 def run_id_for(config: dict) -> str:
-    blob = json.dumps(semantic_config(config), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    """Hash of the versioned canonical identity (harness.identity): config values that change a
+    number, at their defaults omitted, plus the sha256 of the data files read."""
+    from harness.identity import run_id_for as identity_run_id
+
+    return identity_run_id(config)
 
 
 def records_dir(results_dir: str | Path) -> Path:
@@ -77,11 +79,55 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+# Room a record needs (a few hundred KB at most) plus margin: checked before any work starts.
+MIN_FREE_BYTES = 16 << 20
+
+
+class ResultsDirError(OSError):
+    """The results directory cannot take a record; one line, raised before any work."""
+
+
+def check_writable(results_dir: str | Path, min_free: int | None = None) -> None:
+    """Create records/ and write + remove a probe file there; require `min_free` bytes free."""
+    import shutil
+
+    min_free = MIN_FREE_BYTES if min_free is None else min_free
+
+    rdir = records_dir(results_dir)
+    try:
+        rdir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=rdir, prefix=".write-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ResultsDirError(f"results directory {results_dir} is not writable: "
+                              f"{exc.strerror or exc}") from None
+    free = shutil.disk_usage(rdir).free
+    if free < min_free:
+        raise ResultsDirError(f"results directory {results_dir} has {free} bytes free, "
+                              f"fewer than the {min_free} a record needs")
+
+
+def fallback_dir() -> Path:
+    """Where a record goes when its results directory fails at the final write."""
+    return Path(tempfile.gettempdir()) / "prunebench-records"
+
+
+def failures_dir(results_dir: str | Path) -> Path:
+    return Path(results_dir) / "failures"
+
+
 def write_record(results_dir: str | Path, record: dict) -> Path:
+    """Write the record at records/<run_id>.json, except that an `ok` record there is never replaced
+    by a failure: the failed record goes beside it, to failures/<run_id>-<time>.json."""
     if record.get("status") not in STATUSES:
         raise ValueError(f"record status must be one of {STATUSES}")
     record = {"schema_version": SCHEMA_VERSION, **record}
     path = record_path(results_dir, record["run_id"])
+    if record["status"] != "ok" and existing_status(results_dir, record["run_id"]) == "ok":
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        path = failures_dir(results_dir) / f"{record['run_id']}-{stamp}-{os.getpid()}.json"
+        record["kept_ok_record"] = str(record_path(results_dir, record["run_id"]))
     write_atomic(path, json.dumps(_clean(record), indent=2, sort_keys=False) + "\n")
     return path
 

@@ -16,6 +16,7 @@ import copy
 import math
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from numbers import Number
 from pathlib import Path
@@ -132,6 +133,9 @@ def rebuild_config(record: dict, results_dir: Path, wandb: bool = False) -> dict
     paths["results_dir"] = str(results_dir)
     config["paths"] = paths
     config["force"] = True
+    # The re-run checks the caches too: calibration tokens and block inputs are recomputed, not read
+    # from the cache the original run wrote (the model's float copy is verified by its digest).
+    config["prune"] = {**(config.get("prune") or {}), "reuse": False}
     section = dict(config.get("wandb") or {})
     section.update({"dir": str(results_dir), "mode": section.get("mode", "offline") if wandb else "disabled"})
     config["wandb"] = section
@@ -146,6 +150,10 @@ def reproduce(record_path: str | Path, results_dir: str | Path | None = None, rt
     record = read_record(record_path)
     with tempfile.TemporaryDirectory(prefix="prunebench-reproduce-") as tmp:
         out = Path(results_dir) if results_dir else Path(tmp)
+        own = Path(record_path).resolve().parent.parent
+        if out.resolve() == own:
+            # never over the record being checked: the re-run goes to a subfolder
+            out = out / "reproduced" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         config = rebuild_config(record, out, wandb)
         report = Report()
         if run_id_for(config) != record["run_id"]:

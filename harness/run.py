@@ -59,8 +59,20 @@ def run_experiment(cfg) -> dict:
     from harness.records import existing_status, read_record, record_path, run_id_for, write_record
     from harness.validate import validate
 
+    from harness.identity import IDENTITY_VERSION
+    from harness.schema import resolve_seeds
+
+    config = resolve_seeds(config)  # the top-level seed drives calib / recovery unless they pin one
     plan = validate(config)  # ConfigError before anything expensive
     run_id = run_id_for(config)
+    from harness.records import ResultsDirError, check_writable
+
+    try:
+        check_writable(plan.results_dir)  # a full or read-only disk is found now, not after the work
+    except ResultsDirError as exc:
+        from harness.validate import ConfigError
+
+        raise ConfigError(str(exc)) from None
     status = existing_status(plan.results_dir, run_id)
     retry_failed = bool(config.get("retry_failed", True))
     if not config.get("force") and (status == "ok" or (status == "failed" and not retry_failed)):
@@ -69,7 +81,7 @@ def run_experiment(cfg) -> dict:
 
     t_start = time.perf_counter()
     record: dict = {
-        "run_id": run_id, "status": "failed", "error": None,
+        "run_id": run_id, "identity_version": IDENTITY_VERSION, "status": "failed", "error": None,
         "method": plan.method.describe(),
         "model": {"name": config["model"]["name"], "source": config["model"]["source"]},
         "target": plan.target.describe(),
@@ -107,7 +119,15 @@ def _finish(record: dict, plan, t_start: float) -> None:
     record["timing"]["total_s"] = time.perf_counter() - t_start
     record["memory"]["peak_rss_bytes"] = _peak_rss_bytes()
     record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    path = write_record(plan.results_dir, record)
+    try:
+        path = write_record(plan.results_dir, record)
+    except OSError as exc:
+        # The disk filled up or went away during the run: the numbers must not be lost.
+        from harness.records import fallback_dir
+
+        path = write_record(fallback_dir(), record)
+        print(f"prunebench: could not write the record to {plan.results_dir} ({exc.strerror or exc}); "
+              f"written to {path} instead. metrics: {record.get('metrics')}", file=sys.stderr)
     log.info("record %s (%s) -> %s", record["run_id"], record["status"], path)
 
 
@@ -152,11 +172,12 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
     if plan.method.needs_calibration or getattr(plan.allocator, "needs_calibration", False):
         c = config["calib"]
         calib = sample_calibration(tokenizer, c["corpus"], c.get("split", "train"), int(c["n_samples"]),
-                                   int(c["seq_len"]), int(c.get("seed", seed)), plan.data_dir,
+                                   int(c["seq_len"]), int(c["seed"] if c.get("seed") is not None else seed),
+                                   plan.data_dir,
                                    c.get("mode", "reference"),
                                    cache_dir=plan.cache_dir if prune_cfg.get("reuse", True) else None)
         ctx.calibration = calib
-        record["calibration"] = calib.describe()
+        record["calibration"] = calib.describe() | {"allow_eval_split": bool(c.get("allow_eval_split", False))}
         record["provenance"]["calibration_tokens_sha256"] = calib.tokens_sha256
         record["provenance"]["data_sha256"][f"calib:{calib.corpus}/{calib.split}"] = calib.data_sha256
     timing["calibrate_s"] = time.perf_counter() - t
@@ -225,12 +246,32 @@ def check_group_choices(argv: list[str], conf_dir: Path) -> str | None:
     return None
 
 
+def check_results_dir(argv: list[str]) -> str | None:
+    """Hydra creates its log folder under paths.results_dir before the app runs, and reports an
+    unwritable one with a traceback: check the composed results dir first (single runs only)."""
+    if any(a in ("-m", "--multirun") or a.startswith("-") for a in argv):
+        return None
+    from harness.records import ResultsDirError, check_writable
+
+    try:
+        from harness.config import compose_config
+
+        results_dir = compose_config([a for a in argv if "=" in a]).paths.results_dir
+    except Exception:  # noqa: BLE001 - a config that does not compose is Hydra's to report
+        return None
+    try:
+        check_writable(Path(str(results_dir)).expanduser())
+    except ResultsDirError as exc:
+        return str(exc)
+    return None
+
+
 def main() -> None:
     import hydra
 
     configure_offline(os.environ.get("PRUNEBENCH_ONLINE") != "1")
     conf_dir = Path(__file__).resolve().parent.parent / "conf"
-    problem = check_group_choices(sys.argv[1:], conf_dir)
+    problem = check_group_choices(sys.argv[1:], conf_dir) or check_results_dir(sys.argv[1:])
     if problem:
         print(f"prunebench: config error: {problem}", file=sys.stderr)
         sys.exit(2)

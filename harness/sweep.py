@@ -210,6 +210,47 @@ def write_marker(results_dir: Path, run_id: str, **extra) -> Path:
     return path
 
 
+def claim_cell(results_dir: Path, run_id: str, retry_failed: bool = False, **extra) -> bool:
+    """Atomically claim a cell for this sweep: True when this process now owns it.
+
+    Under an exclusive lock on <results>/running/.claim.lock, a cell with an ok record (or a failed
+    one, unless retried) or a live marker is refused; a dead process' marker is removed; the
+    marker is created with O_CREAT|O_EXCL, so of two sweeps started together exactly one wins."""
+    import fcntl
+
+    from harness.records import existing_status
+
+    path = marker_path(results_dir, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / ".claim.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            status = existing_status(results_dir, run_id)
+            if status == "ok" or (status == "failed" and not retry_failed):
+                return False
+            if path.exists():
+                try:
+                    info = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    info = {}
+                if marker_alive(info) is not False:
+                    return False
+                path.unlink(missing_ok=True)
+            from harness.run import launcher_ids
+
+            info = {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
+                    "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **launcher_ids(), **extra}
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(info) + "\n")
+            return True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _slurm_job_alive(job_id: str) -> bool | None:
     """True/False from squeue; None when Slurm cannot be asked."""
     try:
@@ -317,9 +358,10 @@ def run_cell(cfg) -> dict:
 
 
 # ------------------------------------------------------------------------------------ launching
-def launch(suite: Suite, cells: list[Cell], sweep_dir: Path) -> None:
+def launch(suite: Suite, cells: list[Cell], sweep_dir: Path, retry_failed: bool = False) -> list[Cell]:
     """Run `cells` through the suite's Hydra launcher (what a Hydra multirun does after its
-    sweeper has expanded the grid)."""
+    sweeper has expanded the grid). Only the cells this sweep claims (claim_cell) are launched;
+    returns them."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.plugins import Plugins
@@ -341,10 +383,14 @@ def launch(suite: Suite, cells: list[Cell], sweep_dir: Path) -> None:
             hydra_context=HydraContext(config_loader=gh.config_loader, callbacks=callbacks),
             task_function=run_cell, config=cfg)
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        # claimed before submission, atomically: a concurrent launch sees them as running
+        cells = [c for c in cells if claim_cell(suite.results_dir, c.run_id, retry_failed,
+                                                sweep_pid=os.getpid(), pid=None, submitted=True)]
         (sweep_dir / "cells.json").write_text(json.dumps(
             [{"run_id": c.run_id, "overrides": c.overrides} for c in cells], indent=1) + "\n")
-        for c in cells:  # claimed before submission: a concurrent launch sees them as running
-            write_marker(suite.results_dir, c.run_id, sweep_pid=os.getpid(), pid=None, submitted=True)
+        if not cells:
+            GlobalHydra.instance().clear()
+            return cells
         try:
             # As Hydra's sweeper does: each job gets the task overrides plus its own (the
             # launcher re-composes a job from the hydra.* overrides and these).
@@ -362,6 +408,26 @@ def launch(suite: Suite, cells: list[Cell], sweep_dir: Path) -> None:
                 except (OSError, ValueError):
                     pass
     GlobalHydra.instance().clear()
+    return cells
+
+
+def identical_seed_draws(suite: Suite) -> list[str]:
+    """Cells that differ only in their seed but calibrated on identical token ids: their spread
+    over seeds says nothing (the seed never reached the draw)."""
+    from harness.identity import cell_id_for
+
+    groups: dict[str, list[Cell]] = {}
+    for c in suite.cells:
+        if c.state == DONE and c.record and (c.record.get("calibration") or {}).get("tokens_sha256"):
+            groups.setdefault(cell_id_for(c.config or c.record.get("config") or {}), []).append(c)
+    out = []
+    for cells in groups.values():
+        seeds = {c.record["config"].get("seed") for c in cells}
+        hashes = {c.record["calibration"]["tokens_sha256"] for c in cells}
+        if len(seeds) > 1 and len(hashes) == 1:
+            out.append(f"seeds {sorted(seeds, key=str)} of cell {' '.join(cells[0].overrides)} calibrated on "
+                       "identical tokens (the seed does not reach calibration)")
+    return out
 
 
 def format_table(suite: Suite) -> str:
@@ -402,9 +468,13 @@ def main(argv: list[str] | None = None) -> int:
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
         sweep_dir = suite.results_dir / "logs" / "sweeps" / suite.name / f"{stamp}_{os.getpid()}"
         print(f"prunebench: launching: {' '.join(c.run_id for c in todo)} (logs: {sweep_dir})")
-        launch(suite, todo, sweep_dir)
+        launched = launch(suite, todo, sweep_dir, opts["retry_failed"])
+        if len(launched) < len(todo):
+            print(f"prunebench: {len(todo) - len(launched)} cells claimed by another sweep, not launched here")
     refresh_states(suite)
     print(format_table(suite))
+    for warning in identical_seed_draws(suite):
+        print(f"prunebench: WARNING: {warning}", file=sys.stderr)
     bad = [c for c in suite.cells if c.state not in (DONE, INVALID, SKIPPED)]
     counts = summary(suite)
     print(f"prunebench: suite {suite.name}: {counts}")

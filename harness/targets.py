@@ -6,6 +6,7 @@ nm           at most n non-zeros in every m consecutive inputs (ratio = 1 - n/m)
 blocks       ratio of decoder blocks removed (or `count` blocks)
 sublayers    `count` attention or MLP sublayers removed (`sublayer: attn|mlp`)
 width        ratio of parameters removed by shrinking heads / channels
+rows_cols    ratio of block-linear weights zeroed as whole rows and columns of each matrix
 experts      ratio of routed experts removed in every mixture-of-experts layer
 none         nothing pruned (the dense baseline)
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PATTERNS = ("none", "unstructured", "nm", "blocks", "sublayers", "width", "experts")
+PATTERNS = ("none", "unstructured", "nm", "blocks", "sublayers", "width", "rows_cols", "experts")
 SCOPES = ("block_linears",)
 
 
@@ -55,10 +56,8 @@ class Target:
             raise TargetError("pattern sublayers needs count")
         if self.pattern == "blocks" and (self.count is None) == (not self.ratio):
             raise TargetError("pattern blocks needs exactly one of ratio > 0 or count")
-        if self.pattern == "experts" and not self.ratio:
-            raise TargetError("pattern experts needs ratio > 0 (fraction of routed experts removed)")
-        if self.pattern == "width" and not self.ratio:
-            raise TargetError("pattern width needs ratio > 0 (fraction of parameters removed)")
+        if self.pattern in ("width", "rows_cols", "experts") and not self.ratio:
+            raise TargetError(f"pattern {self.pattern} needs ratio > 0 (fraction removed)")
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Target":

@@ -43,6 +43,12 @@ def validate(config: dict) -> Plan:
     from harness.targets import Target, TargetError
     from methods.registry import UnknownMethodError, build_method
 
+    from harness.schema import SchemaError, check_config
+
+    try:
+        check_config(config)   # every numeric field of every group, one line naming the key
+    except SchemaError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         method_cfg = config["method"]
         method = build_method(method_cfg["name"], method_cfg.get("params") or {})
@@ -90,6 +96,12 @@ def validate(config: dict) -> Plan:
         ppl = (config.get("eval") or {}).get("ppl") or {}
         check_recovery(recovery_cfg, [(ds, ppl.get("split") or corpus(ds).eval_split)
                                       for ds in ppl.get("datasets", [])], data_dir)
+        if kv is not None:
+            check_kv_evaluated(kv, config.get("eval") or {})
+        uses_calib = method.needs_calibration or getattr(allocator, "needs_calibration", False)
+        if uses_calib:
+            check_calib_not_eval(calib, config.get("eval") or {})
+        check_lengths(config, uses_calib)
     except ConfigError:
         raise
     except (UnknownMethodError, TargetError, ModelSourceError, DataError, KeyError, ValueError) as exc:
@@ -97,7 +109,61 @@ def validate(config: dict) -> Plan:
         raise ConfigError(" ".join(msg.split())) from None
     return Plan(method, target, allocator, device, dtype, data_dir,
                 _expand(paths.get("cache_dir")) or Path.home() / ".cache" / "prunebench",
-                _expand(paths.get("results_dir")) or Path("results").resolve(), recovery, kv)
+                _expand(paths.get("results_dir")) or default_results_dir(), recovery, kv)
+
+
+def default_results_dir() -> Path:
+    """Outside the repository, so a run never writes into the committed results/ unasked."""
+    return Path.home() / ".local" / "share" / "prunebench" / "results"
+
+
+# Evaluators that build a KV cache, and so apply a `kv` policy; any other leaves it unused.
+KV_EVALUATORS = ("kv_ppl", "kv_memory")
+
+
+def check_kv_evaluated(kv, eval_cfg: dict) -> None:
+    """A KV policy whose evaluation never builds a cache would label dense numbers with its name."""
+    if not any(eval_cfg.get(name) for name in KV_EVALUATORS):
+        ran = ", ".join(k for k, v in eval_cfg.items() if v) or "none"
+        raise ConfigError(f"kv={kv.name} needs an evaluation that builds a KV cache ({' or '.join(KV_EVALUATORS)}, "
+                          f"e.g. eval=kv_quick); this eval runs {ran}, which would report dense numbers")
+
+
+def check_calib_not_eval(calib: dict, eval_cfg: dict) -> None:
+    """Calibrating on text that is evaluated inflates the result: refused unless
+    calib.allow_eval_split=true (which the record keeps, in its config and calibration)."""
+    from harness.data import corpus
+
+    if calib.get("allow_eval_split"):
+        return
+    name, split = calib.get("corpus"), calib.get("split", "train")
+    evaluated = {(ds, section.get("split") or corpus(ds).eval_split)
+                 for key in ("ppl", "kv_ppl") for section in [eval_cfg.get(key) or {}]
+                 for ds in section.get("datasets") or []}
+    if (name, split) in evaluated or split == corpus(name).eval_split:
+        raise ConfigError(f"calib: {name}/{split} is an evaluation split; calibrating on it inflates the "
+                          "result (set calib.allow_eval_split=true to do it anyway, recorded)")
+
+
+def check_lengths(config: dict, uses_calib: bool) -> None:
+    """Every sequence length fits the model's max_position_embeddings, read from its config
+    (no weights loaded): longer windows run silently wrong or crash after pruning (OPT)."""
+    from harness.models import max_positions
+
+    limit = max_positions(config["model"]["source"])
+    if not limit:
+        return
+    keys = [("calib.seq_len", (config.get("calib") or {}).get("seq_len") if uses_calib else None)]
+    for name, section in (config.get("eval") or {}).items():
+        if isinstance(section, dict) and name in ("ppl", "kv_ppl"):
+            keys.append((f"eval.{name}.seq_len", section.get("seq_len")))
+    recovery = config.get("recovery") or {}
+    if recovery.get("name", "none") != "none":
+        keys.append(("recovery.seq_len", recovery.get("seq_len")))
+    for key, value in keys:
+        if isinstance(value, int) and value > limit:
+            raise ConfigError(f"{key}={value} exceeds the model's max_position_embeddings={limit} "
+                              f"({config['model'].get('name')})")
 
 
 def build_kv_policy(kv_cfg: dict | None):

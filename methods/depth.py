@@ -12,6 +12,11 @@ Sublayer units: He et al., "What Matters in Transformers? Not All Attention is N
 Target `blocks` removes blocks; target `sublayers` removes `count` attention or MLP sublayers.
 Reference: https://github.com/sramshetty/ShortGPT (BI), https://github.com/Nota-NetsPresso/shortened-llm
 (Taylor+/PPL), https://github.com/CASE-Lab-UMD/LLM-Drop (attention/MLP drop).
+Protected blocks: Shortened LLaMA's criteria (taylor, ppl_drop, magnitude; the paper's "+"
+heuristic, applied by its reference block_prune.py to every criterion unless --no_plus_heuristic)
+never remove the first four blocks or the last two; `protected="auto"` applies that to those
+metrics only, a list of block indices (negative = from the end) protects those for any metric,
+[] protects none. Protection applies to whole-block removal.
 Differences: one-shot scoring on the calibration set with dense propagation (ShortGPT's
 protocol) for every metric; span metrics (angular, streamline_cosine) remove the best window of
 n contiguous blocks as in Gromov et al. (on sublayers they score single units); LLM-Streamline's
@@ -46,19 +51,42 @@ def units_to_remove(n_blocks: int, ctx: PruneContext) -> tuple[str, int]:
     return "block", k
 
 
+# metrics whose paper/reference protects blocks by default (Shortened LLaMA's "+" heuristic)
+PLUS_HEURISTIC = (0, 1, 2, 3, -2, -1)
+PROTECTED_BY_DEFAULT = {"taylor": PLUS_HEURISTIC, "ppl_drop": PLUS_HEURISTIC, "magnitude": PLUS_HEURISTIC}
+
+
+def protected_blocks(spec, metric: str, n_blocks: int) -> list[int]:
+    """Block indices never removed: "auto" (the metric's paper default) or explicit indices."""
+    idx = PROTECTED_BY_DEFAULT.get(metric, ()) if spec == "auto" else spec
+    return sorted({int(i) % n_blocks for i in idx if -n_blocks <= int(i) < n_blocks})
+
+
+def mask_protected(scores, protected: list[int], k: int, span: bool):
+    """Scores with protected units (or windows of k touching one) set to +inf."""
+    scores = scores.clone()
+    for start in range(len(scores)):
+        units = range(start, start + k) if span else (start,)
+        if any(u in protected for u in units):
+            scores[start] = float("inf")
+    return scores
+
+
 @register
 @dataclass
 class Depth(StructuredMethod):
     metric: str = "block_influence"
     shapley_rounds: int = 2          # Monte-Carlo rounds for metric=shapley (each = n_units forwards)
     score_samples: int = 0           # use the first k calibration samples for scoring (0 = all)
+    protected: object = "auto"       # "auto" | list of block indices never removed (see docstring)
 
     name: ClassVar[str] = "depth"
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = "Men et al. 2024 arXiv:2403.03853 (ShortGPT) and the metrics' papers (docstring)"
     reference: ClassVar[str] = "https://github.com/sramshetty/ShortGPT"
-    differences: ClassVar[str] = ("one-shot scores, dense propagation on the calibration set; span metrics "
-                                  "remove the best contiguous window; no healing/replacement layers")
+    differences: ClassVar[str] = ("every metric scored one-shot on the run's calibration set (Shortened "
+                                  "LLaMA's reference: 10 BookCorpus samples of 128 tokens); no healing or "
+                                  "replacement layers here (recovery axis)")
     tags: ClassVar[Tags] = Tags("Structured", "Similarity", "Blocks", "Calibration", "Without retraining",
                                 "Frozen weights", qualifier="metric and unit are parameters")
     patterns: ClassVar[frozenset[str]] = frozenset({"blocks", "sublayers"})
@@ -81,6 +109,10 @@ class Depth(StructuredMethod):
         if unit != "block" and ctx.adapter.parallel:
             raise TargetError(f"{ctx.adapter.family} runs attention and MLP in parallel on one input: "
                               f"sublayer units are not separable there; use target pattern blocks")
+        kept = protected_blocks(self.protected, self.metric, n) if unit == "block" else []
+        if k > n - len(kept):
+            raise TargetError(f"target removes {k} blocks of {n} but {len(kept)} are protected "
+                              f"({kept}); set method.params.protected=[] to allow it")
 
     def surgery(self, model: nn.Module, ctx: PruneContext) -> None:
         n = len(ctx.adapter.blocks(model))
@@ -94,7 +126,9 @@ class Depth(StructuredMethod):
         probe = UnitProbe(model, ctx.adapter, unit, ids, ctx.batch_size, ctx.device, ctx.seed,
                           shapley_rounds=self.shapley_rounds)
         scores = fn(probe, k)
-        removed = select_units(scores, k, span=span and unit == "block")
+        keep = protected_blocks(self.protected, self.metric, n) if unit == "block" else []
+        removed = select_units(mask_protected(scores, keep, k, span and unit == "block"), k,
+                               span=span and unit == "block")
         if unit == "block":
             surgery.drop_blocks(model, ctx.adapter, removed)
         else:
@@ -102,7 +136,7 @@ class Depth(StructuredMethod):
                 surgery.drop_sublayer(model, ctx.adapter, i, unit)
         ctx.report["removed"] = {"unit": unit, "indices": removed, "count": len(removed), "of": n}
         ctx.report["importance"] = {"metric": self.metric, "span": bool(span and unit == "block"),
-                                    "scores": [float(s) for s in scores]}
+                                    "scores": [float(s) for s in scores], "protected": keep}
 
 
 @register

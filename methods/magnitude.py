@@ -3,8 +3,9 @@
 Paper: Han et al., "Learning both Weights and Connections for Efficient Neural Networks" (2015);
 used as the baseline of SparseGPT and Wanda.
 Reference: locuslab/wanda `prune_magnitude`.
-Differences: the reference prunes every weight <= the k-th smallest |W| (ties can prune more than
-k); this prunes exactly k (stable sort), so measured sparsity equals the target exactly. N:M keeps
+Differences: the reference prunes every weight <= the sorted |W| at index k = int(numel*s), i.e.
+k+1 weights (more on ties); this prunes exactly k (stable sort), so measured sparsity equals the
+target exactly (tests/parity/test_weight_pruners.py checks that only that one weight differs). N:M keeps
 the N largest |W| of each group of M inputs, as the reference does.
 """
 
@@ -27,7 +28,7 @@ class Magnitude(WeightPruner):
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = "Han et al. 2015, arXiv:1506.02626"
     reference: ClassVar[str] = "https://github.com/locuslab/wanda (lib/prune.py: prune_magnitude)"
-    differences: ClassVar[str] = "exact-k selection with a stable sort instead of a <= threshold"
+    differences: ClassVar[str] = "exactly k = int(numel*s) pruned per layer (the reference's <= threshold prunes k+1, more on ties)"
     tags: ClassVar[Tags] = Tags("Unstructured", "Weight", "Weights", "Data-free", "Without retraining",
                                 "Frozen weights", qualifier="layer-wise, N:M capable")
     needs_calibration: ClassVar[bool] = False

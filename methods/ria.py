@@ -5,7 +5,8 @@ Large Language Models" (ICLR 2024).
 Reference: https://github.com/biomedical-cybernetics/Relative-importance-and-activation-pruning
 (main.py / lib/prune.py: prune_ria).
 Score: RI_ij * ||X_j||^a with RI_ij = |W_ij| / sum_k |W_kj| + |W_ij| / sum_k |W_ik| (column sum plus
-row sum), a = 0.5, compared within each output row (as the reference) or in groups of M for N:M.
+row sum), a = 0.5, compared over the whole layer (the reference's default; `per_outneuron=True`
+compares within each output row, the reference's --per_outneuron) or in groups of M for N:M.
 
 Channel permutation (N:M only, `permute=True`). Input channels are reordered so that the N:M groups
 retain more score: channels are sorted by their summed score and dealt into the M-groups in a
@@ -17,10 +18,12 @@ weights are then N:M in their stored order, which measure_sparsity verifies. Lay
 come from the residual stream (q/k/v, gate/up) or from the attention heads (o_proj) are not
 permuted: that would require reordering the residual stream of every block or the head
 dimensions of v_proj. The record lists the permuted layers and the retained-score gain.
-Differences from the reference: the reference computes the mask in permuted space and permutes
-the mask back (stored weights are then not N:M in their order, acceleration needs the producer
-permuted too); it also refines the allocation with Hungarian assignment (scipy
-linear_sum_assignment), which is not done here. Exact-k per row with a stable sort.
+Differences from the reference's default run (unstructured or plain N:M, no reallocation): the
+layer-wise selection prunes exactly int(rows*cols*sparsity) weights with a stable sort (the
+reference prunes every score <= the sorted value at that index, i.e. one weight more, plus ties).
+With `permute=True` (the reference's --reallocation, off by default): the reference computes the
+mask in permuted space and permutes the mask back (stored weights are then not N:M in their
+order); here the permutation is applied physically and only to down_proj; no --lsa refinement.
 """
 
 from __future__ import annotations
@@ -72,21 +75,26 @@ class RIA(WeightPruner):
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = "Zhang et al. 2024 (ICLR), Plug-and-Play: RIA"
     reference: ClassVar[str] = "https://github.com/biomedical-cybernetics/Relative-importance-and-activation-pruning"
-    differences: ClassVar[str] = ("permutation applied physically to down_proj inputs + gate/up rows "
-                                  "only; snake reallocation without Hungarian refinement")
+    differences: ClassVar[str] = ("layer-wise selection prunes exactly int(rows*cols*s) weights (the "
+                                  "reference's <= threshold prunes one more, plus ties); with permute=True "
+                                  "(off by default) the permutation is physical, down_proj only, no LSA")
     tags: ClassVar[Tags] = Tags("Unstructured", "Weight+Activation", "Weights", "Calibration",
                                 "Without retraining", "Frozen weights",
                                 qualifier="relative importance, N:M with channel permutation")
     statistics: ClassVar[tuple[str, ...]] = ("input_norm",)
-    comparison_group: ClassVar[str] = "row"
 
     a: float = 0.5
+    per_outneuron: bool = False      # the reference's --per_outneuron (Wanda's per-row comparison)
     permute: bool = False
     # which linear's inputs may be permuted -> the producer linears whose output rows move with them
     permutable: dict = field(default_factory=lambda: {"mlp.down_proj": ["mlp.gate_proj", "mlp.up_proj"]})
 
     def __post_init__(self):
         self._report: dict = {}
+
+    @property
+    def comparison_group(self) -> str:  # type: ignore[override]
+        return "row" if self.per_outneuron else "layer"
 
     def score(self, weight: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
         return ria_score(weight, stats["input_norm"], self.a)

@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
 PY=${PYTHON:-python3}
 status=0
-$PY -m harness.sweep suite=demo "$@" || status=$?   # exit 1 lists failed cells; still build the board
+$PY -m harness.sweep suite=demo paths.results_dir=results "$@" || status=$?   # exit 1 lists failed cells; still build the board
 $PY -m harness.leaderboard --results results
 exit $status

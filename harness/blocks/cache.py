@@ -10,7 +10,8 @@ the same statistics: they are stored per block and a later run skips the calibra
 that block entirely. With the default pruned propagation they depend on the blocks pruned before
 and are never cached (the loop does not ask).
 
-Files are written atomically (temp file + rename) and loaded with `weights_only=True`.
+Files are written atomically (temp file + rename) with a sha256 sidecar (harness.digests), verified
+on every load (a bad entry is dropped and recomputed) and loaded with `weights_only=True`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 
 from harness.blocks.capture import BlockInputs, move_shared
+from harness.digests import drop, sidecar, verify_file, write_file_digest
 
 CACHE_VERSION = "2"   # 2: each block's own kwargs
 
@@ -32,16 +34,22 @@ def _save(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
+    write_file_digest(tmp)
+    os.replace(sidecar(tmp), sidecar(path))
     os.replace(tmp, path)
 
 
 def _load(path: Path):
+    """The entry, verified against the digest written with it; a bad entry is dropped (None)."""
     if not path.is_file():
         return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - a corrupt or foreign cache entry is recomputed, not fatal
-        return None
+    if verify_file(path):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - a corrupt or foreign cache entry is recomputed, not fatal
+            pass
+    drop(path, "digest mismatch or unreadable")
+    return None
 
 
 @dataclass

@@ -30,21 +30,43 @@ class InputNorm:
                 "input_sq_mean": self.sum_sq / max(self.n_samples, 1)}
 
 
-class InputMean:
-    """Per-input-channel mean E[x_j] over all calibration tokens (DSnoT's expected-error sign)."""
+class InputSum:
+    """DSnoT's expected input per channel on the reference's scale: the token sum divided by the
+    number of calibration *sequences* (`sum_metric_row` of zyxxmu/DSnoT lib/layerwrapper.py), i.e.
+    seq_len x E[x_j]. DSnoT's `update_threshold` is an absolute bound on this scale."""
 
-    name = "input_mean"
+    name = "input_sum"
 
     def __init__(self, in_features: int, device):
         self.sum = torch.zeros(in_features, dtype=torch.float32, device=device)  # [in]
-        self.n_tokens = 0
+        self.n_samples = 0
 
     def update(self, x: torch.Tensor) -> None:  # x: [batch, seq, in]
-        self.n_tokens += x.shape[0] * x.shape[1]
+        self.n_samples += x.shape[0]
         self.sum += x.float().sum(dim=(0, 1))
 
     def result(self) -> dict[str, torch.Tensor]:
-        return {"input_mean": self.sum / max(self.n_tokens, 1)}
+        return {"input_sum": self.sum / max(self.n_samples, 1)}
+
+
+class InputVariance:
+    """Per-channel variance of the inputs as DSnoT's reference keeps it: the population variance
+    over the tokens of each calibration sequence, averaged over sequences (the reference's hook
+    sees one sequence per forward and pools the per-forward variances by token count). It is not
+    the variance over all tokens (that would add the spread of the per-sequence means)."""
+
+    name = "input_var"
+
+    def __init__(self, in_features: int, device):
+        self.sum = torch.zeros(in_features, dtype=torch.float64, device=device)  # [in]
+        self.n_samples = 0
+
+    def update(self, x: torch.Tensor) -> None:  # x: [batch, seq, in]
+        self.n_samples += x.shape[0]
+        self.sum += x.float().var(dim=1, unbiased=False).double().sum(dim=0)
+
+    def result(self) -> dict[str, torch.Tensor]:
+        return {"input_var": (self.sum / max(self.n_samples, 1)).float()}
 
 
 class Hessian:
@@ -66,7 +88,8 @@ class Hessian:
 
 
 COLLECTORS: dict[str, Callable[[int, object], object]] = {"input_norm": InputNorm, "hessian": Hessian,
-                                                          "input_mean": InputMean}
+                                                          "input_sum": InputSum,
+                                                          "input_var": InputVariance}
 
 
 def make_collector(name: str, in_features: int, device):

@@ -8,7 +8,9 @@ weight is exactly 2:4 sparse for torch.sparse.to_sparse_semi_structured (cuSPARS
 kernels; fp16/bf16 only) for the measurement and restores the dense weight afterwards, so the
 table shows whether 2:4 sparsity bought speed. On CPU there is no sparse kernel path: a pruned
 model runs the same dense GEMMs and is not faster (recorded as kernel path "dense"); structured
-methods are faster only because their matrices are smaller.
+methods are faster only because their matrices are smaller. `sparse_kernel: csr` runs every block
+linear through a sparse kernel instead (harness.evaluation.sparse_kernels); the record's
+`kernel_path` / `sparse_kernel` say which kernel ran.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import nn
 
 from harness.adapters import adapter_for
 from harness.blocks.masks import nm_violations
+from harness.evaluation.sparse_kernels import check_kernel, sparse_kernel_weights
 
 PROTOCOL = "latency-prefill-decode"
 PROTOCOL_VERSION = "1"
@@ -161,8 +164,16 @@ def measure(model, section: dict, device: str, seed: int = 0) -> dict:
               "cpu_count": os.cpu_count(), "load_avg_1m_start": os.getloadavg()[0]}
     if str(device).startswith("cuda"):
         result["gpu"] = torch.cuda.get_device_name(torch.device(device).index or 0)
-    with semi_structured_weights(model, adapter, bool(section.get("semi_structured", False))) as kernels:
+    sparse_kernel = str(section.get("sparse_kernel", "none"))
+    check_kernel(sparse_kernel)
+    if sparse_kernel != "none" and section.get("semi_structured", False):
+        raise ValueError("latency: semi_structured and sparse_kernel are exclusive (one kernel per linear)")
+    with semi_structured_weights(model, adapter, bool(section.get("semi_structured", False))) as kernels, \
+            sparse_kernel_weights(model, adapter, sparse_kernel) as sparse:
         result.update(kernels)
+        result.update(sparse)
+        if sparse_kernel != "none":
+            result["kernel_path"] = f"sparse:{sparse_kernel}"
         for b in pre.get("batch", [1]):
             for length in pre.get("prompt_len", [128]):
                 result["prefill"].append(prefill_latency(model, int(b), int(length), vocab, device, warmup,
@@ -176,6 +187,6 @@ def measure(model, section: dict, device: str, seed: int = 0) -> dict:
 
 
 def evaluate(model, tokenizer, section: dict, ctx) -> dict:
-    """section: {warmup, repeats, semi_structured, prefill: {batch: [..], prompt_len: [..]},
+    """section: {warmup, repeats, semi_structured, sparse_kernel (none|csr), prefill: {batch: [..], prompt_len: [..]},
     decode: {batch: [..], prompt_len, new_tokens}}"""
     return {"latency": measure(model, section, ctx.device, ctx.seed)}

@@ -23,13 +23,22 @@ PROTOCOL_VERSION = "1"
 
 
 def tokenize_windows(tokenizer, text: str, seq_len: int, max_windows: int | None) -> torch.Tensor:
+    windows, _ = tokenize_windows_counted(tokenizer, text, seq_len, max_windows)
+    return windows
+
+
+def tokenize_windows_counted(tokenizer, text: str, seq_len: int,
+                             max_windows: int | None) -> tuple[torch.Tensor, int]:
+    """The evaluated windows [n_windows, seq_len] and the count the whole text implies (what the
+    protocol evaluates without a cap): both are recorded, so a short text cannot hide."""
     ids = tokenizer(text, return_tensors="pt")["input_ids"][0]          # [n_tokens]
-    n = ids.numel() // seq_len
-    if max_windows:
+    implied = ids.numel() // seq_len
+    n = implied
+    if max_windows is not None:
         n = min(n, int(max_windows))
     if n == 0:
         raise ValueError(f"text has {ids.numel()} tokens, fewer than one window of {seq_len}")
-    return ids[: n * seq_len].reshape(n, seq_len)                        # [n_windows, seq_len]
+    return ids[: n * seq_len].reshape(n, seq_len), implied               # [n_windows, seq_len]
 
 
 @torch.no_grad()
@@ -51,12 +60,13 @@ def window_nll(model, windows: torch.Tensor, batch_size: int, device: str, progr
 def perplexity(model, tokenizer, text: str, seq_len: int, batch_size: int = 1, max_windows: int | None = None,
                device: str = "cpu", progress: bool = True, desc: str = "ppl") -> dict:
     t0 = time.perf_counter()
-    windows = tokenize_windows(tokenizer, text, seq_len, max_windows)
+    windows, implied = tokenize_windows_counted(tokenizer, text, seq_len, max_windows)
     nll, count = window_nll(model, windows, batch_size, device, progress, desc)
     elapsed = time.perf_counter() - t0
     value = math.exp(nll / count)
     return {"value": value, "protocol": PROTOCOL, "protocol_version": PROTOCOL_VERSION,
-            "seq_len": seq_len, "n_windows": int(windows.shape[0]), "max_windows": max_windows,
+            "seq_len": seq_len, "n_windows": int(windows.shape[0]), "n_windows_implied": implied,
+            "max_windows": max_windows,
             "n_tokens": count, "nll_sum": nll, "batch_size": batch_size,
             "text_sha256": sha256_text(text), "tokens_sha256": sha256_tokens(windows),
             "eval_s": elapsed, "tokens_per_s": windows.numel() / elapsed}

@@ -22,6 +22,7 @@ class Build:
     problems: list
     files: list[Path] = field(default_factory=list)
     plot_notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def build(results_dir: str | Path, out_dir: str | Path | None = None) -> Build:
@@ -41,6 +42,7 @@ def build(results_dir: str | Path, out_dir: str | Path | None = None) -> Build:
         shutil.rmtree(out_dir / sub, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = Build(out_dir, len(loaded.records), loaded.problems)
+    result.warnings = list(loaded.warnings)
 
     frames.runs.to_csv(out_dir / "runs.csv", index=False)
     cells.to_csv(out_dir / "cells.csv", index=False)
@@ -67,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     b = build(args.results, args.out)
     for path, why in b.problems:
-        print(f"leaderboard: skipped unreadable record {path}: {why}", file=sys.stderr)
+        print(f"leaderboard: skipped record {path}: {why}", file=sys.stderr)
+    for warning in b.warnings:
+        print(f"leaderboard: warning: {warning}", file=sys.stderr)
     for note in b.plot_notes:
         print(f"leaderboard: plot not drawn: {note}")
     print(f"leaderboard: {b.n_records} records, {len(b.problems)} skipped -> {b.out_dir / 'index.html'} "

@@ -28,7 +28,7 @@ PROTOCOL_FIELDS = ("protocol", "protocol_version", "lm_eval_version", "version",
                    "num_fewshot", "seq_len", "n_windows", "limit", "context", "context_len", "prompt_len",
                    "new_tokens", "chunk", "batch", "dtype")
 # Numeric leaves that describe how a number was taken rather than being a result.
-NOT_A_RESULT = {"protocol_version", "version", "seq_len", "n_windows", "max_windows", "n_tokens", "nll_sum",
+NOT_A_RESULT = {"protocol_version", "version", "seq_len", "n_windows", "n_windows_implied", "max_windows", "n_tokens", "nll_sum",
                 "batch_size", "eval_s", "tokens_per_s", "limit", "num_fewshot", "n", "n_samples",
                 "task_version", "context", "context_len", "prompt_len", "new_tokens", "chunk", "batch", "repeats",
                 "warmup", "layers", "kv_heads", "head_dim", "capacity", "tokens_seen", "tokens_held", "evictions"}
@@ -162,7 +162,9 @@ def group_type(method_type: str | None, pattern: str | None) -> str | None:
 
 def cell_id(config: dict) -> str:
     """The run id of the config with its seed removed: runs differing only by seed share a cell."""
-    return run_id_for({k: v for k, v in (config or {}).items() if k != "seed"})
+    from harness.identity import cell_id_for
+
+    return cell_id_for(config or {})
 
 
 def flatten_record(record: dict, path: str | None = None) -> tuple[dict, list[MetricSpec]]:

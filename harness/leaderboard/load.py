@@ -1,8 +1,11 @@
-"""Read every record under <results>/records; a corrupt or unreadable file is named and skipped."""
+"""Read every record under <results>/records; a corrupt or unreadable file is named and skipped, a
+duplicate run_id keeps the newest file, badly typed fields and impossible metric values are named
+(check_record_fields)."""
 
 from __future__ import annotations
 
 import json
+import math
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +20,8 @@ class Loaded:
     records: list[dict] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)        # paths[i] holds records[i]
     problems: list[tuple[Path, str]] = field(default_factory=list)   # (file, why it was skipped)
+    warnings: list[str] = field(default_factory=list)    # coerced fields, impossible values (named)
+    duplicates: dict[str, list[Path]] = field(default_factory=dict)  # run_id -> files not kept
 
 
 def record_files(results_dir: str | Path) -> list[Path]:
@@ -25,8 +30,97 @@ def record_files(results_dir: str | Path) -> list[Path]:
     return sorted(p for p in d.glob("*.json") if not p.name.startswith(".")) if d.is_dir() else []
 
 
+# Integer fields of a record's config; a numeric string is coerced (with a warning), anything else
+# rejects the record.
+INT_FIELDS = (("config", "seed"), ("config", "calib", "seed"), ("config", "calib", "n_samples"),
+              ("config", "calib", "seq_len"))
+# Metric leaves with a known range: perplexity >= 1 (exp of a non-negative mean NLL), accuracy in [0, 1].
+RANGES = {"ppl": (1.0, math.inf), "kv_ppl": (1.0, math.inf), "acc": (0.0, 1.0), "acc_norm": (0.0, 1.0)}
+
+
+def _range_for(path: tuple[str, ...]) -> tuple[float, float] | None:
+    if path and path[0] in ("ppl", "kv_ppl") and path[-1] == "value":
+        return RANGES[path[0]]
+    if path and path[-1] in ("acc", "acc_norm"):
+        return RANGES[path[-1]]
+    return None
+
+
+def _number(v) -> float | None:
+    """A float for numbers and numeric strings ('nan' and 'inf' included, as records store them)."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    return None
+
+
+def check_record_fields(record: dict, name: str = "record") -> tuple[dict | None, list[str]]:
+    """One record's typed fields and metric values, checked before it reaches a table.
+
+    Returns (record or None when rejected, warnings). Numeric strings in integer fields are
+    coerced; other types reject the record. Metric values that are NaN, infinite or outside their
+    range (a perplexity below 1, an accuracy outside [0, 1]) are removed from the record (set to
+    None) and named, so an impossible number is never shown as a result."""
+    warnings: list[str] = []
+    for path in INT_FIELDS:
+        holder = record
+        for part in path[:-1]:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict) or path[-1] not in holder or holder[path[-1]] is None:
+            continue
+        value = holder[path[-1]]
+        if isinstance(value, int) and not isinstance(value, bool):
+            continue
+        number = _number(value)
+        if number is not None and math.isfinite(number) and number == int(number):
+            holder[path[-1]] = int(number)
+            warnings.append(f"{name}: {'.'.join(path)}={value!r} is not an integer; coerced to {int(number)}")
+        else:
+            return None, [f"{name}: {'.'.join(path)}={value!r} is not an integer; record rejected"]
+
+    def walk(node, path: tuple[str, ...]):
+        if isinstance(node, dict):
+            for k in list(node):
+                if isinstance(node[k], (dict, list)):
+                    walk(node[k], path + (str(k),))
+                    continue
+                bounds = _range_for(path + (str(k),))
+                if bounds is None:
+                    continue
+                number = _number(node[k])
+                lo, hi = bounds
+                if number is None or not math.isfinite(number) or not lo <= number <= hi:
+                    warnings.append(f"{name}: metrics.{'.'.join(path + (str(k),))}={node[k]!r} is impossible "
+                                    f"(expected a finite number in [{lo:g}, {hi:g}]); flagged and not shown")
+                    node[k] = None
+                elif not isinstance(node[k], (int, float)):
+                    node[k] = number
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, path + (str(i),))
+
+    if isinstance(record.get("metrics"), dict):
+        walk(record["metrics"], ())
+    return record, warnings
+
+
+def _newest_key(record: dict, path: Path) -> tuple:
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        mtime = 0
+    return (str(record.get("finished_at") or ""), mtime)
+
+
 def load_records(results_dir: str | Path) -> Loaded:
     out = Loaded()
+    by_run: dict[str, int] = {}
     for path in record_files(results_dir):
         try:
             with open(path, encoding="utf-8") as f:
@@ -39,6 +133,27 @@ def load_records(results_dir: str | Path) -> Loaded:
             log.warning("skipping record %s (%s)", path, why)
             out.problems.append((path, why))
             continue
+        record, warnings = check_record_fields(record, path.name)
+        for w in warnings:
+            log.warning("%s", w)
+        out.warnings += warnings
+        if record is None:
+            out.problems.append((path, warnings[-1]))
+            continue
+        run_id = str(record["run_id"])
+        if run_id in by_run:  # two files claim one run: keep the newest, list the other
+            i = by_run[run_id]
+            keep_new = _newest_key(record, path) > _newest_key(out.records[i], out.paths[i])
+            dropped = out.paths[i] if keep_new else path
+            kept = path if keep_new else out.paths[i]
+            why = f"duplicate run_id {run_id}: kept the newer {kept.name}"
+            log.warning("skipping record %s (%s)", dropped, why)
+            out.problems.append((dropped, why))
+            out.duplicates.setdefault(run_id, []).append(dropped)
+            if keep_new:
+                out.records[i], out.paths[i] = record, path
+            continue
+        by_run[run_id] = len(out.records)
         out.records.append(record)
         out.paths.append(path)
     return out

@@ -36,9 +36,15 @@ def test_record_fields_and_skip_when_ok(tmp_path):
     assert again["run_id"] == rec["run_id"] and path.stat().st_mtime_ns == mtime
 
 
-def test_failure_leaves_a_failed_record_naming_the_stage(tmp_path):
-    # A window longer than the whole evaluation text fails at the evaluate stage, after pruning.
-    cfg = compose_config(TINY + ["method=magnitude", "target=unstructured_50", "eval.ppl.seq_len=100000000",
+def test_failure_leaves_a_failed_record_naming_the_stage(tmp_path, monkeypatch):
+    # The evaluation text turns out shorter than one window: fails at the evaluate stage, after pruning.
+    import harness.evaluation.ppl as ppl
+
+    def too_short(*args, **kwargs):
+        raise ValueError("text has 10 tokens, fewer than one window of 128")
+
+    monkeypatch.setattr(ppl, "tokenize_windows_counted", too_short)
+    cfg = compose_config(TINY + ["method=magnitude", "target=unstructured_50",
                                  f"paths.results_dir={tmp_path}"])
     rec = run_experiment(cfg)
     assert rec["status"] == "failed"

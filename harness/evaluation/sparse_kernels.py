@@ -1,0 +1,75 @@
+"""Sparse kernels for unstructured-sparse block linears (latency only; `eval.latency.sparse_kernel`).
+
+none   dense GEMMs (the pruned zeros are multiplied like any other weight)
+csr    the weight as a torch.sparse CSR tensor; y^T = W_csr @ x^T (torch.sparse.mm; MKL / native on
+       CPU, cuSPARSE on CUDA). Pays off only at high sparsity and skinny inputs (decoding), the
+       regime Flash-LLM (Xia et al., VLDB 2024, arXiv:2309.10285) targets; benchmarks/sparse_kernels.py
+       prints the crossover per shape and sparsity.
+
+`sparse_kernel_weights` swaps every block linear for the kernel's module during the measurement
+and restores the dense modules afterwards, so the record's latency says which kernel ran.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+class CSRLinear(nn.Module):
+    """nn.Linear with its weight [out, in] stored in CSR; inputs flattened to [tokens, in]."""
+
+    kernel = "csr"
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.weight = linear.weight.detach().to_sparse_csr()           # [out, in] CSR
+        self.bias = linear.bias
+        self.out_features = linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])                                # [tokens, in]
+        y = torch.sparse.mm(self.weight, flat.t()).t()                   # [tokens, out]
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+SPARSE_KERNELS: dict[str, type[nn.Module] | None] = {"none": None, "csr": CSRLinear}
+
+
+def register_sparse_kernel(name: str, module: type[nn.Module]) -> None:
+    SPARSE_KERNELS[name] = module
+
+
+def check_kernel(name: str) -> None:
+    if name not in SPARSE_KERNELS:
+        raise ValueError(f"unknown latency.sparse_kernel {name!r}; one of {', '.join(SPARSE_KERNELS)}")
+
+
+@contextmanager
+def sparse_kernel_weights(model: nn.Module, adapter, name: str):
+    """Swap block linears for the `name` kernel's module; yields what ran (kernel, linears
+    swapped, their mean sparsity) and restores the dense modules afterwards."""
+    check_kernel(name)
+    module = SPARSE_KERNELS[name]
+    if module is None:
+        yield {"sparse_kernel": "none"}
+        return
+    swapped, zeros, total = [], 0, 0
+    try:
+        for block in adapter.blocks(model):
+            for child_name, lin in adapter.linears(block).items():
+                parent_name, _, child = child_name.rpartition(".")
+                parent = block.get_submodule(parent_name) if parent_name else block
+                zeros += int((lin.weight == 0).sum())
+                total += lin.weight.numel()
+                setattr(parent, child, module(lin))
+                swapped.append((parent, child, lin))
+        yield {"sparse_kernel": name, "sparse_linears": len(swapped),
+               "sparse_linears_sparsity": zeros / max(total, 1)}
+    finally:
+        for parent, child, lin in swapped:
+            setattr(parent, child, lin)
