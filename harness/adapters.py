@@ -266,7 +266,7 @@ def _routers(block: nn.Module, n_experts: int | None) -> tuple[str, ...]:
     if not n_experts:
         return ()
     return tuple(n for n, m in block.named_modules()
-                 if isinstance(m, nn.Linear) and m.out_features in (1, n_experts))
+                 if isinstance(m, nn.Linear) and m.out_features in (1, n_experts) and "experts." not in n)
 
 
 def _child(name: str) -> str:
@@ -316,7 +316,7 @@ def derive_adapter(model: nn.Module, override: dict | None = None) -> FamilyAdap
     trace = _trace(model, layers)
     events = trace["events"]
     n_experts = _n_experts(config)
-    routers = tuple(declared.get("routers") or _routers(blocks[0], n_experts))
+    routers = tuple(declared.get("routers") or dict.fromkeys(r for b in blocks for r in _routers(b, n_experts)))
     traced_groups = {}
     for i, block in enumerate(blocks):
         present = [n for n, m in block.named_modules() if isinstance(m, nn.Linear) and n not in routers]
