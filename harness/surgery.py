@@ -72,9 +72,7 @@ class PassthroughMLP(nn.Module):
 
 def _require(adapter: FamilyAdapter) -> None:
     if not adapter.supports_surgery:
-        raise SurgeryError(f"width surgery needs separate q/k/v projections and a dense MLP; family "
-                           f"{adapter.family!r} has attention inputs {adapter.attn_inputs}"
-                           f"{' and routed experts' if adapter.moe else ''}")
+        raise SurgeryError(f"width surgery does not apply to family {adapter.family!r}: {adapter.width_blocker}")
 
 
 def _set(root: nn.Module, path: str, module: nn.Module) -> None:

@@ -72,7 +72,7 @@ class ExpertDrop(StructuredMethod):
     name: ClassVar[str] = "expert_drop"
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = "Muzio, Sun, He 2024, SEER-MoE, arXiv:2404.05089 (soft-count heavy hitters)"
-    reference: ClassVar[str] = ""
+    reference: ClassVar[str] = "https://arxiv.org/abs/2404.05089 (paper only: no public reference code)"
     differences: ClassVar[str] = ("reconstructed from the paper's description (no public reference code); "
                                   "importance = routing frequency x mean gate weight on the calibration set; "
                                   "the same number of experts removed in every MoE layer; no fine-tuning")
