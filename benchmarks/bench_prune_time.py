@@ -42,10 +42,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", nargs="*", help="subset of cell names (substring match)")
     parser.add_argument("--share-only", type=int, metavar="K", help="SparseGPT sharing on K blocks only")
+    parser.add_argument("--stack-only", type=int, metavar="K",
+                        help="SparseGPT stacked q/k/v and gate/up reconstruction vs per linear, K blocks")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.share_only:
         share_only(args)
+        return
+    if args.stack_only:
+        stack_only(args)
         return
 
     from harness.config import compose_config
@@ -118,6 +123,67 @@ def share_only(args) -> None:
     own = {k: v[0]["collect_s"] + v[0]["method_s"] for k, v in results.items()}
     print(f"first {args.share_only} blocks: own work shared/per-linear = {own[True] / own[False]:.2f} "
           f"(target <= 0.5); identical pruned weights: {same}")
+
+
+def _first_blocks(args):
+    from pathlib import Path
+
+    import torch
+
+    from harness.calibration import sample_calibration
+    from harness.config import compose_config
+    from harness.data import resolve_data_dir
+    from harness.models import load_model
+
+    torch.set_num_threads(args.threads)
+    cfg = compose_config([f"calib={args.calib}", "model=smollm2-135m"])
+    import os
+    cache = Path(os.environ.get("PRUNEBENCH_CACHE", Path.home() / ".cache" / "prunebench"))
+    loaded = load_model(cfg.model.name, dict(cfg.model.source), torch.float32, "cpu", cache)
+    c = cfg.calib
+    calib = sample_calibration(loaded.tokenizer, c.corpus, c.split, c.n_samples, c.seq_len, c.seed,
+                               resolve_data_dir(None))
+    return loaded, calib
+
+
+def stack_only(args) -> None:
+    """SparseGPT's method time (inverse factors + reconstruction) with the linears sharing an input
+    stacked into one column sweep (stack_shared=true) against one sweep per linear, side by side
+    in one process on the first K blocks of SmolLM2, and whether both give identical weights."""
+    import copy
+
+    import torch
+
+    from harness.adapters import adapter_for
+    from harness.blocks.allocators import build_allocator
+    from harness.blocks.context import PruneContext
+    from harness.targets import Target
+    from methods.registry import build_method
+
+    loaded, calib = _first_blocks(args)
+    targets = {"unstructured_50": Target("unstructured_50", "unstructured", 0.5),
+               "nm_2_4": Target("nm_2_4", "nm", 0.5, n=2, m=4)}
+    for tname, target in targets.items():
+        results = {}
+        for stack in (False, True, False, True):   # interleaved: a busy CPU drifts
+            model = copy.deepcopy(loaded.model)
+            model.model.layers = model.model.layers[:args.stack_only]
+            adapter = adapter_for(model)
+            ctx = PruneContext(adapter=adapter, target=target, calibration=calib,
+                               allocator=build_allocator("uniform"), device="cpu")
+            t = build_method("sparsegpt", {"stack_shared": stack}).prune(model, ctx)["timing"]
+            weights = [lin.weight.detach().clone() for b in adapter.blocks(model)
+                       for lin in adapter.linears(b).values()]
+            prev = results.get(stack)
+            results[stack] = (min(t["method_s"], prev[0]) if prev else t["method_s"], weights)
+        a, b = results[True][1], results[False][1]
+        same = all(torch.equal(x, y) for x, y in zip(a, b))
+        masks = all(torch.equal(x == 0, y == 0) for x, y in zip(a, b))
+        diff = max(float((x - y).abs().max()) for x, y in zip(a, b))
+        print(f"{tname}, first {args.stack_only} blocks, threads={args.threads}: method time stacked "
+              f"{results[True][0]:.2f} s vs per linear {results[False][0]:.2f} s -> ratio "
+              f"{results[True][0] / results[False][0]:.2f}; identical weights: {same}; identical masks: {masks}; "
+              f"max |diff| {diff:.3g}", flush=True)
 
 
 if __name__ == "__main__":

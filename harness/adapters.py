@@ -202,6 +202,43 @@ def _find_layers(model: nn.Module, n_layers: int) -> str:
     return candidates[0][0]
 
 
+def _twin(model: nn.Module) -> nn.Module:
+    """A small random-init model of the same class and layer layout, for tracing a model whose
+    weights are not in memory (meta device, disk offload): module names, block kinds and which
+    linears share an input do not depend on the widths."""
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    from harness.experts import unfuse_experts
+
+    config = copy.deepcopy(model.config)
+    text = _text_config(config)
+    n_q = getattr(text, "num_attention_heads", 4) or 4
+    n_kv = getattr(text, "num_key_value_heads", None) or n_q
+    kv = min(n_kv, 2)
+    q = kv * min(n_q // max(n_kv, 1), 2)
+    head_dim = 16
+    updates = {"num_attention_heads": q, "hidden_size": q * head_dim, "vocab_size": min(text.vocab_size, 512)}
+    if getattr(text, "num_key_value_heads", None) is not None:
+        updates["num_key_value_heads"] = kv
+    if getattr(text, "head_dim", None) is not None:
+        updates["head_dim"] = head_dim
+    for key in ("intermediate_size", "moe_intermediate_size", "shared_expert_intermediate_size", "ffn_dim"):
+        if isinstance(getattr(text, key, None), int):
+            updates[key] = 32
+    for key, value in updates.items():
+        setattr(text, key, value)
+    try:
+        twin = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    except Exception as exc:  # noqa: BLE001 - any failure means: declare the layout instead
+        raise AdapterError(f"cannot trace a small twin of model_type={getattr(config, 'model_type', None)!r} "
+                           f"whose weights are not in memory ({exc}); declare the adapter in "
+                           f"conf/model/<name>.yaml under `adapter:`") from exc
+    unfuse_experts(twin)
+    return twin
+
+
 @torch.no_grad()
 def _trace(model: nn.Module, layers_path: str) -> dict:
     """One tiny forward with hooks: the order in which modules run and which tensor each linear and
@@ -233,8 +270,9 @@ def _trace(model: nn.Module, layers_path: str) -> dict:
             handles.append(mod.register_forward_hook(hook_for(-1, name), with_kwargs=True))
     device = next(model.parameters()).device
     if device.type == "meta":
-        raise AdapterError("cannot derive the adapter of a model on the meta device (no weights to trace); "
-                           "declare it in conf/model/<name>.yaml under `adapter:`")
+        for h in handles:
+            h.remove()
+        return _trace(_twin(model), layers_path)
     n_tok = 8
     ids = torch.arange(3, 3 + n_tok, device=device).clamp(max=_text_config(model.config).vocab_size - 1)[None]
     try:

@@ -52,6 +52,19 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
+LOCK_FILE = "requirements.lock"
+
+
+def lock_state(root: Path = REPO_ROOT) -> dict[str, object]:
+    """The environment lock (exact versions, `uv pip compile`) this checkout installs from, by hash."""
+    import hashlib
+
+    path = root / LOCK_FILE
+    if not path.is_file():
+        return {"file": LOCK_FILE, "sha256": None}
+    return {"file": LOCK_FILE, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
 def git_state(root: Path = REPO_ROOT) -> dict[str, object]:
     """Code version: commit sha and whether the tree had uncommitted changes."""
     def _git(*args: str) -> str | None:

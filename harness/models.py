@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,8 @@ class LoadedModel:
     load_s: float
     cache_hit: bool = False
     notes: list[str] = field(default_factory=list)
+    residency: Any = None          # harness.offload.Residency: where the weights live
+    offload_plan: dict = field(default_factory=dict)   # predicted peaks behind the offload mode
 
 
 class ModelSourceError(ValueError):
@@ -259,40 +262,124 @@ def _load_gguf(path: Path, cache_root: Path, digest: str):
     return model, tokenizer, False
 
 
+def _weights_dir(kind: str, source: dict[str, Any], model, cache_root: Path, digest: str) -> Path:
+    """A directory of safetensors holding the model's weights, for disk offload."""
+    if kind in ("gguf", "gguf_package"):
+        return cache_root / "models" / f"gguf-{digest[:16]}"
+    if kind == "local":
+        return Path(source["path"]).expanduser()
+    if kind == "hub":
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(source["id"], revision=source.get("revision"),
+                                      allow_patterns=["*.safetensors", "*.bin", "*.json", "*.txt", "*.model"]))
+    out = cache_root / "models" / f"random-{digest[:16]}"   # random_init: written once, then streamed
+    if not (out / "config.json").is_file():
+        tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
+        model.save_pretrained(tmp, safe_serialization=True)
+        if not out.exists():
+            tmp.rename(out)
+    return out
+
+
+def storage_dtype(requested: torch.dtype, dtype_is_auto: bool, device: str, checkpoint: Path | None) -> torch.dtype:
+    """Weights are kept in the checkpoint's half dtype on CPU under dtype=auto (compute still runs in
+    float32 per unit), else in the requested dtype."""
+    from harness.offload import checkpoint_dtype
+
+    if dtype_is_auto and device == "cpu" and checkpoint is not None:
+        shipped = checkpoint_dtype(checkpoint)
+        if shipped in (torch.bfloat16, torch.float16):
+            return shipped
+    return requested
+
+
 def load_model(name: str, source: dict[str, Any], dtype: torch.dtype, device: str, cache_dir: str | Path,
-               allow_pickle: bool = False, seed: int = 0) -> LoadedModel:
+               allow_pickle: bool = False, seed: int = 0, offload: str = "none",
+               max_memory_gb: float | None = None, dtype_is_auto: bool = False, calib_tokens: int = 0,
+               hessian: bool = False, eval_tokens: int = 2048) -> LoadedModel:
     """Load, verify and place a model. GGUF sources are dequantized once and cached as safetensors
-    (the first load takes ~20 s for SmolLM2-135M, later ones a few seconds)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    (the first load takes ~20 s for SmolLM2-135M, later ones a few seconds).
+
+    `offload` (harness.offload): none | cpu | disk | auto. With disk (or auto resolving to it) only
+    the skeleton is built, on the meta device; weights are read unit by unit from safetensors.
+    `dtype` is the storage dtype; units compute in float32 on CPU."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from harness.adapters import adapter_for
+    from harness.offload import Residency, SafetensorsStore, choose_mode
 
     check_source(source, allow_pickle)
     t0 = time.perf_counter()
     kind = source["kind"]
     cache_hit = False
+    model = tokenizer = None
+    checkpoint: Path | None = None
     if kind in ("gguf", "gguf_package"):
         path = gguf_path(source)
         digest = _verify_sha(path, source.get("sha256"))
-        model, tokenizer, cache_hit = _load_gguf(path, Path(cache_dir), digest)
-    elif kind == "local":
-        path = Path(source["path"]).expanduser()
-        digest = _verify_dir_sha(path, source.get("sha256"))
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
-                                                     use_safetensors=None if allow_pickle else True)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    elif kind == "hub":
-        model = AutoModelForCausalLM.from_pretrained(
-            source["id"], revision=source.get("revision"), dtype=torch.float32,
-            use_safetensors=None if allow_pickle else True)
-        tokenizer = AutoTokenizer.from_pretrained(source["id"], revision=source.get("revision"))
-        digest = sha256_state_dict(model.state_dict())
+        cache = Path(cache_dir) / "models" / f"gguf-{digest[:16]}"
+        # a float copy stands in for the verified GGUF only while its files match their digest
+        cache_hit = (cache / "prunebench_source.json").is_file() and verify_dir(cache)
+        if not cache_hit:
+            model, tokenizer, _ = _load_gguf(path, Path(cache_dir), digest)
+        checkpoint = cache
+    elif kind in ("local", "hub"):
+        checkpoint = _weights_dir(kind, source, None, Path(cache_dir), "")
+        digest = _verify_dir_sha(checkpoint, source.get("sha256"))   # streamed over every weight file
     else:  # random_init
         model, tokenizer = build_random_init(source["family"], dict(source.get("config") or {}), seed)
         digest = sha256_state_dict(model.state_dict())
-    from harness.experts import unfuse_experts
+    storage = storage_dtype(dtype, dtype_is_auto, device, checkpoint)
+    compute = torch.float32 if device == "cpu" else storage
+    config = model.config if model is not None else AutoConfig.from_pretrained(checkpoint)
+    mode, plan = choose_mode(offload, config, device, storage, compute, max_memory_gb, calib_tokens, hessian,
+                             eval_tokens)
+    if mode == "disk":
+        weights = checkpoint if checkpoint is not None else _weights_dir(kind, source, model, Path(cache_dir), digest)
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(weights)
+        del model
+        model = _skeleton(AutoConfig.from_pretrained(weights), storage)
+        store = SafetensorsStore.from_dir(weights)
+    else:
+        store = None
+        if model is None:   # gguf cache or local directory
+            model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=storage,
+                                                         use_safetensors=None if allow_pickle else True)
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        for p in model.parameters():   # parameters only: buffers (rotary frequencies) keep float32
+            if p.is_floating_point() and p.dtype != storage:
+                p.data = p.data.to(storage)
+        model = model.to(device=device if mode == "none" else "cpu")
+        # fused MoE experts -> one linear per expert (same forward, same state dict). Disk offload
+        # reads weights by their checkpoint names, so there the fused layout stays (not pruned).
+        from harness.experts import unfuse_experts
 
-    unfuse_experts(model)   # fused MoE experts -> one linear per expert (same forward, same state dict)
-    model = model.to(device=device, dtype=dtype)
+        unfuse_experts(model)
     model.eval()
     model.config.use_cache = False  # calibration/eval forwards need no cache; generation turns it on
+    try:
+        adapter = adapter_for(model)
+    except ValueError:
+        if mode != "none":
+            raise
+        adapter = None
+    residency = Residency(model, adapter, mode, device, storage, compute, store) if adapter else None
+    model._prunebench_residency = residency
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, source=dict(source), sha256=digest,
-                       dtype=dtype, device=device, load_s=time.perf_counter() - t0, cache_hit=cache_hit)
+                       dtype=storage, device=device, load_s=time.perf_counter() - t0, cache_hit=cache_hit,
+                       residency=residency, offload_plan=plan)
+
+
+def _skeleton(config, storage: torch.dtype) -> nn.Module:
+    """The model with every parameter on the meta device (buffers such as rotary frequencies are
+    real: they are not in the files)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config, dtype=storage)
+    model.tie_weights()   # from_config on meta leaves a tied head untied
+    return model

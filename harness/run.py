@@ -38,10 +38,20 @@ def tokenizer_sha256(tokenizer) -> str | None:
     return sha256_text(backend.to_str()) if backend is not None else None
 
 
-def _env_block(device: str) -> dict:
-    from harness.env import device_description, git_state, library_versions
+def _run_tags(plan, record: dict) -> dict:
+    """The paper's tags for this target (record.method) and the run's own (what ran: pattern, recovery)."""
+    from methods.tags import run_tags
 
-    return {**device_description(device), "libraries": library_versions(), "git": git_state(),
+    listed, paper = plan.method.paper_entry(plan.target.pattern)
+    record["method"].update(tags=paper.as_dict(), listed=listed)
+    return run_tags(paper, plan.target.pattern, record["recovery"]["name"],
+                    bool(getattr(plan.method, "updates_weights", False)), bool(plan.method.needs_calibration))
+
+
+def _env_block(device: str) -> dict:
+    from harness.env import device_description, git_state, library_versions, lock_state
+
+    return {**device_description(device), "libraries": library_versions(), "git": git_state(), "lock": lock_state(),
             "launcher": launcher_ids(), "hostname": os.uname().nodename}
 
 
@@ -93,6 +103,7 @@ def run_experiment(cfg) -> dict:
         "provenance": {}, "config": config,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    record["tags"] = _run_tags(plan, record)
     stage = "load"
     try:
         record = _run_stages(config, plan, record)
@@ -149,8 +160,12 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
     record["_stage"] = "load"
     model_cfg = config["model"]
     loaded = load_model(model_cfg["name"], model_cfg["source"], plan.dtype, plan.device, plan.cache_dir,
-                        allow_pickle=bool(model_cfg.get("allow_pickle", False)), seed=seed)
+                        allow_pickle=bool(model_cfg.get("allow_pickle", False)), seed=seed,
+                        **_offload_arguments(config, plan))
     model, tokenizer = loaded.model, loaded.tokenizer
+    _record_offload(record, loaded, plan)
+    if loaded.residency is not None:   # disk offload: pruned blocks are staged next to the output
+        loaded.residency.staging = plan.results_dir / "models" / f".{record['run_id']}.staging"
     timing["load_s"] = loaded.load_s
     record["provenance"].update({"model_sha256": loaded.sha256, "model_cache_hit": loaded.cache_hit,
                                  "tokenizer_sha256": tokenizer_sha256(tokenizer), "data_sha256": {}})
@@ -184,6 +199,8 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
 
     record["_stage"] = "prune"
     t = time.perf_counter()
+    if not plan.method.streams_blocks:
+        _materialize(loaded, f"method {plan.method.name} works on the whole model", config, record)
     params_before = sum(p.numel() for p in model.parameters())
     record["prune_report"] = plan.method.prune(model, ctx) or {}
     timing["prune_s"] = time.perf_counter() - t
@@ -193,9 +210,17 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
     if plan.recovery is not None:
         from harness.recovery.context import recovery_context
 
+        _materialize(loaded, f"recovery {config['recovery'].get('name')} trains the whole model", config, record)
         rctx = recovery_context(config, plan, ctx, record)
         record["recovery"].update(plan.recovery(model, tokenizer, config["recovery"], rctx) or {})
     timing["recover_s"] = time.perf_counter() - t
+
+    if loaded.residency is not None and loaded.residency.mode == "disk":
+        record["_stage"] = "save"   # the pruned model is written as sharded safetensors, block by block
+        out = plan.results_dir / "models" / record["run_id"]
+        loaded.residency.finalize(out)
+        tokenizer.save_pretrained(out)
+        record["output"] = {"model_dir": str(out)}
 
     record["_stage"] = "measure"
     target = plan.target
@@ -218,7 +243,7 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
     timing["eval_s"] = time.perf_counter() - t
     if plan.device.startswith("cuda"):
         record["memory"]["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
-    if (config.get("output") or {}).get("save_model"):
+    if (config.get("output") or {}).get("save_model") and "output" not in record:
         record["_stage"] = "save"
         out = plan.results_dir / "models" / record["run_id"]
         model.save_pretrained(out, safe_serialization=True)
@@ -226,6 +251,58 @@ def _run_stages(config: dict, plan, record: dict) -> dict:
         record["output"] = {"model_dir": str(out)}
     record["status"] = "ok"
     return record
+
+
+def _offload_arguments(config: dict, plan) -> dict:
+    """load_model's offload arguments from `runtime` (harness.offload)."""
+    runtime = config.get("runtime", {})
+    calib = config.get("calib") or {}
+    tokens = int(calib.get("n_samples", 0)) * int(calib.get("seq_len", 0)) if plan.method.needs_calibration else 0
+    max_gb = runtime.get("max_memory_gb")
+    ppl = (config.get("eval") or {}).get("ppl") or {}
+    eval_tokens = int(ppl.get("seq_len", 0)) * int(ppl.get("batch_size", 1))
+    return {"offload": runtime.get("offload", "auto"), "max_memory_gb": float(max_gb) if max_gb else None,
+            "eval_tokens": eval_tokens,
+            "dtype_is_auto": runtime.get("dtype", "auto") == "auto", "calib_tokens": tokens,
+            "hessian": "hessian" in getattr(plan.method, "statistics", ())}
+
+
+def _record_offload(record: dict, loaded, plan) -> None:
+    """Which offload mode ran, the dtypes, and the predicted peaks it was chosen from."""
+    residency = loaded.residency
+    mode = residency.mode if residency is not None else "none"
+    record["memory"]["offload"] = mode
+    record["memory"]["device"] = plan.device
+    if residency is not None:
+        record["memory"].update({k: v for k, v in residency.describe().items() if k != "mode"})
+    record["memory"]["predicted"] = {k: v for k, v in loaded.offload_plan.items() if k.endswith("bytes")}
+    record["env"]["dtype"] = str(loaded.dtype)
+
+
+def _materialize(loaded, reason: str, config: dict, record: dict) -> None:
+    """Code that needs every weight at once gets the whole model on the host (disk offload), or a
+    one-line MemoryError naming the budget when it cannot fit."""
+    residency = loaded.residency
+    if residency is None or not residency.streaming:
+        return
+    max_gb = (config.get("runtime") or {}).get("max_memory_gb")
+    from harness.offload import available_bytes
+
+    residency.materialize(reason, int(float(max_gb) * 1e9) if max_gb else available_bytes("cpu"))
+    record["memory"]["materialized"] = reason
+
+
+def model_dir_arguments(argv: list[str]) -> list[str]:
+    """`model=<directory>` (a local HF-layout model) -> the `local_dir` model preset pointing at it."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if key == "model" and sep and ("/" in value or value.startswith(".")) and Path(value).expanduser().is_dir():
+            path = Path(value).expanduser().resolve()
+            out += ["model=local_dir", f"model.source.path={path}", f"model.name={path.name}"]
+        else:
+            out.append(arg)
+    return out
 
 
 def check_group_choices(argv: list[str], conf_dir: Path) -> str | None:
@@ -271,6 +348,7 @@ def main() -> None:
 
     configure_offline(os.environ.get("PRUNEBENCH_ONLINE") != "1")
     conf_dir = Path(__file__).resolve().parent.parent / "conf"
+    sys.argv[1:] = model_dir_arguments(sys.argv[1:])
     problem = check_group_choices(sys.argv[1:], conf_dir) or check_results_dir(sys.argv[1:])
     if problem:
         print(f"prunebench: config error: {problem}", file=sys.stderr)

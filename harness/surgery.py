@@ -437,6 +437,10 @@ def prune_hidden(model: nn.Module, adapter: FamilyAdapter, keep_idx) -> None:
 # -------------------------------------------------------------------------------------------------
 # exact parameter counts of a LLaMA-like layout (width planning; tests check them against reality)
 
+# families whose q/k/v projections always carry a bias (no config flag says so)
+QKV_BIAS_MODEL_TYPES = frozenset({"qwen2"})
+
+
 def llama_param_count(config, *, hidden: int | None = None, intermediate: int | None = None,
                       n_q: int | None = None, n_kv: int | None = None) -> int:
     """Parameters of the LLaMA-like model `config` describes, optionally with other widths."""
@@ -449,6 +453,8 @@ def llama_param_count(config, *, hidden: int | None = None, intermediate: int | 
     attn = d * nq * hd + 2 * d * nkv * hd + nq * hd * d
     if getattr(config, "attention_bias", False):
         attn += nq * hd + 2 * nkv * hd + d
+    elif getattr(config, "model_type", None) in QKV_BIAS_MODEL_TYPES:
+        attn += nq * hd + 2 * nkv * hd          # q/k/v carry biases, o_proj none
     mlp = 3 * d * f + ((2 * f + d) if getattr(config, "mlp_bias", False) else 0)
     emb = V * d * (1 if getattr(config, "tie_word_embeddings", False) else 2)
     return emb + d + L * (attn + mlp + 2 * d)

@@ -45,7 +45,9 @@ def run_payload(record: dict) -> dict:
     method, target, model = record.get("method") or {}, record.get("target") or {}, record.get("model") or {}
     tags = [f"method:{method.get('name')}", f"target:{target.get('name')}", f"model:{model.get('name')}",
             f"status:{record.get('status')}"]
-    tags += [f"{axis}:{v}" for axis, v in (method.get("tags") or {}).items() if v and axis != "qualifier"]
+    # the run's tags (what ran: pattern, recovery) where the record has them, else the paper's
+    run_tags = record.get("tags") or method.get("tags") or {}
+    tags += [f"{axis}:{v}" for axis, v in run_tags.items() if v and axis != "qualifier"]
     measured = {k: v for k, v in (record.get("measured") or {}).items() if k != "per_layer"}
     summary = {**flat_numbers(record.get("metrics") or {}, "metrics"), **flat_numbers(measured, "measured"),
                **flat_numbers(record.get("timing") or {}, "timing"), **flat_numbers(record.get("memory") or {}, "memory")}

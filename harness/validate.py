@@ -65,6 +65,12 @@ def validate(config: dict) -> Plan:
         runtime = config.get("runtime", {})
         device = resolve_device(runtime.get("device", "auto"))
         dtype = resolve_dtype(runtime.get("dtype", "auto"), device)
+        from harness.offload import MODES as OFFLOAD_MODES
+
+        if runtime.get("offload", "auto") not in OFFLOAD_MODES:
+            raise ConfigError(f"runtime.offload must be one of {', '.join(OFFLOAD_MODES)}, got {runtime.get('offload')!r}")
+        if runtime.get("max_memory_gb") is not None and not float(runtime["max_memory_gb"]) > 0:
+            raise ConfigError(f"runtime.max_memory_gb must be > 0, got {runtime['max_memory_gb']}")
         prune_cfg = config.get("prune", {})
         if prune_cfg.get("propagation", "pruned") not in PROPAGATIONS:
             raise ConfigError(f"prune.propagation must be one of {PROPAGATIONS}")

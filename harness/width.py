@@ -4,7 +4,10 @@ parameter budget, then keep the highest-scoring heads / MLP channels / hidden ch
 Target `width` ratio = fraction of ALL model parameters removed (embeddings included, as the
 record's params_before/after count them). Widths stay uniform across blocks so the pruned model
 is isomorphic (plain from_pretrained). Axes:
-  heads   query heads per KV group (every KV group kept; GQA stays valid; SmolLM2: 3 per group)
+  heads   attention heads, at the granularity `heads`:
+            "kv_group" (default, LLM-Pruner's reference): whole KV groups go, each with its query
+            heads (on MHA every head is its own group, so single heads go);
+            "query": query heads inside every KV group (every KV group kept; impossible on MHA)
   mlp     intermediate_size
   hidden  hidden_size (embedding channels, the whole residual stream)
 Hidden widths stay multiples of the query-head count (transformers validates that on load).
@@ -25,6 +28,9 @@ from harness.adapters import FamilyAdapter
 AXES = ("heads", "mlp", "hidden")
 
 
+HEAD_GRANULARITIES = ("kv_group", "query")
+
+
 @dataclass(frozen=True)
 class WidthPlan:
     q_per_group: int
@@ -32,6 +38,7 @@ class WidthPlan:
     hidden: int
     params_before: int
     params_after: int
+    kv_groups: int = 0               # KV groups kept (0: all)
 
     def describe(self) -> dict:
         d = asdict(self)
@@ -59,36 +66,56 @@ def _bisect(fn, lo=0.0, hi=0.999, steps=60) -> float:
     return (lo + hi) / 2
 
 
-def plan_width(config, ratio: float, axes: tuple[str, ...]) -> WidthPlan:
+def _nearest_kv(n_kv: int, group: int, hidden: int, fraction: float) -> int:
+    """Kept KV-group count closest to `fraction` * n_kv among those transformers can load
+    (hidden % query heads == 0), at least 1. When the plan removes half a group or more but the
+    closest loadable count is all of them (e.g. 4 heads, hidden 64: 3 is not loadable), the next
+    loadable count below goes, and the other axes absorb the difference in the budget."""
+    ok = [c for c in range(1, n_kv + 1) if hidden % (c * group) == 0] or [n_kv]
+    best = min(ok, key=lambda c: (abs(c - fraction * n_kv), -c))
+    below = [c for c in ok if c < n_kv]
+    if best == n_kv and fraction * n_kv <= n_kv - 0.5 and below:
+        best = max(below)
+    return best
+
+
+def plan_width(config, ratio: float, axes: tuple[str, ...], heads: str = "kv_group") -> WidthPlan:
+    if heads not in HEAD_GRANULARITIES:
+        raise ValueError(f"head granularity must be one of {HEAD_GRANULARITIES}, got {heads!r}")
     n_q, n_kv, _ = surgery.head_layout(config)
     group = n_q // n_kv
     D, F = config.hidden_size, config.intermediate_size
     total = surgery.llama_param_count(config)
     goal = total * (1 - ratio)
+    by_group = heads == "kv_group"
 
-    def count(s_cont: float, q: float) -> float:
+    def count(s_cont: float, q: float, kv: float) -> float:
         return surgery.llama_param_count(
             config, hidden=D * (1 - s_cont) if "hidden" in axes else D,
-            intermediate=F * (1 - s_cont) if "mlp" in axes else F, n_q=q * n_kv)
+            intermediate=F * (1 - s_cont) if "mlp" in axes else F, n_q=q * kv, n_kv=kv)
 
-    q = group
+    q, kv = group, n_kv
     if "heads" in axes:
-        s = _bisect(lambda s: count(s, group * (1 - s)) - goal)
-        q = min(group, max(1, round(group * (1 - s))))
-    s2 = _bisect(lambda s: count(s, q) - goal) if set(axes) - {"heads"} else 0.0
+        if by_group:
+            s = _bisect(lambda s: count(s, group, n_kv * (1 - s)) - goal)
+            kv = _nearest_kv(n_kv, group, D, 1 - s)
+        else:
+            s = _bisect(lambda s: count(s, group * (1 - s), n_kv) - goal)
+            q = min(group, max(1, round(group * (1 - s))))
+    s2 = _bisect(lambda s: count(s, q, kv) - goal) if set(axes) - {"heads"} else 0.0
     f = max(1, round(F * (1 - s2))) if "mlp" in axes else F
     d = D
     if "hidden" in axes:
         # transformers' LlamaConfig insists on hidden_size % num_attention_heads == 0 (even with an
         # explicit head_dim), so the hidden width moves in steps of the query-head count ...
-        step = q * n_kv
+        step = q * kv
         d = max(step, round(D * (1 - s2) / step) * step)
         if "mlp" in axes:  # ... and the MLP absorbs the rounding
             g = _bisect(lambda t: surgery.llama_param_count(config, hidden=d, intermediate=F * (1 - t),
-                                                            n_q=q * n_kv) - goal)
+                                                            n_q=q * kv, n_kv=kv) - goal)
             f = max(1, round(F * (1 - g)))
-    after = surgery.llama_param_count(config, hidden=d, intermediate=f, n_q=q * n_kv)
-    return WidthPlan(q, f, d, total, after)
+    after = surgery.llama_param_count(config, hidden=d, intermediate=f, n_q=q * kv, n_kv=kv)
+    return WidthPlan(q, f, d, total, after, kv)
 
 
 def _top(scores: torch.Tensor, k: int) -> list[int]:
@@ -98,9 +125,11 @@ def _top(scores: torch.Tensor, k: int) -> list[int]:
 
 
 def apply_width(model: nn.Module, adapter: FamilyAdapter, plan: WidthPlan, head_scores: torch.Tensor | None,
-                mlp_scores: torch.Tensor | None, hidden_scores: torch.Tensor | None) -> dict:
+                mlp_scores: torch.Tensor | None, hidden_scores: torch.Tensor | None,
+                kv_scores: torch.Tensor | None = None) -> dict:
     """Prune to `plan` keeping the top-scoring units. head_scores [L, n_q], mlp_scores [L, F],
-    hidden_scores [D] (higher = keep; None only where the plan leaves that axis alone).
+    hidden_scores [D] (higher = keep; None only where the plan leaves that axis alone);
+    kv_scores [L, n_kv]: the K/V heads' own share of a KV group's score (added to its query heads').
     Returns the removed units per axis."""
     cfg = model.config
     if plan.hidden < cfg.hidden_size and surgery.hidden_blocker(model, adapter):   # before any surgery
@@ -109,7 +138,17 @@ def apply_width(model: nn.Module, adapter: FamilyAdapter, plan: WidthPlan, head_
     group = n_q // n_kv
     removed: dict = {}
     blocks = adapter.blocks(model)
-    if plan.q_per_group < group:
+    if plan.kv_groups and plan.kv_groups < n_kv:
+        removed["kv_groups"] = []
+        for i, blk in enumerate(blocks):
+            score = head_scores[i].view(n_kv, group).sum(1)            # [n_kv]
+            if kv_scores is not None:
+                score = score + kv_scores[i]
+            keep_kv = _top(score, plan.kv_groups)
+            surgery.prune_heads(blk, adapter, hd, n_kv, keep_kv, [list(range(group))] * len(keep_kv))
+            removed["kv_groups"].append([j for j in range(n_kv) if j not in keep_kv])
+        surgery.set_head_config(cfg, plan.kv_groups * group, plan.kv_groups, hd)
+    elif plan.q_per_group < group:
         removed["heads"] = []
         for i, blk in enumerate(blocks):
             per_group = head_scores[i].view(n_kv, group)   # [n_kv, group]

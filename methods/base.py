@@ -22,6 +22,7 @@ from torch import nn
 from harness.blocks.context import PruneContext
 from harness.blocks.loop import BlockContext, block_loop
 from harness.blocks.masks import apply_keep_mask, keep_for_target
+from harness.offload import session
 from harness.targets import Target, TargetError
 from methods.tags import Tags
 
@@ -31,10 +32,17 @@ class Method:
     version: ClassVar[str]
     paper: ClassVar[str]
     reference: ClassVar[str] = ""        # URL of the reference implementation
+    # "reference": built against a reference implementation; "reconstructed": from the paper's
+    # text alone (no code public), every open choice named in `differences`
+    fidelity: ClassVar[str] = "reference"
     differences: ClassVar[str] = ""      # how this implementation departs from the reference
-    tags: ClassVar[Tags]
+    tags: ClassVar[Tags]                 # the paper's tags, as the Awesome-LLMs-Pruning list badges them
+    listed: ClassVar[str] = ""           # the paper's link as that list gives it ("" = not on the list)
     patterns: ClassVar[frozenset[str]]
     needs_calibration: ClassVar[bool] = True
+    # Works one block at a time (harness.offload sessions); otherwise disk offload first
+    # materialises the whole model on the host (Residency.materialize) for this method.
+    streams_blocks: ClassVar[bool] = False
 
     def check(self, model: nn.Module, ctx: PruneContext) -> None:
         """Cheap checks against the loaded model, before calibration (raise TargetError)."""
@@ -45,19 +53,26 @@ class Method:
     def prune(self, model: nn.Module, ctx: PruneContext) -> dict:
         raise NotImplementedError
 
+    def paper_entry(self, pattern: str | None = None) -> tuple[str, Tags]:
+        """(list link, paper tags) of the paper these parameters implement on this target pattern;
+        a method covering several papers (depth: one per metric) overrides it."""
+        return self.listed, self.tags
+
     def params(self) -> dict:
         return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
 
     def describe(self) -> dict:
+        listed, tags = self.paper_entry()
         return {"name": self.name, "version": self.version, "params": self.params(),
-                "tags": self.tags.as_dict(), "paper": self.paper, "reference": self.reference,
-                "differences": self.differences}
+                "tags": tags.as_dict(), "listed": listed, "paper": self.paper, "reference": self.reference,
+                "differences": self.differences, "fidelity": self.fidelity}
 
 
 class WeightPruner(Method):
     """Masks block linears from a per-weight score, block by block on the shared loop."""
 
     patterns: ClassVar[frozenset[str]] = frozenset({"unstructured", "nm"})
+    streams_blocks: ClassVar[bool] = True
     statistics: ClassVar[tuple[str, ...]] = ()   # names in harness.blocks.collectors.COLLECTORS
     comparison_group: ClassVar[str] = "row"      # "row" (per output) or "layer"
     share_statistics: ClassVar[bool] = True      # one statistic per input group (False: per linear)
@@ -100,8 +115,9 @@ class WeightPruner(Method):
         if not self.needs_calibration:
             t = time.perf_counter()
             for i, block in enumerate(ctx.adapter.blocks(model)):
-                for name, lin in ctx.adapter.linears(block).items():
-                    self.prune_linear(name, lin, {}, ratios[i], target)
+                with session(model, block, modifies=True):   # one block onloaded at a time
+                    for name, lin in ctx.adapter.linears(block).items():
+                        self.prune_linear(name, lin, {}, ratios[i], target)
             ctx.report["timing"] = {"method_s": time.perf_counter() - t, "forward_s": 0.0}
             return ctx.report
         if ctx.calibration is None:

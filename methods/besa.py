@@ -59,11 +59,12 @@ class BESA(WeightPruner):
     name: ClassVar[str] = "besa"
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = "Xu et al. 2024 (ICLR), arXiv:2402.16880"
+    listed: ClassVar[str] = "https://openreview.net/forum?id=gC6JTEU3jl"
     reference: ClassVar[str] = "https://github.com/OpenGVLab/LLMPrune-BESA"
     differences: ClassVar[str] = ("few CPU epochs; soft mask in the forward; exact block target by a "
                                   "global selection on rank - learned row sparsity")
-    tags: ClassVar[Tags] = Tags("Unstructured", "Learnable", "Weights", "Calibration",
-                                "Without retraining", "Frozen weights",
+    tags: ClassVar[Tags] = Tags("Unstructured", "Wanda", "Sparsity-block", "Calibration",
+                                "Without", "Frozen",
                                 qualifier="learned per-row allocation inside each block")
     patterns: ClassVar[frozenset[str]] = frozenset({"unstructured"})
     statistics: ClassVar[tuple[str, ...]] = ("input_norm",)

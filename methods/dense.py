@@ -16,10 +16,11 @@ class Dense(Method):
     name: ClassVar[str] = "dense"
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = "baseline (no pruning)"
-    tags: ClassVar[Tags] = Tags("Baseline", "None", "None", "Data-free", "Without retraining",
-                                "Frozen weights")
+    tags: ClassVar[Tags] = Tags("Baseline", "None", "None", "Data free", "Without", "Frozen")
     patterns: ClassVar[frozenset[str]] = frozenset({"none"})
     needs_calibration: ClassVar[bool] = False
+
+    streams_blocks: ClassVar[bool] = True   # nothing to prune
 
     def prune(self, model, ctx) -> dict:
         return ctx.report

@@ -51,6 +51,31 @@ def units_to_remove(n_blocks: int, ctx: PruneContext) -> tuple[str, int]:
     return "block", k
 
 
+SHORTGPT = "https://arxiv.org/abs/2403.03853"
+_cos = ("Structured-Depth", "Cosine Similarity", "Layer Numbers", "Calibration")
+# metric -> (the paper's link on the Awesome-LLMs-Pruning list, its tags there); "" = not on the list
+PAPERS: dict[str, tuple[str, Tags]] = {
+    "block_influence": (SHORTGPT, Tags(*_cos, "Efficient LoRA", "Update")),
+    "angular": ("https://arxiv.org/abs/2403.17887", Tags(*_cos, "Efficient LoRA", "Update")),
+    "streamline_cosine": ("https://arxiv.org/abs/2403.19135",
+                          Tags("Structured-Depth", "Cosine Similarity", "Layer Numbers", "Small",
+                               "Efficient Lightweight", "Frozen")),
+    "reverse": ("https://openreview.net/forum?id=EjHtQlKEzV",
+                Tags("Structured-Depth", "Multiple", "Layer Numbers", "Calibration/Small", "Efficient", "Update")),
+    **{m: ("https://arxiv.org/abs/2402.02834",
+           Tags("Structured-Depth", "Perplexity", "Sparsity", "Calibration/Samll-50K", "Efficient-LoRA", "Update"))
+       for m in ("taylor", "ppl_drop")},
+    **{m: ("https://arxiv.org/abs/2407.16286",
+           Tags("Structured-Depth", "Multiple", "Layer Numbers", "Calibration", "Emulated Update+LoRA", "Update"))
+       for m in ("rel_l1", "rel_l2", "shapley")},
+    # baselines of Kim et al. / Lu et al., not a paper of the list
+    "magnitude": ("", Tags("Structured-Depth", "Magnitude", "Layer Numbers", "Data free", "Without", "Frozen")),
+    "random": ("", Tags("Structured-Depth", "Other", "Layer Numbers", "Data free", "Without", "Frozen")),
+}
+SUBLAYERS = ("https://openreview.net/forum?id=YLTWwEjkdx",
+             Tags(*_cos, "Without", "Frozen", qualifier="attention / MLP sublayers"))
+
+
 # metrics whose paper/reference protects blocks by default (Shortened LLaMA's "+" heuristic)
 PLUS_HEURISTIC = (0, 1, 2, 3, -2, -1)
 PROTECTED_BY_DEFAULT = {"taylor": PLUS_HEURISTIC, "ppl_drop": PLUS_HEURISTIC, "magnitude": PLUS_HEURISTIC}
@@ -87,8 +112,14 @@ class Depth(StructuredMethod):
     differences: ClassVar[str] = ("every metric scored one-shot on the run's calibration set (Shortened "
                                   "LLaMA's reference: 10 BookCorpus samples of 128 tokens); no healing or "
                                   "replacement layers here (recovery axis)")
-    tags: ClassVar[Tags] = Tags("Structured", "Similarity", "Blocks", "Calibration", "Without retraining",
-                                "Frozen weights", qualifier="metric and unit are parameters")
+    listed: ClassVar[str] = SHORTGPT
+    tags: ClassVar[Tags] = PAPERS["block_influence"][1]
+
+    def paper_entry(self, pattern: str | None = None) -> tuple[str, Tags]:
+        """The paper of this metric (attention/MLP sublayers by block influence: He et al.)."""
+        if pattern == "sublayers" and self.metric == "block_influence":
+            return SUBLAYERS
+        return PAPERS[self.metric]
     patterns: ClassVar[frozenset[str]] = frozenset({"blocks", "sublayers"})
     needs_width_surgery: ClassVar[bool] = False
 
@@ -99,6 +130,11 @@ class Depth(StructuredMethod):
     @property
     def needs_calibration(self) -> bool:  # type: ignore[override]
         return METRICS[self.metric][1]
+
+    @property
+    def streams_blocks(self) -> bool:  # type: ignore[override]
+        """Every metric but taylor (gradients of all weights at once) onloads one block at a time."""
+        return self.metric != "taylor"
 
     def check(self, model: nn.Module, ctx: PruneContext) -> None:
         super().check(model, ctx)

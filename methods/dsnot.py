@@ -136,6 +136,7 @@ class DSnoT(WeightPruner):
     name: ClassVar[str] = "dsnot"
     version: ClassVar[str] = "2"
     paper: ClassVar[str] = "Zhang et al. 2024 (ICLR), arXiv:2310.08915"
+    listed: ClassVar[str] = "https://arxiv.org/abs/2310.08915"
     reference: ClassVar[str] = "https://github.com/zyxxmu/DSnoT"
     differences: ClassVar[str] = (
         "unstructured only (the reference's N:M variant is not implemented); statistics accumulated as "
@@ -143,8 +144,8 @@ class DSnoT(WeightPruner):
         "candidate list is used up stops (the reference's pointers run on into the other list); kept "
         "weights with c_ij = 0 sit between the negative and positive prune candidates (the reference's "
         "reordering maps them to column 0)")
-    tags: ClassVar[Tags] = Tags("Unstructured", "Weight+Activation", "Weights", "Calibration",
-                                "Without retraining", "Frozen weights",
+    tags: ClassVar[Tags] = Tags("Unstructured", "Magnitude/Hessian/Wanda", "Sparsity", "Calibration",
+                                "Without", "Frozen",
                                 qualifier="prune-and-grow refinement of a base mask")
     patterns: ClassVar[frozenset[str]] = frozenset({"unstructured"})
     comparison_group: ClassVar[str] = "row"        # the reference's initial mask is per row

@@ -26,10 +26,11 @@ class H2O(ScoreKVPolicy):
     name: ClassVar[str] = "h2o"
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = "Zhang et al. 2023 (NeurIPS), arXiv:2306.14048"
+    listed: ClassVar[str] = "https://arxiv.org/abs/2306.14048"
     reference: ClassVar[str] = "https://github.com/FMInference/H2O"
     differences: ClassVar[str] = ("per-KV-head accumulated attention (GQA); eviction per chunk; original "
                                   "positions kept; budget = heavy fraction + recent window")
-    tags = kv_tags("Attention", "accumulated attention + recent window")
+    tags = kv_tags("Other", "accumulated attention + recent window")
 
     def contribution(self, attn, state):
         return attn   # accumulated attention probability each key receives

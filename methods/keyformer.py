@@ -30,10 +30,11 @@ class Keyformer(ScoreKVPolicy):
     name: ClassVar[str] = "keyformer"
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = "Adnan et al. 2024 (MLSys), arXiv:2403.09054"
+    listed: ClassVar[str] = "https://arxiv.org/abs/2403.09054"
     reference: ClassVar[str] = "https://github.com/d-matrix-ai/keyformer-llm"
     differences: ClassVar[str] = ("constant tau (no annealing); logits recovered as log p; per-KV-head "
                                   "scores; eviction per chunk; original positions kept")
-    tags = kv_tags("Attention", "Gumbel-softmax key tokens + recent window")
+    tags = kv_tags("Other", "Gumbel-softmax key tokens + recent window")
 
     def __post_init__(self):
         super().__post_init__()

@@ -4,8 +4,9 @@ Paper: Ma, Fang, Wang, "LLM-Pruner: On the Structural Pruning of Large Language 
 NeurIPS 2023, arXiv:2305.11627.
 Reference: https://github.com/horseee/LLM-Pruner (hf_prune.py, LLMPruner/pruner/hf_llama_pruner.py).
 
-Groups (coupled structures): a query head = its q_proj rows + o_proj columns (its KV group is
-shared by the group's other query heads and stays); an MLP channel = gate/up rows + down column;
+Groups (coupled structures): an attention group = a KV head with its query heads: its q/k/v_proj
+rows + o_proj columns (on MHA one head; `heads="query"` instead prunes query heads inside every KV
+group, its q_proj rows + o_proj columns); an MLP channel = gate/up rows + down column;
 a hidden channel = its column/row in every linear on the residual stream, every norm weight and
 the (tied) embedding. Importance of a group = sum over its members of
   element-wise: sum_k |s_k|            vector-wise: |sum_k s_k| per row/column vector
@@ -50,8 +51,9 @@ def _reduce(s: torch.Tensor, dim: int, vector: bool) -> torch.Tensor:
 
 
 def taylor_group_scores(model: nn.Module, adapter, grads: dict, fisher: dict | None, vector: bool,
-                        axes: tuple[str, ...]) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """(heads [L, n_q], mlp [L, F], hidden [D]) group importances; None for axes not requested."""
+                        axes: tuple[str, ...]):
+    """(heads [L, n_q] (q rows + o columns), mlp [L, F], hidden [D], kv [L, n_kv] (k + v rows))
+    group importances; None for axes not requested."""
     names = {id(p): n for n, p in model.named_parameters()}
 
     def s(p: torch.Tensor) -> torch.Tensor:
@@ -63,7 +65,7 @@ def taylor_group_scores(model: nn.Module, adapter, grads: dict, fisher: dict | N
         return out
 
     n_q, n_kv, hd = surgery.head_layout(model.config)
-    heads, mlps = [], []
+    heads, mlps, kvs = [], [], []
     hidden = torch.zeros(model.config.hidden_size, dtype=torch.float64) if "hidden" in axes else None
     for blk in adapter.blocks(model):
         lin = adapter.linears(blk)
@@ -71,6 +73,9 @@ def taylor_group_scores(model: nn.Module, adapter, grads: dict, fisher: dict | N
         if "heads" in axes:
             per = _reduce(s(q.weight), 0, vector) + _reduce(s(o.weight), 1, vector)   # [n_q * hd]
             heads.append(per.view(n_q, hd).sum(1).double())
+            k, v = (lin[f"{adapter.attn}.{n}"] for n in adapter.attn_inputs[1:3])
+            kv = _reduce(s(k.weight), 0, vector) + _reduce(s(v.weight), 0, vector)    # [n_kv * hd]
+            kvs.append(kv.view(n_kv, hd).sum(1).double())
         if "mlp" in axes:
             ins = [lin[f"{adapter.mlp}.{n}"] for n in adapter.mlp_inputs]
             down = lin[f"{adapter.mlp}.{adapter.mlp_output}"]
@@ -88,7 +93,8 @@ def taylor_group_scores(model: nn.Module, adapter, grads: dict, fisher: dict | N
         head = adapter.head(model).weight
         if head is not emb:
             hidden += _reduce(s(head), 1, vector).double()
-    return (torch.stack(heads) if heads else None, torch.stack(mlps) if mlps else None, hidden)
+    return (torch.stack(heads) if heads else None, torch.stack(mlps) if mlps else None, hidden,
+            torch.stack(kvs) if kvs else None)
 
 
 @register
@@ -97,15 +103,17 @@ class LLMPruner(StructuredMethod):
     mode: str = "block"              # block: heads + MLP channels; channel: hidden channels
     importance: str = "element"      # element | vector
     order: str = "first"             # first | second (adds the diagonal-Fisher term)
+    heads: str = "kv_group"          # kv_group (reference: whole KV groups) | query (heads inside groups)
 
     name: ClassVar[str] = "llm_pruner"
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = "Ma et al. 2023, LLM-Pruner, NeurIPS, arXiv:2305.11627"
+    listed: ClassVar[str] = "https://arxiv.org/abs/2305.11627"
     reference: ClassVar[str] = "https://github.com/horseee/LLM-Pruner"
     differences: ClassVar[str] = ("uniform widths over all blocks (isomorphic), budget = fraction of all "
-                                  "parameters, GQA-aware head groups, calibration-set gradients, no LoRA")
-    tags: ClassVar[Tags] = Tags("Structured", "Gradient", "Width", "Calibration", "Without retraining",
-                                "Frozen weights", qualifier="coupled groups, Taylor importance")
+                                  "parameters, calibration-set gradients, no LoRA")
+    tags: ClassVar[Tags] = Tags("Structured", "Hessian", "Sparsity-layer", "Small-50K", "Efficient-LoRA",
+                                "Update", qualifier="coupled groups, Taylor importance")
     patterns: ClassVar[frozenset[str]] = frozenset({"width"})
 
     def __post_init__(self):
@@ -120,11 +128,12 @@ class LLMPruner(StructuredMethod):
         if ctx.calibration is None:
             raise ValueError("llm_pruner needs calibration data")
         axes = MODE_AXES[self.mode]
-        plan = plan_width(model.config, ctx.target.ratio, axes)
+        plan = plan_width(model.config, ctx.target.ratio, axes, self.heads)
         grads, fisher = calibration_gradients(model, ctx.calibration.input_ids, ctx.batch_size, ctx.device,
                                               fisher=self.order == "second")
-        heads, mlp, hidden = taylor_group_scores(model, ctx.adapter, grads, fisher, self.importance == "vector", axes)
+        heads, mlp, hidden, kv = taylor_group_scores(model, ctx.adapter, grads, fisher, self.importance == "vector",
+                                                     axes)
         del grads, fisher
-        removed = apply_width(model, ctx.adapter, plan, heads, mlp, hidden)
+        removed = apply_width(model, ctx.adapter, plan, heads, mlp, hidden, kv)
         ctx.report["width_plan"] = plan.describe() | {"axes": list(axes)}
         ctx.report["removed"] = removed

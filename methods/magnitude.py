@@ -29,8 +29,8 @@ class Magnitude(WeightPruner):
     paper: ClassVar[str] = "Han et al. 2015, arXiv:1506.02626"
     reference: ClassVar[str] = "https://github.com/locuslab/wanda (lib/prune.py: prune_magnitude)"
     differences: ClassVar[str] = "exactly k = int(numel*s) pruned per layer (the reference's <= threshold prunes k+1, more on ties)"
-    tags: ClassVar[Tags] = Tags("Unstructured", "Weight", "Weights", "Data-free", "Without retraining",
-                                "Frozen weights", qualifier="layer-wise, N:M capable")
+    tags: ClassVar[Tags] = Tags("Un/Semi-structured", "Magnitude", "Sparsity-layer", "Data free", "Without",
+                                "Frozen", qualifier="layer-wise, N:M capable")
     needs_calibration: ClassVar[bool] = False
     comparison_group: ClassVar[str] = "layer"
 

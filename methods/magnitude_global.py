@@ -26,10 +26,11 @@ class MagnitudeGlobal(Method):
     name: ClassVar[str] = "magnitude_global"
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = "Jaiswal et al. 2023, arXiv:2306.03805"
+    listed: ClassVar[str] = "https://arxiv.org/abs/2306.03805"
     reference: ClassVar[str] = "https://github.com/VITA-Group/essential_sparsity"
     differences: ClassVar[str] = "block linears only; exact-k selection"
-    tags: ClassVar[Tags] = Tags("Unstructured", "Weight", "Weights", "Data-free", "Without retraining",
-                                "Frozen weights", qualifier="global threshold")
+    tags: ClassVar[Tags] = Tags("Unstructured", "Magnitude", "Sparsity", "Small-tasks", "Extensive/Without",
+                                "Update/Frozen", qualifier="global threshold")
     patterns: ClassVar[frozenset[str]] = frozenset({"unstructured"})
     needs_calibration: ClassVar[bool] = False
 

@@ -18,7 +18,9 @@ the two depth importances Minitron compares.
 Differences: Nemotron's MLP uses squared ReLU (non-negative activations), SwiGLU activations are
 signed, so |activation| is aggregated (identical on Nemotron); the pruned widths come from one
 common shrink factor meeting the target fraction of all parameters instead of an architecture
-search; GQA query heads are ranked within their KV group; no distillation here (recovery axis).
+search; no distillation here (recovery axis). Heads (when `axes` includes them) go by whole KV group,
+a group scored by the sum of its query heads' importances (`heads="query"`: query heads inside
+every group).
 """
 
 from __future__ import annotations
@@ -92,15 +94,17 @@ def activation_scores(model: nn.Module, adapter, input_ids: torch.Tensor, batch_
 @dataclass
 class Minitron(StructuredMethod):
     axes: str = "mlp,hidden"         # subset of heads, mlp, hidden
+    heads: str = "kv_group"          # kv_group | query (see harness.width)
 
     name: ClassVar[str] = "minitron"
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = "Muralidharan et al. 2024, Minitron, arXiv:2407.14679"
+    listed: ClassVar[str] = "https://arxiv.org/abs/2407.14679"
     reference: ClassVar[str] = "https://github.com/NVIDIA/TensorRT-Model-Optimizer (modelopt.torch.prune)"
     differences: ClassVar[str] = ("|activation| for signed SwiGLU outputs; widths from one shrink factor for "
                                   "the parameter budget (no architecture search); no distillation")
-    tags: ClassVar[Tags] = Tags("Structured", "Activation", "Width", "Calibration", "Without retraining",
-                                "Frozen weights", qualifier="heads / MLP neurons / embedding channels")
+    tags: ClassVar[Tags] = Tags("Structured-Channel+Depth", "Activation/Perplexity", "Parameter",
+                                "Calibration+Medium 1.8B", "Extensive", "Update", qualifier="heads / MLP neurons / embedding channels")
     patterns: ClassVar[frozenset[str]] = frozenset({"width"})
 
     def __post_init__(self):
@@ -110,7 +114,7 @@ class Minitron(StructuredMethod):
         if ctx.calibration is None:
             raise ValueError("minitron needs calibration data")
         axes = parse_axes(self.axes)
-        plan = plan_width(model.config, ctx.target.ratio, axes)
+        plan = plan_width(model.config, ctx.target.ratio, axes, self.heads)
         heads, mlp, hidden = activation_scores(model, ctx.adapter, ctx.calibration.input_ids, ctx.batch_size,
                                                ctx.device)
         removed = apply_width(model, ctx.adapter, plan, heads, mlp, hidden)

@@ -74,12 +74,13 @@ class RIA(WeightPruner):
     name: ClassVar[str] = "ria"
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = "Zhang et al. 2024 (ICLR), Plug-and-Play: RIA"
+    listed: ClassVar[str] = "https://openreview.net/forum?id=Tr0lPx9woF"
     reference: ClassVar[str] = "https://github.com/biomedical-cybernetics/Relative-importance-and-activation-pruning"
     differences: ClassVar[str] = ("layer-wise selection prunes exactly int(rows*cols*s) weights (the "
                                   "reference's <= threshold prunes one more, plus ties); with permute=True "
                                   "(off by default) the permutation is physical, down_proj only, no LSA")
-    tags: ClassVar[Tags] = Tags("Unstructured", "Weight+Activation", "Weights", "Calibration",
-                                "Without retraining", "Frozen weights",
+    tags: ClassVar[Tags] = Tags("Un/Semi-structured", "RIA", "Sparsity", "Calibration",
+                                "Without", "Frozen",
                                 qualifier="relative importance, N:M with channel permutation")
     statistics: ClassVar[tuple[str, ...]] = ("input_norm",)
 

@@ -31,7 +31,7 @@ class StreamingLLM(KVPolicy):
     paper: ClassVar[str] = "Xiao et al. 2024 (ICLR), arXiv:2309.17453"
     reference: ClassVar[str] = "https://github.com/mit-han-lab/streaming-llm"
     differences: ClassVar[str] = "original positions kept (no in-cache re-indexing); capacity matched to h2o"
-    tags = kv_tags("Position", "attention sinks + recent window")
+    tags = kv_tags("Other", "attention sinks + recent window")
 
     def __post_init__(self):
         super().__post_init__()

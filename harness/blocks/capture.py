@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from harness.adapters import FamilyAdapter
+from harness.offload import session
 
 
 class _StopForward(Exception):
@@ -89,6 +90,25 @@ def _kept_kwargs(kwargs: dict, device, moved: dict) -> dict:
     return out
 
 
+class _Recorder(nn.Module):
+    """Stands in for a block during capture: records its inputs, computes nothing. Attributes the
+    model's loop reads off a block (e.g. `attention_type`) come from the block itself."""
+
+    def __init__(self, record, block: nn.Module):
+        super().__init__()
+        self.__dict__["_record"] = record
+        self.__dict__["_block"] = block   # not a submodule: its parameters stay out of this module
+
+    def forward(self, *args, **kwargs):
+        return self._record(*args, **kwargs)
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["_block"], name)
+
+
 @torch.no_grad()
 def capture_block_inputs(model: nn.Module, adapter: FamilyAdapter, input_ids: torch.Tensor,
                          batch_size: int, device: str) -> BlockInputs:
@@ -116,17 +136,20 @@ def capture_block_inputs(model: nn.Module, adapter: FamilyAdapter, input_ids: to
             return (states,) if adapter.block_returns_tuple else states
         return forward
 
-    for i, block in enumerate(blocks):
-        block.forward = recorder(i, block)   # instance attribute: nn.Module.__call__ calls it
+    parent_path, _, leaf = adapter.layers.rpartition(".")
+    parent = FamilyAdapter._get(model, parent_path)
+    # the blocks are swapped for recorders, so no hook of a real block fires (harness.offload
+    # would onload each block for nothing)
+    setattr(parent, leaf, nn.ModuleList([_Recorder(recorder(i, b), b) for i, b in enumerate(blocks)]))
     try:
-        for start in range(0, input_ids.shape[0], batch_size):
-            try:
-                model(input_ids[start:start + batch_size].to(device), use_cache=False)
-            except _StopForward:
-                pass
+        with session(model, adapter.embedding(model)):   # one read of the embedding for all micro-batches
+            for start in range(0, input_ids.shape[0], batch_size):
+                try:
+                    model(input_ids[start:start + batch_size].to(device), use_cache=False)
+                except _StopForward:
+                    pass
     finally:
-        for block in blocks:
-            del block.forward
+        setattr(parent, leaf, blocks)
     return BlockInputs(hidden, per_block)
 
 

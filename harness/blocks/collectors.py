@@ -84,7 +84,8 @@ class Hessian:
         self.xtx.addmm_(flat.t(), flat)
 
     def result(self) -> dict[str, torch.Tensor]:
-        return {"hessian": self.xtx * (2.0 / max(self.n_samples, 1))}
+        # scaled in place: a second [in, in] copy is 0.8 GB for a 14336-wide down_proj
+        return {"hessian": self.xtx.mul_(2.0 / max(self.n_samples, 1))}
 
 
 COLLECTORS: dict[str, Callable[[int, object], object]] = {"input_norm": InputNorm, "hessian": Hessian,

@@ -23,16 +23,18 @@ interleave), so span metrics on sublayers score single units (n = 1) and the k l
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
 from harness.adapters import FamilyAdapter
 from harness.blocks.capture import capture_block_inputs
+from harness.offload import session
 
 UNITS = ("block", "attn", "mlp")
 
@@ -61,20 +63,15 @@ def relative_lp(x: torch.Tensor, y: torch.Tensor, p: int) -> float:
 
 
 # -------------------------------------------------------------------------------------------------
-# capture: inputs/outputs of every unit under dense propagation
-
-@dataclass
-class UnitIO:
-    inputs: list[torch.Tensor]    # per unit: [N, seq, d]
-    outputs: list[torch.Tensor]   # per unit: [N, seq, d]
-    contiguous: bool              # outputs[i] is inputs[i + 1] (blocks)
-
+# streaming: inputs/outputs of one unit at a time under dense propagation
 
 @torch.no_grad()
-def capture_unit_io(model: nn.Module, adapter: FamilyAdapter, input_ids: torch.Tensor, unit: str,
-                    batch_size: int = 1, device: str = "cpu") -> UnitIO:
-    """Run the dense model block by block (foundation's capture + blocks) and keep every unit's
-    input and output. Memory: (n_blocks + 1) or 2 * n_blocks tensors of [N, seq, d]."""
+def stream_unit_io(model: nn.Module, adapter: FamilyAdapter, input_ids: torch.Tensor, unit: str,
+                   batch_size: int = 1, device: str = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Run the dense model block by block and yield each unit's (input, output), both
+    [N, seq, d] float32 on the host, in unit order. Only the current block is onloaded
+    (harness.offload) and only the current unit's states are alive: memory is O(1) in the
+    number of blocks, where keeping every unit's states would cost 2 * n_blocks of them."""
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
     if unit != "block" and adapter.parallel:
@@ -82,31 +79,27 @@ def capture_unit_io(model: nn.Module, adapter: FamilyAdapter, input_ids: torch.T
                          f"them, so sublayer units have no input/output of their own")
     inp = capture_block_inputs(model, adapter, input_ids, batch_size, device)
     cat = lambda hs: torch.cat([h.float().cpu() for h in hs])  # noqa: E731
-    ins, outs, mids = [], [], []
     states = inp.hidden
     for i, block in enumerate(adapter.blocks(model)):
         mlp_in: list[torch.Tensor] = []
         # the residual stream between attention and MLP is what the MLP's norm reads (after any
         # post-attention norm, as in Gemma); parallel blocks have no such point
-        handle = FamilyAdapter._get(block, adapter.mlp_norm).register_forward_hook(
-            lambda _m, args, _out: mlp_in.append(args[0]))
+        # (OLMo-2 has no norm in front of the MLP: the MLP reads the residual itself)
+        handle = FamilyAdapter._get(block, adapter.mlp_norm or adapter.mlp).register_forward_hook(
+            lambda _m, args, kwargs, _out: mlp_in.append(args[0] if args else kwargs["hidden_states"]),
+            with_kwargs=True)
         try:
-            new = [adapter.block_output(block(h, **kw)) for h, kw in zip(states, inp.at(i).kwargs)]
+            with session(model, block):
+                new = [adapter.block_output(block(h, **kw)) for h, kw in zip(states, inp.at(i).kwargs)]
         finally:
             handle.remove()
-        x, y = cat(states), cat(new)
-        mid = cat(mlp_in)   # residual stream between attention and MLP
+        x = cat(states)
         if unit == "block":
-            ins.append(x)
-            outs.append(y)
-        elif unit == "attn":
-            ins.append(x)
-            outs.append(mid)
+            yield x, cat(new)
         else:
-            ins.append(mid)
-            outs.append(y)
+            mid = cat(mlp_in)   # residual stream between attention and MLP
+            yield (x, mid) if unit == "attn" else (mid, cat(new))
         states = new
-    return UnitIO(ins, outs, contiguous=unit == "block")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -185,17 +178,14 @@ class UnitProbe:
     device: str = "cpu"
     seed: int = 0
     shapley_rounds: int = 2
-    _io: UnitIO | None = field(default=None, repr=False)
 
     @property
     def n_units(self) -> int:
         return len(self.adapter.blocks(self.model))
 
-    def io(self) -> UnitIO:
-        if self._io is None:
-            self._io = capture_unit_io(self.model, self.adapter, self.input_ids, self.unit, self.batch_size,
-                                       self.device)
-        return self._io
+    def unit_io(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(input, output) per unit, streamed (stream_unit_io)."""
+        return stream_unit_io(self.model, self.adapter, self.input_ids, self.unit, self.batch_size, self.device)
 
     @torch.no_grad()
     def loss(self, removed=()) -> float:
@@ -216,17 +206,22 @@ class UnitProbe:
 
 def _pairwise(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> Callable:
     def metric(probe: UnitProbe, n: int = 1) -> torch.Tensor:
-        io = probe.io()
-        return torch.tensor([fn(x, y) for x, y in zip(io.inputs, io.outputs)], dtype=torch.float64)
+        return torch.tensor([fn(x, y) for x, y in probe.unit_io()], dtype=torch.float64)
     return metric
 
 
 def _span(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> Callable:
+    """Window l of n contiguous blocks scores fn(input of block l, output of block l+n-1); the
+    inputs of the n-1 windows still open are the only states kept (sublayers: n = 1)."""
     def metric(probe: UnitProbe, n: int = 1) -> torch.Tensor:
-        io = probe.io()
-        n = n if io.contiguous else 1
-        return torch.tensor([fn(io.inputs[l], io.outputs[l + n - 1]) for l in range(len(io.inputs) - n + 1)],
-                            dtype=torch.float64)
+        n = n if probe.unit == "block" else 1
+        pending: collections.deque[torch.Tensor] = collections.deque()
+        scores = []
+        for x, y in probe.unit_io():
+            pending.append(x)
+            if len(pending) == n:
+                scores.append(fn(pending.popleft(), y))
+        return torch.tensor(scores, dtype=torch.float64)
     return metric
 
 
@@ -240,8 +235,12 @@ def random_order(probe: UnitProbe, n: int = 1) -> torch.Tensor:
 
 
 def magnitude(probe: UnitProbe, n: int = 1) -> torch.Tensor:
-    return torch.tensor([sum(float(p.detach().abs().sum()) for p in probe.params(i).values())
-                         for i in range(probe.n_units)], dtype=torch.float64)
+    blocks = probe.adapter.blocks(probe.model)
+    scores = []
+    for i in range(probe.n_units):
+        with session(probe.model, blocks[i]):   # the unit's weights, onloaded for the sum
+            scores.append(sum(float(p.detach().abs().sum()) for p in probe.params(i).values()))
+    return torch.tensor(scores, dtype=torch.float64)
 
 
 def taylor(probe: UnitProbe, n: int = 1) -> torch.Tensor:

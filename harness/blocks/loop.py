@@ -24,6 +24,7 @@ from harness.adapters import FamilyAdapter
 from harness.blocks.cache import BlockCache, stats_key
 from harness.blocks.capture import BlockInputs, capture_block_inputs, run_block
 from harness.blocks.collectors import make_collector
+from harness.offload import session
 
 PROPAGATIONS = ("pruned", "dense")
 
@@ -130,8 +131,11 @@ def block_loop(model: nn.Module, adapter: FamilyAdapter, input_ids: torch.Tensor
                visit: Callable[[BlockContext], None], block_ratios: list[float], *,
                statistics: tuple[str, ...] = (), device: str = "cpu", batch_size: int = 1,
                propagation: str = "pruned", inputs: BlockInputs | None = None,
-               share_statistics: bool = True, cache: BlockCache | None = None) -> LoopTiming:
-    """`share_statistics=False`: one collector per linear instead of per input group (only to
+               share_statistics: bool = True, cache: BlockCache | None = None,
+               modifies: bool = True) -> LoopTiming:
+    """Each block is onloaded (harness.offload) for its turn only and, when `modifies`, written
+    back (disk offload: to the pruned model's staging files) after it.
+    `share_statistics=False`: one collector per linear instead of per input group (only to
     measure what sharing saves). `cache`: reuse block-0 inputs and, with dense propagation, each
     block's statistics and dense outputs (see harness.blocks.cache)."""
     if propagation not in PROPAGATIONS:
@@ -151,36 +155,41 @@ def block_loop(model: nn.Module, adapter: FamilyAdapter, input_ids: torch.Tensor
     use_dense_cache = cache is not None and propagation == "dense"
     blocks = adapter.blocks(model)
     for i, block in enumerate(blocks):
-        home = next(block.parameters()).device
-        block.to(device)
-        t = time.perf_counter()
-        cached = cache.load_dense(i, key, device) if use_dense_cache else None
-        if cached is not None:
-            stats, dense_out = cached
-            timing.reused["dense_block_statistics"] += 1
-            timing.capture_s += time.perf_counter() - t
-        else:
-            stats, dense_out, collect_s, unreached = _collect(block, adapter, inputs, statistics, device,
-                                                              share_statistics)
-            if unreached:
-                timing.unreached.extend(f"{adapter.block_prefix(i)}.{n}" for n in unreached)
-            timing.forward_s += time.perf_counter() - t
-            timing.collect_s += collect_s
-            timing.n_forwards += 1
-            if use_dense_cache:
-                cache.save_dense(i, key, stats, dense_out)
-        ctx = BlockContext(i, len(blocks), block, adapter, adapter.linears(block), stats, inputs,
-                           dense_out, block_ratios[i])
-        t = time.perf_counter()
-        visit(ctx)
-        timing.method_s += time.perf_counter() - t
-        if propagation == "pruned":
-            t = time.perf_counter()
-            outputs = run_block(block, adapter, inputs)
-            timing.forward_s += time.perf_counter() - t
-            timing.n_forwards += 1
-        else:
-            outputs = dense_out
-        inputs = inputs.advance(outputs)
-        block.to(home)
+        with session(model, block, modifies=modifies):
+            inputs = _visit_block(i, block, blocks, adapter, inputs, visit, block_ratios, statistics, device,
+                                  propagation, share_statistics, cache if use_dense_cache else None, key, timing)
     return timing
+
+
+def _visit_block(i, block, blocks, adapter, inputs, visit, block_ratios, statistics, device, propagation,
+                 share_statistics, cache, key, timing) -> BlockInputs:
+    """Collect, visit and propagate one (onloaded) block; returns the next block's inputs."""
+    t = time.perf_counter()
+    cached = cache.load_dense(i, key, device) if cache is not None else None
+    if cached is not None:
+        stats, dense_out = cached
+        timing.reused["dense_block_statistics"] += 1
+        timing.capture_s += time.perf_counter() - t
+    else:
+        stats, dense_out, collect_s, unreached = _collect(block, adapter, inputs, statistics, device,
+                                                          share_statistics)
+        if unreached:
+            timing.unreached.extend(f"{adapter.block_prefix(i)}.{n}" for n in unreached)
+        timing.forward_s += time.perf_counter() - t
+        timing.collect_s += collect_s
+        timing.n_forwards += 1
+        if cache is not None:
+            cache.save_dense(i, key, stats, dense_out)
+    ctx = BlockContext(i, len(blocks), block, adapter, adapter.linears(block), stats, inputs,
+                       dense_out, block_ratios[i])
+    t = time.perf_counter()
+    visit(ctx)
+    timing.method_s += time.perf_counter() - t
+    if propagation == "pruned":
+        t = time.perf_counter()
+        outputs = run_block(block, adapter, inputs)
+        timing.forward_s += time.perf_counter() - t
+        timing.n_forwards += 1
+    else:
+        outputs = dense_out
+    return inputs.advance(outputs)

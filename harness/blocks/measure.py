@@ -7,38 +7,53 @@ from torch import nn
 
 from harness.adapters import FamilyAdapter
 from harness.blocks.masks import nm_violations
+from harness.offload import residency_of, session
 
 
 @torch.no_grad()
 def measure_sparsity(model: nn.Module, adapter: FamilyAdapter, n: int | None = None,
                      m: int | None = None) -> dict:
+    """One pass over the weights; an offloaded model has one unit onloaded at a time."""
     per_layer: dict[str, float] = {}
     zeros_blocks = total_blocks = 0
-    nm = {"n": n, "m": m, "violations": 0, "groups": 0} if n is not None else None
-    for i, block in enumerate(adapter.blocks(model)):
-        for name, lin in adapter.linears(block).items():
-            w = lin.weight
-            z = int((w == 0).sum())
-            per_layer[f"{adapter.block_prefix(i)}.{name}"] = z / w.numel()
-            zeros_blocks += z
-            total_blocks += w.numel()
-            if nm is not None:
-                bad, groups = nm_violations(w, n, m)
-                nm["violations"] += bad
-                nm["groups"] += groups
     zeros_all = total_all = 0
-    for p in model.parameters():  # parameters() yields a tied tensor once
-        zeros_all += int((p == 0).sum())
-        total_all += p.numel()
-    emb = adapter.embedding(model).weight
-    head = adapter.head(model).weight
+    nm = {"n": n, "m": m, "violations": 0, "groups": 0} if n is not None else None
+    residency = residency_of(model)
+    for i, block in enumerate(adapter.blocks(model)):
+        with session(model, block):
+            for name, lin in adapter.linears(block).items():
+                w = lin.weight
+                z = int((w == 0).sum())
+                per_layer[f"{adapter.block_prefix(i)}.{name}"] = z / w.numel()
+                zeros_blocks += z
+                total_blocks += w.numel()
+                if nm is not None:
+                    bad, groups = nm_violations(w, n, m)
+                    nm["violations"] += bad
+                    nm["groups"] += groups
+            if residency is not None:
+                for p in block.parameters():
+                    zeros_all += int((p == 0).sum())
+                    total_all += p.numel()
+    if residency is None:
+        for p in model.parameters():  # parameters() yields a tied tensor once
+            zeros_all += int((p == 0).sum())
+            total_all += p.numel()
+    else:
+        for name, p in residency.named_tensors(blocks=False):
+            zeros_all += int((p == 0).sum())
+            total_all += p.numel()
+    with session(model, adapter.embedding(model)):
+        emb_sparsity = float((adapter.embedding(model).weight == 0).float().mean())
+    with session(model, adapter.head(model)):
+        head_sparsity = float((adapter.head(model).weight == 0).float().mean())
     return {
         "sparsity_blocks": zeros_blocks / max(total_blocks, 1),
         "sparsity_total": zeros_all / max(total_all, 1),
         "params_total": total_all,
         "params_block_linears": total_blocks,
-        "embedding_sparsity": float((emb == 0).float().mean()),
-        "lm_head_sparsity": float((head == 0).float().mean()),
+        "embedding_sparsity": emb_sparsity,
+        "lm_head_sparsity": head_sparsity,
         "per_layer": per_layer,
         "nm_check": nm,
     }

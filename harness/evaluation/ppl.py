@@ -57,11 +57,46 @@ def window_nll(model, windows: torch.Tensor, batch_size: int, device: str, progr
     return total, count
 
 
+@torch.no_grad()
+def window_nll_blockwise(model, windows: torch.Tensor, batch_size: int, device: str) -> tuple[float, int]:
+    """`window_nll` computed block by block: every window goes through block i (onloaded once,
+    harness.offload) before block i+1 is read; then the final norm and the head. The same
+    operations on the same micro-batches as the model's forward, so the same numbers."""
+    from harness.blocks.capture import capture_block_inputs, run_block
+    from harness.offload import session
+
+    adapter = model._prunebench_residency.adapter
+    inputs = capture_block_inputs(model, adapter, windows, batch_size, device)
+    for block in adapter.blocks(model):
+        with session(model, block):
+            inputs = inputs.replace(run_block(block, adapter, inputs))
+    norm, head = adapter._get(model, adapter.final_norm), adapter.head(model)
+    total, count = 0.0, 0
+    with session(model, norm, head):
+        for k, start in enumerate(range(0, windows.shape[0], batch_size)):
+            batch = windows[start:start + batch_size].to(device)             # [b, seq]
+            logits = head(norm(inputs.hidden[k]))                            # [b, seq, vocab]
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                                   batch[:, 1:].reshape(-1), reduction="sum")
+            total += float(loss.double())
+            count += batch[:, 1:].numel()
+    return total, count
+
+
+def _blockwise(model) -> bool:
+    """Offloaded LLaMA-layout models (final norm then head) are evaluated block by block."""
+    r = getattr(model, "_prunebench_residency", None)
+    return r is not None and r.mode != "none" and r.adapter.family == "llama"
+
+
 def perplexity(model, tokenizer, text: str, seq_len: int, batch_size: int = 1, max_windows: int | None = None,
                device: str = "cpu", progress: bool = True, desc: str = "ppl") -> dict:
     t0 = time.perf_counter()
     windows, implied = tokenize_windows_counted(tokenizer, text, seq_len, max_windows)
-    nll, count = window_nll(model, windows, batch_size, device, progress, desc)
+    if _blockwise(model):
+        nll, count = window_nll_blockwise(model, windows, batch_size, device)
+    else:
+        nll, count = window_nll(model, windows, batch_size, device, progress, desc)
     elapsed = time.perf_counter() - t0
     value = math.exp(nll / count)
     return {"value": value, "protocol": PROTOCOL, "protocol_version": PROTOCOL_VERSION,
@@ -69,7 +104,7 @@ def perplexity(model, tokenizer, text: str, seq_len: int, batch_size: int = 1, m
             "max_windows": max_windows,
             "n_tokens": count, "nll_sum": nll, "batch_size": batch_size,
             "text_sha256": sha256_text(text), "tokens_sha256": sha256_tokens(windows),
-            "eval_s": elapsed, "tokens_per_s": windows.numel() / elapsed}
+            "eval_s": elapsed, "tokens_per_s": windows.numel() / elapsed, "blockwise": _blockwise(model)}
 
 
 def evaluate(model, tokenizer, section: dict, ctx) -> dict:

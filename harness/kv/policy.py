@@ -19,8 +19,8 @@ from methods.base import Method
 from methods.tags import Tags
 from harness.targets import TargetError
 
-KV_TAGS = dict(type="Other", budget="KV cache", data="Data-free", retrain="Without retraining",
-               weights="Frozen weights")
+# H2O's and Keyformer's badges on the Awesome-LLMs-Pruning list (criteria "Other" there too)
+KV_TAGS = dict(type="Other", budget="Sparsity-KV cache", data="Data free", retrain="Without", weights="Frozen")
 
 
 def kv_tags(criteria: str, qualifier: str = "") -> Tags:
@@ -44,6 +44,8 @@ class KVState:
 class KVPolicy(Method):
     """Base of the KV-cache methods. Subclasses set `needs_attention` and implement `select`
     (and `contribution` when they accumulate attention-derived scores)."""
+
+    streams_blocks: ClassVar[bool] = True   # weights untouched: nothing to hold for pruning
 
     budget: float = 0.2
     window: int = 32

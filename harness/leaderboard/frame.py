@@ -1,14 +1,18 @@
 """Flatten records into pandas frames.
 
-`runs_frame`   one row per record: identity, tags, target, measured sparsity, timings, and one column
-               per metric. Metric columns are found generically by walking `record["metrics"]`, so a
-               new evaluator's numbers appear without code here; each metric column's name carries
-               its protocol (e.g. "ppl wikitext2 (sparsegpt-wanda-ppl v1, seq 512, 8 win)"), so
-               numbers from different protocols never share a column.
-`attach_dense` the dense baseline of the same model and evaluation protocol (same column): delta and
-               "% of dense" (quality retained: dense/x for lower-is-better metrics, x/dense otherwise).
-`cells_frame`  one row per grid cell (the config without its seed): mean, std and count over seeds,
-               plus how many of the cell's runs failed or were skipped.
+`runs_frame`   one row per record: identity, the run's tags, target, measured sparsity / parameters
+               removed, provenance flags, and one column per metric. Each evaluator's layout is read as
+               the evaluator writes it (ppl, kv_ppl, zeroshot.tasks, latency.prefill/decode lists,
+               kv_memory); an unknown metric group is walked generically so a new evaluator's
+               numbers still appear. A metric column's name carries its protocol, so numbers from
+               different protocols never share a column.
+`attach_dense` the dense baseline of the same model, dtype, device and evaluation config: delta and
+               "% of dense" (dense/x for lower-is-better metrics, x/dense otherwise).
+`cells_frame`  one row per cell = the full identity of what ran (the semantic config without its
+               seed and thread count: method + params + version, target, allocator, recovery and its
+               budget, calibration, KV policy, eval protocol, model, dtype, device). Mean, std and
+               count over the seeds of that one cell; nothing else is ever averaged.
+`variant`      the words that tell the cells of one method apart (what differs in their configs).
 """
 
 from __future__ import annotations
@@ -27,44 +31,42 @@ TAG_AXES = ("type", "criteria", "budget", "data", "retrain", "weights")
 PROTOCOL_FIELDS = ("protocol", "protocol_version", "lm_eval_version", "version", "task_version",
                    "num_fewshot", "seq_len", "n_windows", "limit", "context", "context_len", "prompt_len",
                    "new_tokens", "chunk", "batch", "dtype")
-# Numeric leaves that describe how a number was taken rather than being a result.
-NOT_A_RESULT = {"protocol_version", "version", "seq_len", "n_windows", "n_windows_implied", "max_windows", "n_tokens", "nll_sum",
-                "batch_size", "eval_s", "tokens_per_s", "limit", "num_fewshot", "n", "n_samples",
+NOT_A_RESULT = {"protocol_version", "version", "seq_len", "n_windows", "max_windows", "n_tokens", "nll_sum",
+                "batch_size", "eval_s", "tokens_per_s", "limit", "num_fewshot", "n", "n_samples", "n_total",
+                "n_windows_implied",
                 "task_version", "context", "context_len", "prompt_len", "new_tokens", "chunk", "batch", "repeats",
-                "warmup", "layers", "kv_heads", "head_dim", "capacity", "tokens_seen", "tokens_held", "evictions"}
-SPREAD_WORDS = ("std", "stderr", "spread", "iqr", "min", "max", "p10", "p90", "p25", "p75", "mad")
-ZEROSHOT_GROUPS = ("zeroshot", "zero_shot", "lm_eval")
-LATENCY_GROUPS = ("latency",)
-KV_GROUPS = ("kv", "kv_memory", "kv_cache")
+                "warmup", "layers", "kv_heads", "head_dim", "capacity", "tokens_seen", "tokens_held", "evictions",
+                "data_rows", "threads", "bootstrap_iters", "max_length", "cpu_count", "params", "swapped_linears"}
+SPREAD_WORDS = ("std", "stderr", "spread", "iqr", "min", "max", "p10", "p90", "p25", "p75", "mad", "q1", "q3")
+KNOWN_GROUPS = ("ppl", "kv_ppl", "zeroshot", "latency", "kv_memory")
+# Config keys that are not part of a cell's identity besides the record's own NON_SEMANTIC_KEYS:
+# the seed (cells aggregate over it), the thread count (moves only the last digits), whether the
+# pruned model is saved and whether cached statistics are reused.
+NOT_CELL = ("seed", "output")   # (kept for readers; harness.identity.canonical applies them)
 
 
 @dataclass(frozen=True)
 class MetricSpec:
     column: str          # the DataFrame column; its name states the protocol
-    group: str           # ppl | zeroshot | latency | kv | other
+    group: str           # ppl | kv_ppl | zeroshot | latency | kv | other
     path: tuple          # path inside record["metrics"] ("derived" for computed columns)
     lower_is_better: bool | None
     quality: bool        # a quality metric (ppl, accuracy) gets "% of dense"
     headline: bool       # shown in the leaderboard tables (every metric is in the CSV)
+    task: str = ""       # zero-shot task, latency setting, ... (the column header inside its table)
 
 
 def _is_number(v) -> bool:
     return isinstance(v, Number) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
-def _fmt_protocol(chain: list[dict]) -> str:
-    """Protocol words from the dicts on the path to a metric (outermost first, innermost wins)."""
-    merged: dict = {}
-    for d in chain:
-        merged.update({k: d[k] for k in PROTOCOL_FIELDS if k in d and not isinstance(d[k], (dict, list))})
+def _fmt_protocol(merged: dict) -> str:
     parts = []
     if "protocol" in merged:
         v = merged.get("protocol_version")
         parts.append(f"{merged['protocol']}" + (f" v{v}" if v is not None else ""))
     if "lm_eval_version" in merged:
         parts.append(f"lm-eval {merged['lm_eval_version']}")
-    if "task_version" in merged:
-        parts.append(f"task v{merged['task_version']}")
     if merged.get("num_fewshot") is not None:
         parts.append(f"{merged['num_fewshot']}-shot")
     if "seq_len" in merged:
@@ -73,73 +75,140 @@ def _fmt_protocol(chain: list[dict]) -> str:
         parts.append(f"{merged['n_windows']} win")
     if merged.get("limit") is not None:
         parts.append(f"limit {merged['limit']}")
-    for k in ("context", "context_len", "prompt_len", "new_tokens", "chunk", "batch", "dtype"):
+    for k in ("context", "context_len", "chunk", "device", "dtype"):
         if merged.get(k) is not None:
             parts.append(f"{k.replace('_len', '')} {merged[k]}")
-    return ", ".join(parts)
+    if merged.get("threads") is not None:
+        parts.append(f"{merged['threads']} thr")
+    return ", ".join(str(p) for p in parts)
 
 
-def _classify(path: tuple[str, ...]) -> tuple[str, bool | None, bool, bool]:
-    """(group, lower_is_better, quality, headline) for a numeric leaf at `path`."""
-    top, leaf = path[0], path[-1]
-    spread = any(w in leaf.lower().split("_") or leaf.lower().endswith(w) for w in SPREAD_WORDS)
-    if top == "ppl" or top.endswith("_ppl"):  # e.g. kv_ppl: perplexity under a bounded KV cache
-        return "ppl", True, True, leaf == "value"
-    if top in ZEROSHOT_GROUPS:
-        return "zeroshot", False, True, leaf in ("acc", "acc_norm") and not spread
-    if top in LATENCY_GROUPS:
-        return "latency", True, False, ("ms" in leaf.lower().split("_") or leaf.endswith("_ms")) and not spread
-    if top in KV_GROUPS:
-        # the measured cache bytes; analytic / per-token / process-RSS figures stay in the CSV only
-        return "kv", True, False, ("bytes" in leaf.lower() and not spread
-                                   and not any(w in leaf for w in ("analytic", "per_token", "rss")))
-    return "other", None, False, leaf == "value"
+def _protocol_of(*dicts: dict) -> str:
+    merged: dict = {}
+    for d in dicts:
+        merged.update({k: d[k] for k in (*PROTOCOL_FIELDS, "device", "threads")
+                       if k in d and not isinstance(d[k], (dict, list))})
+    return _fmt_protocol(merged)
 
 
-def _label(group: str, path: tuple[str, ...], protocol: str) -> str:
-    inner = [p for p in path[1:] if p != "value"]
-    if group == "ppl":
-        words = [path[0], *inner]
-    elif group == "zeroshot":
-        words = [*inner]
-    else:
-        words = [path[0], *inner]
-    label = " ".join(words)
-    return f"{label} ({protocol})" if protocol else label
+def _lower(d: dict, default: bool | None) -> bool | None:
+    """The metric contract's `higher_is_better` when the evaluator states it, else the default."""
+    hib = d.get("higher_is_better") if isinstance(d, dict) else None
+    return (not hib) if isinstance(hib, bool) else default
 
 
-def flatten_metrics(metrics: dict) -> tuple[dict[str, float], list[MetricSpec]]:
-    """Every finite numeric leaf of `metrics` -> {column: value} plus its spec.
+class _Out:
+    def __init__(self):
+        self.values: dict[str, float] = {}
+        self.specs: list[MetricSpec] = []
+        self.text: dict[str, str] = {}
 
-    A zero-shot run also gets `mean acc` over its tasks (the usual summary of the papers' tables);
-    the column names the task count so runs on different task sets are not averaged together.
-    """
-    values: dict[str, float] = {}
-    specs: list[MetricSpec] = []
+    def add(self, col, value, group, path, lower, quality, headline, task=""):
+        if _is_number(value):
+            self.values[col] = float(value)
+            self.specs.append(MetricSpec(col, group, tuple(path), lower, quality, headline, task))
 
-    def walk(node: dict, path: tuple, chain: list[dict]) -> None:
-        for key, v in node.items():
+
+def _ppl(out: _Out, top: str, node: dict) -> None:
+    group = "ppl" if top == "ppl" else "kv_ppl"
+    for ds, d in node.items():
+        if isinstance(d, dict) and _is_number(d.get("value")):
+            label = f"{top} {ds}" if top == "ppl" else f"bounded-cache ppl {ds}"
+            out.add(f"{label} ({_protocol_of(d)})", d["value"], group, (top, ds, "value"),
+                    _lower(d, True), True, True, ds)
+
+
+def _zeroshot(out: _Out, node: dict) -> None:
+    tasks = node.get("tasks") if isinstance(node.get("tasks"), dict) else \
+        {k: v for k, v in node.items() if isinstance(v, dict)}
+    proto = _protocol_of(node)
+    accs = {}
+    for task, d in tasks.items():
+        for metric in ("acc", "acc_norm"):
+            if _is_number(d.get(metric)):
+                col = f"{task} {metric} ({_protocol_of(node, d) if not proto else proto})"
+                out.add(col, d[metric], "zeroshot", ("zeroshot", task, metric), _lower(d, False), True,
+                        metric == "acc", f"{task} {metric}")
+                out.add(f"{col} stderr", d.get(f"{metric}_stderr"), "zeroshot", ("zeroshot", task, f"{metric}_stderr"),
+                        None, False, False, f"{task} {metric} stderr")
+                if metric == "acc":
+                    accs[task] = float(d[metric])
+    if accs:
+        col = f"zero-shot mean acc ({len(accs)} tasks, {proto})"
+        out.add(col, sum(accs.values()) / len(accs), "zeroshot", ("derived", "mean_acc"), False, True, True, "mean acc")
+
+
+def _latency(out: _Out, node: dict) -> None:
+    """What harness.evaluation.latency writes: prefill/decode lists of settings, each with median
+    and quartiles. Headline numbers: prefill ms per (batch × prompt), decode ms/token per batch."""
+    proto = _protocol_of(node)
+    for p in node.get("prefill") or []:
+        s = p.get("seconds") or {}
+        if _is_number(s.get("median")):
+            task = f"prefill ms b{p.get('batch')}x{p.get('prompt_len')}"
+            col = f"{task} ({proto})"
+            out.add(col, 1000 * s["median"], "latency", ("latency", "prefill", task), True, False, True, task)
+            if _is_number(s.get("iqr")):
+                out.add(f"{col} iqr", 1000 * s["iqr"], "latency", ("latency", "prefill", task, "iqr"), None, False,
+                        False, task)
+    for d in node.get("decode") or []:
+        s = d.get("ms_per_token") or {}
+        if _is_number(s.get("median")):
+            task = f"decode ms/token b{d.get('batch')} (prompt {d.get('prompt_len')})"
+            col = f"{task} ({proto})"
+            out.add(col, s["median"], "latency", ("latency", "decode", task), True, False, True, task)
+            if _is_number(s.get("iqr")):
+                out.add(f"{col} iqr", s["iqr"], "latency", ("latency", "decode", task, "iqr"), None, False, False, task)
+    if node.get("kernel_path"):
+        out.text["kernel path"] = str(node["kernel_path"])
+
+
+def _kv_memory(out: _Out, node: dict) -> None:
+    proto = _protocol_of(node)
+    ctx = f"{node.get('context')}+{node.get('new_tokens')} tokens"
+    out.add(f"KV MiB at {ctx} ({proto})", (node.get("kv_bytes_measured") or float("nan")) / 2**20, "kv",
+            ("kv_memory", "kv_bytes_measured"), True, False, True, "KV MiB measured")
+    out.add(f"KV fraction of full at {ctx} ({proto})", node.get("kv_fraction_of_full"), "kv",
+            ("kv_memory", "kv_fraction_of_full"), True, False, False, "KV fraction")
+
+
+def _generic(out: _Out, top: str, node: dict) -> None:
+    """Any other evaluator: every finite numeric leaf (its `value`s as headline)."""
+    def walk(d: dict, path: tuple, chain: list[dict]) -> None:
+        for key, v in d.items():
             p = (*path, str(key))
             if isinstance(v, dict):
                 walk(v, p, [*chain, v])
-            elif _is_number(v) and len(p) >= 2 and p[-1] not in NOT_A_RESULT and not p[-1].endswith("_s"):
-                group, lower, quality, headline = _classify(p)
-                col = _label(group, p, _fmt_protocol(chain))
-                values[col] = float(v)
-                specs.append(MetricSpec(col, group, p, lower, quality, headline))
+            elif _is_number(v) and key not in NOT_A_RESULT and not str(key).endswith("_s"):
+                spread = any(w in str(key).lower().split("_") for w in SPREAD_WORDS)
+                label = " ".join(x for x in p if x != "value")
+                proto = _protocol_of(*chain)
+                out.add(f"{label} ({proto})" if proto else label, v, "other", p, _lower(chain[-1], None), False,
+                        key == "value" and not spread, label)
+    walk(node, (top,), [node])
 
-    walk(metrics or {}, (), [metrics or {}])
-    # the task is the dict holding `acc` (metrics.zeroshot.<task>.acc, or deeper)
-    accs = {"/".join(s.path[1:-1]): values[s.column] for s in specs
-            if s.group == "zeroshot" and s.path[-1] == "acc" and len(s.path) >= 3}
-    if accs:
-        protocols = {s.column.partition("(")[2].rstrip(")") for s in specs
-                     if s.group == "zeroshot" and s.path[-1] == "acc"}
-        proto = protocols.pop() if len(protocols) == 1 else "mixed protocols"
-        col = f"zero-shot mean acc ({len(accs)} tasks{', ' + proto if proto else ''})"
-        values[col] = sum(accs.values()) / len(accs)
-        specs.append(MetricSpec(col, "zeroshot", ("derived", "mean_acc"), False, True, True))
+
+def flatten_metrics(metrics: dict) -> tuple[dict[str, float], list[MetricSpec]]:
+    values, specs, _ = flatten_metrics_text(metrics)
     return values, specs
+
+
+def flatten_metrics_text(metrics: dict) -> tuple[dict[str, float], list[MetricSpec], dict[str, str]]:
+    out = _Out()
+    for top, node in (metrics or {}).items():
+        if not isinstance(node, dict):
+            continue
+        if top in ("ppl", "kv_ppl"):
+            _ppl(out, top, node)
+        elif top == "zeroshot":
+            _zeroshot(out, node)
+        elif top == "latency":
+            _latency(out, node)
+        elif top == "kv_memory":
+            _kv_memory(out, node)
+        else:
+            _generic(out, top, node)
+    return out.values, out.specs, out.text
 
 
 def target_label(target: dict) -> str:
@@ -150,26 +219,91 @@ def target_label(target: dict) -> str:
     if target.get("count"):
         return f"{target['count']} {target.get('sublayer') or target['pattern']}"
     if target.get("ratio") is not None:
-        return f"{round(100 * float(target['ratio']), 1):g}%"
+        suffix = {"blocks": " blocks", "width": " params"}.get(target.get("pattern"), "")
+        return f"{round(100 * float(target['ratio']), 1):g}%{suffix}"
     return str(target.get("name"))
 
 
-def group_type(method_type: str | None, pattern: str | None) -> str | None:
-    """The Type a run is listed under: an N:M run is Semi-structured whatever its method's own tag
-    (Wanda 2:4 sits with the semi-structured results, as in the papers' tables)."""
-    return "Semi-structured" if pattern == "nm" and method_type == "Unstructured" else method_type
+def cell_config(config: dict) -> dict:
+    """The config that identifies a cell: harness.identity's canonical form (fields at their default
+    dropped, no seed) without the thread count (it moves only the last digits)."""
+    from harness.identity import canonical
+
+    c = canonical(config or {}, with_seed=False)["config"]
+    if isinstance(c.get("runtime"), dict):
+        c["runtime"] = {k: v for k, v in c["runtime"].items() if k != "threads"} or None
+        if c["runtime"] is None:
+            c.pop("runtime")
+    return c
 
 
-def cell_id(config: dict) -> str:
-    """The run id of the config with its seed removed: runs differing only by seed share a cell."""
-    from harness.identity import cell_id_for
+def _data(config: dict, roles=("calib", "eval", "recovery")) -> dict:
+    from harness.identity import data_files
 
-    return cell_id_for(config or {})
+    return {k: v for k, v in data_files(config or {}).items() if k.split(":")[0] in roles}
 
 
-def flatten_record(record: dict, path: str | None = None) -> tuple[dict, list[MetricSpec]]:
+def cell_id(config: dict, method_version: str | None = None) -> str:
+    """Runs differing only by seed (or thread count) share a cell; a new method version is a new cell."""
+    return run_id_for({"cell": cell_config(config), "data": _data(config), "method_version": method_version})
+
+
+def pruned_id(config: dict, method_version: str | None = None) -> str:
+    """The identity of the pruned model (the cell without its evaluation): joins a latency or
+    zero-shot run with the perplexity run of the same model."""
+    c = {k: v for k, v in cell_config(config).items() if k not in ("eval", "kv")}
+    return run_id_for({"cell": c, "data": _data(config, ("calib", "recovery")), "method_version": method_version,
+                       "seed": (config or {}).get("seed")})
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
+    return out
+
+
+def _variant_config(config: dict, method: dict) -> dict:
+    """Dotted keys of the cell's canonical config (a key at its default is absent), with the method's
+    parameters as the record states them in full (so a row reads permute=False, not "default")."""
+    flat = {k: v for k, v in _flat(cell_config(config)).items() if not k.startswith("method.params.")}
+    flat.update(_flat({"method": {"params": method.get("params") or {}}}))
+    return flat
+
+
+def _run_tags(record: dict) -> dict:
+    """The run's tags: as recorded (record.tags); for older records, recomputed from the method's
+    current paper tags and what ran (pattern, recovery)."""
+    if isinstance(record.get("tags"), dict) and record["tags"].get("type"):
+        return record["tags"]
+    from methods.registry import build_method, UnknownMethodError
+    from methods.tags import run_tags
+
     method = record.get("method") or {}
-    tags = method.get("tags") or {}
+    target = record.get("target") or {}
+    try:
+        m = build_method(method.get("name"), method.get("params") or {})
+        _, paper = m.paper_entry(target.get("pattern"))
+        return run_tags(paper, target.get("pattern"), (record.get("recovery") or {}).get("name"),
+                        bool(getattr(m, "updates_weights", False)), bool(m.needs_calibration))
+    except (UnknownMethodError, ValueError, TypeError):
+        return method.get("tags") or {}
+
+
+def kv_label(kv: dict | None) -> str:
+    if not kv or kv.get("name", "none") == "none":
+        return ""
+    params = kv.get("params") or {}
+    inner = ", ".join(f"{k} {v}" for k, v in params.items() if k in ("budget", "window", "sink", "tau"))
+    return f"{kv['name']} ({inner})" if inner else kv["name"]
+
+
+def flatten_record(record: dict, path: str | None = None, result_set: str | None = None) -> tuple[dict, list[MetricSpec]]:
+    method = record.get("method") or {}
     target = record.get("target") or {}
     model = record.get("model") or {}
     config = record.get("config") or {}
@@ -179,40 +313,64 @@ def flatten_record(record: dict, path: str | None = None) -> tuple[dict, list[Me
     calib = record.get("calibration") or {}
     recovery = record.get("recovery") or {}
     allocator = record.get("allocator") or {}
+    kv = record.get("kv") or {}
+    git = env.get("git") or {}
+    tags = _run_tags(record)
+    kvl = kv_label(kv)
+    if kvl and method.get("name") == "dense":
+        tags = {**(kv.get("tags") or tags)}
+        if tags.get("retrain") == "Without retraining":   # records written before the list's vocabulary
+            tags = {**tags, **{"type": "Other", "criteria": "Other", "budget": "Sparsity-KV cache",
+                               "data": "Data free", "retrain": "Without", "weights": "Frozen"}}
+    before, after = measured.get("params_before"), measured.get("params_after")
     row = {
-        "run_id": record["run_id"], "cell_id": cell_id(config), "status": record["status"],
-        "eval_id": run_id_for({"eval": config.get("eval")})[:8],
+        # a cell never spans two result sets (their runs came from different code / machines)
+        "run_id": record["run_id"], "cell_id": run_id_for({"c": cell_id(config, method.get("version")),
+                                                           "set": result_set or ""}),
+        "pruned_id": pruned_id(config, method.get("version")), "status": record["status"],
+        "eval_id": run_id_for({"eval": config.get("eval"), "kv": config.get("kv")})[:8],
         "error_stage": error.get("stage"), "error": (f"{error.get('type')}: {error.get('message')}"
                                                      if error else None),
         "method": method.get("name"), "method_version": method.get("version"),
         "method_params": json.dumps(method.get("params") or {}, sort_keys=True),
+        "kv_policy": kvl, "label": (f"{method.get('name')} + {kv.get('name')}" if kvl and method.get("name") != "dense"
+                                    else kv.get("name") if kvl else method.get("name")),
         **{axis: tags.get(axis) for axis in TAG_AXES}, "qualifier": tags.get("qualifier"),
-        "group_type": group_type(tags.get("type"), target.get("pattern")),
+        "group_type": tags.get("type"), "listed": method.get("listed"),
         "model": model.get("name"), "family": model.get("family"),
+        "quantized_source": "Q4_1" in str((model.get("source") or {}).get("file", "")),
         "target": target.get("name"), "pattern": target.get("pattern"), "ratio": target.get("ratio"),
-        "n": target.get("n"), "m": target.get("m"), "level": target_label(target),
+        "n": target.get("n"), "m": target.get("m"), "count": target.get("count"), "level": target_label(target),
         "allocator": allocator.get("name") if isinstance(allocator, dict) else allocator,
         "recovery": recovery.get("name"),
         "calibration": (f"{calib.get('corpus')} {calib.get('n_samples')}x{calib.get('seq_len')}"
                         if calib else None),
-        "seed": config.get("seed"), "device": env.get("device"), "dtype": env.get("dtype"),
-        "threads": env.get("threads"), "git_sha": (env.get("git") or {}).get("sha"),
+        "seed": config.get("seed"), "device": env.get("device"), "dtype": str(env.get("dtype", "")).replace("torch.", ""),
+        "threads": env.get("threads"), "git_sha": git.get("sha"), "git_dirty": git.get("dirty"),
+        "lock_sha256": (env.get("lock") or {}).get("sha256"),
+        "flags": ", ".join(f for f, bad in (("dirty tree", git.get("dirty") is True),
+                                              ("no git SHA", not git.get("sha")),
+                                              ("no lock", not (env.get("lock") or {}).get("sha256"))) if bad),
         "sparsity_blocks": measured.get("sparsity_blocks"), "sparsity_total": measured.get("sparsity_total"),
-        "params_before": measured.get("params_before"), "params_after": measured.get("params_after"),
+        "params_before": before, "params_after": after,
+        "params_removed": (1 - after / before) if _is_number(before) and _is_number(after) and before else None,
+        "blocks_removed": ((record.get("prune_report") or {}).get("removed") or {}).get("count"),
         "peak_rss_bytes": (record.get("memory") or {}).get("peak_rss_bytes"),
-        "record_path": str(path) if path else None,
+        "record_path": str(path) if path else None, "result_set": result_set,
+        "config_flat": json.dumps(_variant_config(config, method), sort_keys=True, default=str),
     }
     for k, v in (record.get("timing") or {}).items():
         if _is_number(v):
             row[f"timing {k}"] = float(v)
-    values, specs = flatten_metrics(record.get("metrics") or {})
+    values, specs, text = flatten_metrics_text(record.get("metrics") or {})
     row.update(values)
+    row.update(text)
     return row, specs
 
 
 def is_dense(df: pd.DataFrame) -> pd.Series:
-    """Dense baselines are the records tagged Type=Baseline with no sparsity target."""
-    return (df["type"] == "Baseline") & (df["pattern"].fillna("none") == "none")
+    """Dense baselines: Type=Baseline, no sparsity target and no KV policy."""
+    return (df["type"] == "Baseline") & (df["pattern"].fillna("none") == "none") & (df["kv_policy"].fillna("") == "")
 
 
 class Frames:
@@ -227,25 +385,69 @@ class Frames:
                 and (s.headline or not headline) and c in self.runs.columns]
 
 
-def runs_frame(records: list[dict], paths: list | None = None) -> Frames:
+def runs_frame(records: list[dict], paths: list | None = None, sets: list | None = None) -> Frames:
     rows, specs = [], {}
     for i, record in enumerate(records):
-        row, row_specs = flatten_record(record, paths[i] if paths else None)
+        row, row_specs = flatten_record(record, paths[i] if paths else None, sets[i] if sets else None)
         rows.append(row)
         for s in row_specs:
             specs.setdefault(s.column, s)
     runs = pd.DataFrame(rows)
     if runs.empty:
-        runs = pd.DataFrame(columns=["run_id", "cell_id", "status", "method", *TAG_AXES, "model", "target",
-                                     "pattern", "ratio", "level", "seed"])
+        runs = pd.DataFrame(columns=["run_id", "cell_id", "status", "method", "label", *TAG_AXES, "group_type",
+                                     "model", "target", "pattern", "ratio", "level", "seed", "kv_policy", "variant"])
+    else:
+        runs["variant"] = variants(runs)
     frames = Frames(runs, specs)
     attach_dense(frames)
     return frames
 
 
+# Shown as their own columns (or tables), so not repeated in the variant words; output.* and
+# prune.reuse change no number (where to save, whether to reuse cached statistics).
+_OWN_PREFIXES = ("method.name", "target.", "model.", "recovery.name", "allocator.name", "kv.name", "eval.",
+                 "runtime.", "output.", "prune.reuse", "method_version")
+_VARIANT_GROUP = ["label", "model", "target", "eval_id", "recovery", "allocator", "device", "dtype"]
+
+
+def _short(key: str) -> str:
+    parts = key.split(".")
+    if parts[0] == "method" and parts[1:2] == ["params"]:
+        return ".".join(parts[2:])
+    return ".".join(parts[-2:]) if len(parts) > 2 else key
+
+
+def variants(runs: pd.DataFrame) -> list[str]:
+    """Per run: `key=value` for every config key on which the cells of one table row group (same
+    method label, model, target, eval, recovery, allocator, device, dtype) differ: the words that tell
+    two rows apart; cells that still look alike are told apart by their result set or cell id."""
+    flat = runs["config_flat"].map(json.loads)
+    out = [""] * len(runs)
+    for _, idx in runs.groupby(_VARIANT_GROUP, dropna=False).groups.items():
+        idx = list(idx)
+        cells = {runs.at[i, "cell_id"]: flat[i] for i in idx}
+        if len(cells) < 2:
+            continue
+        keys = sorted({k for c in cells.values() for k in c})
+        # method parameters: a key one record lacks is an older parameter set (the version tells);
+        # other keys: absent = at its default (canonical form)
+        differ = [k for k in keys if not k.startswith(_OWN_PREFIXES)
+                  and (not k.startswith("method.params.") or all(k in c for c in cells.values()))
+                  and len({json.dumps(c.get(k, "default"), sort_keys=True, default=str) for c in cells.values()}) > 1]
+        versions = {runs.at[j, "method_version"] for j in idx}
+        for i in idx:
+            c = flat[i]
+            words = [f"{_short(k)}={c.get(k, 'default')}" for k in differ]
+            if len(versions) > 1:
+                words.insert(0, f"v{runs.at[i, 'method_version']}")
+            alone = len({runs.at[j, "result_set"] for j in idx}) > 1   # the Set column tells them apart
+            out[runs.index.get_loc(i)] = " ".join(words) or ("" if alone else f"config {runs.at[i, 'cell_id'][:6]}")
+    return out
+
+
 def attach_dense(frames: Frames) -> None:
-    """Per metric column: the dense value of the same model, dtype and eval config (same seed when
-    there is one, else the mean over the dense seeds; random-init test models differ per seed), the delta and the % of dense, as `<col> Δ dense` / `<col> % dense`."""
+    """Per metric column: the dense value of the same model, dtype, device and eval config (same seed
+    when there is one, else the mean over the dense seeds), the delta and the % of dense."""
     df = frames.runs
     if df.empty:
         return
@@ -255,9 +457,7 @@ def attach_dense(frames: Frames) -> None:
         spec = frames.specs[col]
         base = pd.Series(float("nan"), index=df.index)
         if not dense.empty and col in dense:
-            # dtype too: a bf16 dense number is no baseline for a float32 pruned one. The same eval
-            # config first (it may hold settings such as a KV-cache policy that the column name lacks)
-            levels = [["model", "dtype", "eval_id", "seed"], ["model", "dtype", "eval_id"], ["model", "dtype"]]
+            levels = [["model", "dtype", "device", "eval_id", "seed"], ["model", "dtype", "device", "eval_id"]]
             tables = [dense.groupby(keys, dropna=False)[col].mean() for keys in levels]
             for idx, row in df.iterrows():
                 v = float("nan")
@@ -272,34 +472,41 @@ def attach_dense(frames: Frames) -> None:
             df[f"{col} % dense"] = 100 * (base / df[col] if spec.lower_is_better else df[col] / base)
 
 
-ID_COLUMNS = ("cell_id", "group_type", "type", "method", "method_version", "method_params", *TAG_AXES[1:], "qualifier",
-              "model", "family", "target", "pattern", "ratio", "n", "m", "level", "allocator", "recovery",
-              "calibration", "device", "dtype")
+ID_COLUMNS = ("cell_id", "group_type", "type", "method", "label", "variant", "method_version", "method_params",
+              *TAG_AXES[1:], "qualifier", "listed", "model", "family", "quantized_source", "target", "pattern", "ratio",
+              "n", "m", "count", "level", "allocator", "recovery", "kv_policy", "calibration", "device", "dtype",
+              "kernel path", "result_set")
 
 
 def cells_frame(frames: Frames) -> pd.DataFrame:
-    """One row per cell: `<col>` mean, `<col> std`, `n_ok`/`n_failed`/`n_skipped`, seeds, run ids."""
+    """One row per cell: `<col>` mean, `<col> std` (only over >1 seed), `n_ok`/`n_failed`/`n_skipped`,
+    seeds (the seed values that ran), run ids, provenance flags."""
     df = frames.runs
     if df.empty:
-        return pd.DataFrame(columns=[*ID_COLUMNS, "n_ok", "n_failed", "n_skipped", "seeds", "run_ids"])
+        return pd.DataFrame(columns=[*ID_COLUMNS, "n_ok", "n_failed", "n_skipped", "seeds", "n_seeds", "run_ids"])
     ids = [c for c in ID_COLUMNS if c in df.columns]
     out = []
     for _, g in df.groupby("cell_id", sort=False, dropna=False):
         first = g.iloc[0]
         row = {c: first[c] for c in ids}
         ok = g[g["status"] == "ok"]
+        seeds = sorted(ok["seed"].dropna().unique())
         row.update({"n_ok": len(ok), "n_failed": int((g["status"] == "failed").sum()),
                     "n_skipped": int((g["status"] == "skipped").sum()),
                     "seeds": ",".join(str(s) for s in sorted(g["seed"].dropna().unique())),
+                    "n_seeds": len(seeds),
                     "run_ids": ",".join(g["run_id"]), "sparsity_blocks": ok["sparsity_blocks"].mean(),
+                    "params_removed": ok["params_removed"].mean(), "blocks_removed": ok["blocks_removed"].max(),
+                    "flags": ", ".join(sorted({f for fl in g["flags"].fillna("") for f in fl.split(", ") if f})),
                     "errors": "; ".join(sorted({f"{e}" for e in g["error"].dropna()}))[:500] or None})
-        for col in frames.metric_columns(headline=True):
+        for col in frames.metric_columns(headline=False):
             for suffix in ("", " Δ dense", " % dense"):
                 c = f"{col}{suffix}"
                 if c in ok:
                     vals = ok[c].dropna()
                     row[c] = vals.mean() if len(vals) else float("nan")
-                    row[f"{c} std"] = vals.std(ddof=1) if len(vals) > 1 else float("nan")
+                    # spread only over different seeds of the cell (never over repeats of one seed)
+                    row[f"{c} std"] = vals.std(ddof=1) if len(vals) > 1 and len(seeds) > 1 else float("nan")
                     if not suffix:
                         row[f"{col} n"] = len(vals)
         out.append(row)
@@ -311,7 +518,8 @@ def status_counts(frames: Frames) -> pd.DataFrame:
     df = frames.runs
     if df.empty:
         return pd.DataFrame(columns=["model", "method", "level", "ok", "failed", "skipped"])
-    t = (df.groupby(["model", "method", "level", "status"]).size().unstack("status", fill_value=0)
-         .reindex(columns=["ok", "failed", "skipped"], fill_value=0).reset_index())
+    t = (df.groupby(["model", "label", "level", "status"]).size().unstack("status", fill_value=0)
+         .reindex(columns=["ok", "failed", "skipped"], fill_value=0).reset_index()
+         .rename(columns={"label": "method"}))
     t.columns.name = None
     return t

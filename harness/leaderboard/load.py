@@ -1,4 +1,5 @@
-"""Read every record under <results>/records; a corrupt or unreadable file is named and skipped, a
+"""Read every record under <results>: <results>/records and every named result set below it
+(<results>/<set>/.../records). A corrupt or unreadable file is named and skipped, a
 duplicate run_id keeps the newest file, badly typed fields and impossible metric values are named
 (check_record_fields)."""
 
@@ -19,15 +20,28 @@ log = logging.getLogger("prunebench.leaderboard")
 class Loaded:
     records: list[dict] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)        # paths[i] holds records[i]
+    sets: list[str] = field(default_factory=list)          # sets[i]: records[i]'s result set ("" = top level)
     problems: list[tuple[Path, str]] = field(default_factory=list)   # (file, why it was skipped)
     warnings: list[str] = field(default_factory=list)    # coerced fields, impossible values (named)
     duplicates: dict[str, list[Path]] = field(default_factory=dict)  # run_id -> files not kept
 
 
 def record_files(results_dir: str | Path) -> list[Path]:
-    """<results>/records/*.json (temp files of an in-flight atomic write start with '.')."""
-    d = records_dir(results_dir)
-    return sorted(p for p in d.glob("*.json") if not p.name.startswith(".")) if d.is_dir() else []
+    """<results>/records/*.json and <results>/**/records/*.json outside the generated leaderboard
+    (temp files of an in-flight atomic write start with '.')."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        return []
+    dirs = [records_dir(root)] if records_dir(root).is_dir() else []
+    dirs += sorted(d for d in root.rglob("records") if d.is_dir() and d != records_dir(root)
+                   and "leaderboard" not in d.relative_to(root).parts)
+    return [p for d in dirs for p in sorted(d.glob("*.json")) if not p.name.startswith(".")]
+
+
+def result_set(results_dir: str | Path, path: Path) -> str:
+    """The result set a record file belongs to: its records/ folder's parent, relative to <results>."""
+    rel = path.parent.parent.relative_to(Path(results_dir)).as_posix()
+    return "" if rel == "." else rel
 
 
 # Integer fields of a record's config; a numeric string is coerced (with a warning), anything else
@@ -152,8 +166,10 @@ def load_records(results_dir: str | Path) -> Loaded:
             out.duplicates.setdefault(run_id, []).append(dropped)
             if keep_new:
                 out.records[i], out.paths[i] = record, path
+                out.sets[i] = result_set(results_dir, path)
             continue
         by_run[run_id] = len(out.records)
         out.records.append(record)
         out.paths.append(path)
+        out.sets.append(result_set(results_dir, path))
     return out

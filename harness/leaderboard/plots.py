@@ -1,9 +1,14 @@
-"""Leaderboard figures (matplotlib, PNG + SVG). A figure without data is not drawn; a note says why.
+"""Leaderboard figures (matplotlib, PNG + SVG, byte-stable). A figure without data is not drawn; a note says why.
 
-ppl_vs_sparsity       per model and perplexity protocol: one line per method (log y), dense as a line
-zeroshot_vs_sparsity  per model: mean zero-shot accuracy vs sparsity
-quality_vs_latency    per model: perplexity vs a latency metric, with the Pareto front
-quality_vs_kv         per model: perplexity (or accuracy) vs KV-cache bytes
+ppl_vs_sparsity     per model × ppl protocol × device/dtype: a line per method variant vs measured
+                    sparsity of block linears (unstructured), N:M as separate markers
+ppl_vs_removed      structured methods: perplexity vs fraction of parameters removed
+depth_metrics       depth pruning: perplexity per block-importance metric at the blocks removed
+recovery            before -> after arrows for cells that differ only by their recovery
+quality_vs_latency  Pareto: perplexity of the same pruned model vs decode ms/token, front drawn
+quality_vs_kv       Pareto: bounded-cache perplexity vs measured KV MiB, points labelled by policy
+zeroshot_bars       per zero-shot protocol: grouped bars per task
+Every title names model, protocol and dtype/device. No point ever averages two cells.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import pandas as pd
 from harness.leaderboard.frame import Frames
 from harness.leaderboard.tables import slug
 
+STABLE_RC = {"svg.hashsalt": "prunebench", "svg.fonttype": "path", "path.simplify": True}
+
 
 def _pyplot():
     import matplotlib
@@ -22,60 +29,169 @@ def _pyplot():
     matplotlib.use("Agg")  # files only; no display on CI
     import matplotlib.pyplot as plt
 
+    plt.rcParams.update(STABLE_RC)
     return plt
 
 
 def _save(fig, out_dir: Path, stem: str) -> list[Path]:
+    """PNG and SVG without dates or random ids, so a rebuild from the same records is byte-identical."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
     fig.tight_layout()
-    fig.savefig(paths[0], dpi=120)
-    fig.savefig(paths[1])
+    fig.savefig(paths[0], dpi=110, metadata={"Software": None})
+    fig.savefig(paths[1], metadata={"Date": None, "Creator": None})
     _pyplot().close(fig)
     return paths
 
 
-def _x_sparsity(df: pd.DataFrame) -> pd.Series:
-    """Measured block sparsity; the target ratio where a run did not measure it."""
-    return df["sparsity_blocks"].fillna(df["ratio"]).astype(float)
+def _proto(col: str) -> str:
+    from harness.leaderboard.tables import protocol_of
+
+    return protocol_of(col)
 
 
-def _vs_sparsity(frames: Frames, cols: list[str], out_dir: Path, stem: str, ylabel: str,
-                 log: bool, notes: list[str], what: str) -> list[Path]:
+def _title(model, col, device, dtype, what=""):
+    return f"{model} · {device} {dtype}\n{what or col}"
+
+
+def _label(row) -> str:
+    words = [str(row["label"])]
+    for k in ("variant",):
+        if row.get(k):
+            words.append(str(row[k]))
+    if row.get("allocator") not in (None, "", "uniform"):
+        words.append(f"alloc={row['allocator']}")
+    if row.get("recovery") not in (None, "", "none"):
+        words.append(f"+{row['recovery']}")
+    if row.get("result_set"):
+        words.append(f"[{row['result_set']}]")
+    return " ".join(words)
+
+
+def ppl_vs_sparsity(frames: Frames, cells: pd.DataFrame, out_dir: Path, notes: list[str]) -> list[Path]:
     plt = _pyplot()
-    df = frames.runs
-    made: list[Path] = []
-    if df.empty or not cols:
-        notes.append(f"{what}: no record has such a metric")
-        return made
-    ok = df[df["status"] == "ok"]
-    for col in cols:
-        for model, g in ok.groupby("model"):
-            g = g[g[col].notna()]
-            if g.empty:
+    made = []
+    for col in frames.metric_columns("ppl"):
+        c = cells[cells[col].notna() & (cells["n_ok"] > 0) & (cells["kv_policy"].fillna("") == "")]
+        for (model, device, dtype), g in c.groupby(["model", "device", "dtype"]):
+            w = g[g["pattern"].isin(["unstructured", "nm"])]
+            if w.empty:
                 continue
-            fig, ax = plt.subplots(figsize=(6.4, 4.2))
+            fig, ax = plt.subplots(figsize=(7.5, 4.6))
             dense = g[g["group_type"] == "Baseline"]
-            if not dense.empty:
-                ax.axhline(dense[col].mean(), color="k", ls="--", lw=1, label="dense")
-            for (method, pattern), mg in g[g["group_type"] != "Baseline"].groupby(["method", "pattern"]):
-                x = _x_sparsity(mg)
-                stats = mg.assign(_x=x.round(3)).groupby("_x")[col].agg(["mean", "std"]).reset_index()
-                marker = "s" if pattern == "nm" else "o"
-                ls = "none" if pattern == "nm" else "-"
-                ax.errorbar(stats["_x"], stats["mean"], yerr=stats["std"].fillna(0), marker=marker, ls=ls,
-                            capsize=3, label=f"{method} ({pattern})")
-            if log:
-                ax.set_yscale("log")
-            ax.set_xlim(0.0, max(0.8, float(_x_sparsity(g).max()) + 0.05))  # dense (0) to the sparsest run
-            ax.set_xlabel("sparsity of block linears (measured)")
-            ax.set_ylabel(ylabel)
-            ax.set_title(f"{model}\n{col}", fontsize=9)
+            for _, d in dense.iterrows():
+                ax.axhline(d[col], color="k", ls="--", lw=1, label=f"dense {d['result_set'] or ''}".strip())
+            for key, mg in w.groupby(["label", "variant", "allocator", "recovery", "result_set"], dropna=False):
+                row = mg.iloc[0]
+                un = mg[mg["pattern"] == "unstructured"].sort_values("sparsity_blocks")
+                nm = mg[mg["pattern"] == "nm"]
+                if len(un):
+                    line = ax.errorbar(un["sparsity_blocks"], un[col], yerr=un.get(f"{col} std"), marker="o",
+                                       capsize=3, label=_label(row))
+                    color = line[0].get_color()
+                else:
+                    color = None
+                for _, p in nm.iterrows():
+                    ax.plot([p["sparsity_blocks"]], [p[col]], marker="s", ls="none", color=color,
+                            label=f"{_label(row)} {p['level']}")
+            ax.set_yscale("log")
+            ax.set_xlabel("sparsity of block linears (measured); squares: N:M")
+            ax.set_ylabel("perplexity (log)")
+            ax.set_title(_title(model, col, device, dtype), fontsize=8)
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
-            made += _save(fig, out_dir, slug(f"{stem}_{model}_{col}"))
+            ax.legend(fontsize=6, loc="upper left", ncol=2)
+            made += _save(fig, out_dir, slug(f"ppl_vs_sparsity_{model}_{device}_{dtype}_{col}"))
     if not made:
-        notes.append(f"{what}: no ok run has the metric")
+        notes.append("perplexity vs sparsity: no weight-pruning cell has a perplexity")
+    return made
+
+
+def ppl_vs_removed(frames: Frames, cells: pd.DataFrame, out_dir: Path, notes: list[str]) -> list[Path]:
+    plt = _pyplot()
+    made = []
+    for col in frames.metric_columns("ppl"):
+        c = cells[cells[col].notna() & cells["params_removed"].notna() & (cells["n_ok"] > 0)
+                  & cells["pattern"].isin(["blocks", "sublayers", "width"])]
+        for (model, device, dtype), g in c.groupby(["model", "device", "dtype"]):
+            fig, ax = plt.subplots(figsize=(7.5, 4.6))
+            for key, mg in g.groupby(["label", "variant", "recovery", "result_set"], dropna=False):
+                mg = mg.sort_values("params_removed")
+                ax.plot(100 * mg["params_removed"], mg[col], marker="o", label=_label(mg.iloc[0]))
+            ax.set_yscale("log")
+            ax.set_xlabel("parameters removed, % of the dense model (measured)")
+            ax.set_ylabel("perplexity (log)")
+            ax.set_title(_title(model, col, device, dtype, f"structured pruning · {col}"), fontsize=8)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=6, ncol=2)
+            made += _save(fig, out_dir, slug(f"ppl_vs_removed_{model}_{device}_{dtype}_{col}"))
+    if not made:
+        notes.append("perplexity vs parameters removed: no structured cell has a perplexity")
+    return made
+
+
+def depth_metrics(frames: Frames, cells: pd.DataFrame, out_dir: Path, notes: list[str]) -> list[Path]:
+    plt = _pyplot()
+    made = []
+    for col in frames.metric_columns("ppl"):
+        c = cells[cells[col].notna() & (cells["pattern"] == "blocks") & (cells["recovery"] == "none")]
+        for (model, device, dtype, level), g in c.groupby(["model", "device", "dtype", "level"]):
+            if len(g) < 2:
+                continue
+            g = g.sort_values(col)
+            fig, ax = plt.subplots(figsize=(7.5, 4.6))
+            names = [_label(r) for _, r in g.iterrows()]
+            ax.barh(range(len(g)), g[col], color="tab:blue")
+            ax.set_yticks(range(len(g)), names, fontsize=7)
+            ax.set_xscale("log")
+            ax.set_xlabel("perplexity (log)")
+            ax.set_title(_title(model, col, device, dtype, f"depth pruning, {level} removed · {col}"), fontsize=8)
+            ax.grid(True, axis="x", which="both", alpha=0.3)
+            made += _save(fig, out_dir, slug(f"depth_metrics_{model}_{device}_{dtype}_{level}_{col}"))
+    if not made:
+        notes.append("depth metrics: fewer than two depth cells at one level")
+    return made
+
+
+def recovery_arrows(frames: Frames, cells: pd.DataFrame, out_dir: Path, notes: list[str]) -> list[Path]:
+    """Before (no recovery) -> after, for cells whose configs differ only by the recovery."""
+    import json
+
+    plt = _pyplot()
+    made = []
+    runs = frames.runs
+    key_of = {}
+    for _, r in runs.iterrows():
+        cfg = json.loads(r["config_flat"])
+        key_of[r["cell_id"]] = json.dumps({k: v for k, v in cfg.items() if not k.startswith("recovery.")}, sort_keys=True)
+    for col in frames.metric_columns("ppl"):
+        c = cells[cells[col].notna() & (cells["n_ok"] > 0)].copy()
+        c["_base"] = c["cell_id"].map(key_of)
+        pairs = []
+        for _, g in c.groupby("_base"):
+            before = g[g["recovery"] == "none"]
+            after = g[g["recovery"] != "none"]
+            if len(before) == 1 and len(after):
+                pairs += [(before.iloc[0], a) for _, a in after.iterrows()]
+        if not pairs:
+            continue
+        for (model, device, dtype), _ in c.groupby(["model", "device", "dtype"]):
+            mine = [(b, a) for b, a in pairs if (b["model"], b["device"], b["dtype"]) == (model, device, dtype)]
+            if not mine:
+                continue
+            fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(mine) + 1.8))
+            for i, (b, a) in enumerate(mine):
+                ax.annotate("", xy=(a[col], i), xytext=(b[col], i),
+                            arrowprops=dict(arrowstyle="->", color="tab:green" if a[col] < b[col] else "tab:red"))
+                ax.plot([b[col]], [i], "o", color="grey")
+            ax.set_yticks(range(len(mine)), [f"{b['label']} {b['level']} +{a['recovery']} {a['variant']}".strip()
+                                             for b, a in mine], fontsize=7)
+            ax.set_xscale("log")
+            ax.set_xlabel("perplexity (log): grey = no recovery, arrow head = after recovery")
+            ax.set_title(_title(model, col, device, dtype, f"recovery gains · {col}"), fontsize=8)
+            ax.grid(True, axis="x", which="both", alpha=0.3)
+            made += _save(fig, out_dir, slug(f"recovery_{model}_{device}_{dtype}_{col}"))
+    if not made:
+        notes.append("recovery gains: no cell has both a no-recovery and a recovered twin")
     return made
 
 
@@ -89,61 +205,105 @@ def _pareto(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return pd.DataFrame(front)
 
 
-def _quality_vs(frames: Frames, xcols: list[str], out_dir: Path, stem: str, xlabel: str,
-                notes: list[str], what: str) -> list[Path]:
+def _scatter_front(ax, pts: pd.DataFrame, x: str, y: str, label_col: str) -> None:
+    for _, p in pts.iterrows():
+        ax.scatter([p[x]], [p[y]])
+        ax.annotate(p[label_col], (p[x], p[y]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    front = _pareto(pts, x, y)
+    if len(front) > 1:
+        ax.plot(front[x], front[y], "k-", lw=1, alpha=0.6, label="Pareto front")
+        ax.legend(fontsize=7)
+
+
+def quality_vs_latency(frames: Frames, cells: pd.DataFrame, out_dir: Path, notes: list[str]) -> list[Path]:
     plt = _pyplot()
-    df = frames.runs
-    quality = [c for c in frames.metric_columns(headline=True) if frames.specs[c].group == "ppl"] or \
-              [c for c in frames.metric_columns(headline=True) if frames.specs[c].quality]
-    if df.empty or not xcols or not quality:
-        notes.append(f"{what}: no record has {'both ' if xcols else ''}a {xlabel} metric"
-                     f"{' and a quality metric' if xcols else ''}")
-        return []
-    made: list[Path] = []
-    ok = df[df["status"] == "ok"]
-    for xcol in xcols:
-        # the quality metric measured on the most of the same runs (e.g. kv_ppl beside KV bytes)
-        ycol = max(quality, key=lambda q: int((ok[xcol].notna() & ok[q].notna()).sum()))
-        for model, g in ok.groupby("model"):
-            g = g[g[xcol].notna() & g[ycol].notna()]
-            if g.empty:
+    made = []
+    runs = frames.runs[frames.runs["status"] == "ok"]
+    lat_cols = [c for c in frames.metric_columns("latency") if "decode" in c] or frames.metric_columns("latency")
+    for xcol in lat_cols:
+        for ycol in frames.metric_columns("ppl"):
+            ppl = runs[runs[ycol].notna()].groupby("pruned_id")[ycol].mean()
+            lat = runs[runs[xcol].notna()].copy()
+            lat["_y"] = lat["pruned_id"].map(ppl)
+            lat = lat[lat["_y"].notna()]
+            if len(lat) < 2:
                 continue
-            fig, ax = plt.subplots(figsize=(6.4, 4.2))
-            for label, mg in g.groupby(["method", "level"]):
-                ax.scatter(mg[xcol], mg[ycol], label=f"{label[0]} {label[1]}")
-            lower = frames.specs[ycol].lower_is_better
-            pts = g[[xcol, ycol]].copy()
-            if not lower:  # Pareto on (x down, y up): flip y
-                pts[ycol] = -pts[ycol]
-            front = _pareto(pts, xcol, ycol)
-            if len(front) > 1:
-                ys = front[ycol] if lower else -front[ycol]
-                ax.plot(front[xcol], ys, "k-", lw=1, alpha=0.6, label="Pareto front")
-            if lower:
-                ax.set_yscale("log")
-            ax.set_xlabel(xcol, fontsize=8)
-            ax.set_ylabel(ycol, fontsize=8)
-            ax.set_title(model, fontsize=9)
+            lat["_name"] = [f"{r['label']} {r['level']}" for _, r in lat.iterrows()]
+            model = lat["model"].iloc[0]
+            fig, ax = plt.subplots(figsize=(7.5, 4.6))
+            _scatter_front(ax, lat.rename(columns={xcol: "_x"}), "_x", "_y", "_name")
+            ax.set_yscale("log")
+            ax.set_xlabel(xcol, fontsize=7)
+            ax.set_ylabel("perplexity of the same pruned model (log)", fontsize=8)
+            ax.set_title(f"{model} · quality vs measured latency\n{ycol}", fontsize=8)
             ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=7)
-            made += _save(fig, out_dir, slug(f"{stem}_{model}_{xcol}"))
+            made += _save(fig, out_dir, slug(f"quality_vs_latency_{model}_{xcol}_{ycol}"))
     if not made:
-        notes.append(f"{what}: no ok run has both metrics")
+        notes.append("quality vs latency: fewer than two pruned models have both a latency and a perplexity")
     return made
 
 
-def make_plots(frames: Frames, out_dir: Path) -> tuple[list[Path], list[str]]:
+def quality_vs_kv(frames: Frames, cells: pd.DataFrame, out_dir: Path, notes: list[str]) -> list[Path]:
+    plt = _pyplot()
+    made = []
+    for xcol in frames.metric_columns("kv"):
+        for ycol in frames.metric_columns("kv_ppl"):
+            c = cells[cells[xcol].notna() & cells[ycol].notna()].copy()
+            for (model, device, dtype), g in c.groupby(["model", "device", "dtype"]):
+                if len(g) < 2:
+                    continue
+                g["_name"] = [f"{r['method'] if r['kv_policy'] else r['label']} {r['level']}"
+                              f"{' · ' + r['kv_policy'] if r['kv_policy'] else ' · full cache'}" for _, r in g.iterrows()]
+                fig, ax = plt.subplots(figsize=(7.5, 4.6))
+                _scatter_front(ax, g, xcol, ycol, "_name")
+                ax.set_xlabel(xcol, fontsize=7)
+                ax.set_ylabel("bounded-cache perplexity", fontsize=8)
+                ax.set_title(_title(model, ycol, device, dtype, f"quality vs KV memory, by policy\n{ycol}"), fontsize=8)
+                ax.grid(True, alpha=0.3)
+                made += _save(fig, out_dir, slug(f"quality_vs_kv_{model}_{device}_{dtype}"))
+    if not made:
+        notes.append("quality vs KV memory: fewer than two cells have both a KV measurement and a bounded-cache perplexity")
+    return made
+
+
+def zeroshot_bars(frames: Frames, cells: pd.DataFrame, out_dir: Path, notes: list[str]) -> list[Path]:
+    plt = _pyplot()
+    made = []
+    specs = [s for s in frames.specs.values() if s.group == "zeroshot" and s.headline and s.path[0] != "derived"]
+    for proto in sorted({_proto(s.column) for s in specs}):
+        cols = [s for s in specs if _proto(s.column) == proto]
+        c = cells[cells[[s.column for s in cols]].notna().any(axis=1)]
+        if c.empty:
+            continue
+        fig, ax = plt.subplots(figsize=(9, 4.6))
+        width = 0.8 / len(c)
+        for i, (_, r) in enumerate(c.iterrows()):
+            xs = [j + i * width for j in range(len(cols))]
+            err = [100 * (r.get(f"{s.column} stderr") if not pd.isna(r.get(f"{s.column} stderr")) else 0) for s in cols]
+            ax.bar(xs, [100 * r[s.column] for s in cols], width, yerr=err, capsize=2,
+                   label=f"{r['label']} {r['level']} {r['variant']}".strip())
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cols))], [s.task.replace(" acc", "") for s in cols],
+                      rotation=30, fontsize=7)
+        ax.set_ylabel("accuracy, % (± lm-eval stderr)")
+        ax.set_title(f"{c['model'].iloc[0]} · {c['device'].iloc[0]} {c['dtype'].iloc[0]}\nzero-shot ({proto})", fontsize=8)
+        ax.legend(fontsize=7)
+        ax.grid(True, axis="y", alpha=0.3)
+        made += _save(fig, out_dir, slug(f"zeroshot_bars_{proto}"))
+    if not made:
+        notes.append("zero-shot bars: no record has zero-shot accuracy")
+    return made
+
+
+def make_plots(frames: Frames, out_dir: Path, cells: pd.DataFrame | None = None) -> tuple[list[Path], list[str]]:
     """All figures; returns (files written, notes on figures not drawn)."""
+    from harness.leaderboard.frame import cells_frame
+
+    cells = cells_frame(frames) if cells is None else cells
     notes: list[str] = []
     made: list[Path] = []
-    ppl = frames.metric_columns("ppl")
-    made += _vs_sparsity(frames, ppl, out_dir, "ppl_vs_sparsity", "perplexity (log)", True, notes,
-                         "perplexity vs sparsity")
-    zs_mean = [c for c in frames.metric_columns("zeroshot") if frames.specs[c].path[0] == "derived"]
-    made += _vs_sparsity(frames, zs_mean, out_dir, "zeroshot_vs_sparsity", "mean zero-shot accuracy", False,
-                         notes, "mean zero-shot accuracy vs sparsity")
-    made += _quality_vs(frames, frames.metric_columns("latency"), out_dir, "quality_vs_latency", "latency",
-                        notes, "quality vs latency")
-    made += _quality_vs(frames, frames.metric_columns("kv"), out_dir, "quality_vs_kv", "KV memory",
-                        notes, "quality vs KV memory")
+    if frames.runs.empty:
+        return made, ["no records"]
+    for fn in (ppl_vs_sparsity, ppl_vs_removed, depth_metrics, recovery_arrows, quality_vs_latency, quality_vs_kv,
+               zeroshot_bars):
+        made += fn(frames, cells, out_dir, notes)
     return made, notes

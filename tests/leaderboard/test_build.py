@@ -25,7 +25,7 @@ def test_corrupt_record_is_named_and_skipped(results_copy, capsys):
     cap = capsys.readouterr()
     for name in ("deadbeefdeadbeef.json", "0000000000000000.json", "badbytes00000000.json"):
         assert name in cap.err
-    assert f"{n} records, 3 skipped" in cap.out
+    assert f"{n} records, {n - 1} cells, 3 skipped" in cap.out   # wanda 50%: two seeds, one cell
     out = results_copy / "leaderboard"
     index = (out / "index.html").read_text()
     assert "deadbeefdeadbeef.json" in index and "Skipped record files" in index

@@ -1,127 +1,187 @@
-"""Aggregation, tables and plots on real tiny-model records (plus records with extra metrics)."""
+"""The board built from real committed records of every evaluator (tests/leaderboard/fixtures: files
+copied unchanged from runs), plus real tiny-model records for the seed statistics. Every expected
+number below is read from the record files themselves."""
 
 from __future__ import annotations
 
-import copy
+import filecmp
 import json
 import math
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from harness.leaderboard import plots, tables
-from harness.leaderboard.frame import cells_frame, flatten_metrics, runs_frame, status_counts
+from harness.leaderboard import plots, published, tables
+from harness.leaderboard.frame import cells_frame, runs_frame, status_counts
 from harness.leaderboard.load import load_records
 from tests.leaderboard.conftest import failed_variant
 
+FIXTURES = Path(__file__).parent / "fixtures" / "results"
 PPL = "ppl wikitext2 (sparsegpt-wanda-ppl v1, seq 512, 8 win)"
 
 
-def _frames(results):
-    loaded = load_records(results)
-    return loaded, runs_frame(loaded.records, loaded.paths)
+def _rec(set_name: str, run_id: str) -> dict:
+    return json.loads((FIXTURES / set_name / "records" / f"{run_id}.json").read_text())
 
 
-def _by(records, method, target, seed):
-    return next(r for r in records if r["method"]["name"] == method and r["target"]["name"] == target
-                and r["config"]["seed"] == seed)
+@pytest.fixture(scope="module")
+def board():
+    loaded = load_records(FIXTURES)
+    frames = runs_frame(loaded.records, loaded.paths, loaded.sets)
+    return loaded, frames, cells_frame(frames)
 
 
-def test_flatten_names_protocol_and_dense_baseline(tiny_results):
-    loaded, f = _frames(tiny_results)
-    assert len(loaded.records) == 5 and not loaded.problems
-    assert f.metric_columns() == [PPL]
-    runs = f.runs.set_index("run_id")
-    w0 = _by(loaded.records, "wanda", "unstructured_50", 0)
-    d0 = _by(loaded.records, "dense", "none", 0)
-    row = runs.loc[w0["run_id"]]
-    ppl_w, ppl_d = w0["metrics"]["ppl"]["wikitext2"]["value"], d0["metrics"]["ppl"]["wikitext2"]["value"]
-    assert row[PPL] == ppl_w
-    # random-init tiny models differ per seed: the baseline is the dense run of the same seed
-    assert row[f"{PPL} dense"] == ppl_d
-    assert row[f"{PPL} Δ dense"] == pytest.approx(ppl_w - ppl_d)
-    assert row[f"{PPL} % dense"] == pytest.approx(100 * ppl_d / ppl_w)
-    assert row["group_type"] == "Unstructured" and row["criteria"] == "Weight+Activation"
-    assert runs.loc[_by(loaded.records, "wanda", "nm_2_4", 0)["run_id"], "group_type"] == "Semi-structured"
-    # no dense run of seed 1: the baseline falls back to the mean over the dense seeds
-    assert runs.loc[_by(loaded.records, "wanda", "unstructured_50", 1)["run_id"], f"{PPL} dense"] == ppl_d
+def _cell(cells, run_id):
+    return cells[cells["run_ids"].str.contains(run_id)].iloc[0]
+
+
+def test_every_record_is_its_own_cell_and_nothing_is_averaged(board):
+    loaded, frames, cells = board
+    assert not loaded.problems and len(loaded.records) == len(list(FIXTURES.rglob("records/*.json")))
+    assert len(cells) == len(loaded.records)          # every fixture is a distinct configuration
+    assert (cells["n_seeds"] == 1).all() and set(cells["seeds"]) == {"0"}
+    ov = tables.overview(frames, cells).frame
+    assert set(ov["Seeds"]) == {"1 (seed 0)"}            # not "0" for a run with seed 0
+    # RIA 2:4 with and without channel permutation: two rows, each with its own number
+    perm, plain = _rec("ppl", "28c17c8245e00acb"), _rec("ppl", "6d001bef41d508e1")
+    nm = next(t for t in tables.by_pattern(frames, cells) if t.name.startswith("smollm2-135m_nm_ppl"))
+    ria = nm.frame[nm.frame["Method"] == "ria"].set_index("Variant")
+    assert ria.loc["permute=True", "2:4"] == tables.fmt_value(perm["metrics"]["ppl"]["wikitext2"]["value"])
+    assert ria.loc["permute=False", "2:4"] == tables.fmt_value(plain["metrics"]["ppl"]["wikitext2"]["value"])
+    assert "±" not in " ".join(nm.frame.astype(str).values.ravel())
+
+
+def test_latency_is_read_as_the_evaluator_writes_it(board):
+    _, frames, cells = board
+    rec = _rec("latency", "e66d2527bb02fc49")["metrics"]["latency"]
+    lat = tables.latency(frames, cells)[0].frame.set_index("run_ids")
+    row = lat.loc["e66d2527bb02fc49"]
+    assert row["prefill ms b1x128"] == tables.fmt_value(1000 * rec["prefill"][0]["seconds"]["median"])
+    assert row["decode ms/token b4 (prompt 128)"] == tables.fmt_value(rec["decode"][1]["ms_per_token"]["median"])
+    assert row["kernel path"] == rec["kernel_path"]
+    # the perplexity beside it is the demo's ppl run of the same pruned model (wanda 2:4, same config)
+    assert row[PPL] == tables.fmt_value(_rec("ppl", "5aef7a9c609fce9d")["metrics"]["ppl"]["wikitext2"]["value"])
+
+
+def test_zeroshot_one_table_tasks_as_columns_with_stderr_and_mean(board):
+    _, frames, cells = board
+    # dense ran at limit 50, wanda at limit 20: two protocols, two tables, never one column
+    by_limit = {t.title.split("limit ")[1].split(",")[0]: t for t in tables.zeroshot(frames, cells)}
+    assert set(by_limit) == {"20", "50"}
+    zs = by_limit["20"]
+    rec = _rec("zeroshot", "244638a8ca1caab5")["metrics"]["zeroshot"]
+    assert "lm-eval 0.4.13" in zs.title
+    row = zs.frame.set_index("run_ids").loc["244638a8ca1caab5"]
+    for task, d in rec["tasks"].items():
+        assert row[f"{task} acc"] == tables.fmt_value(100 * d["acc"], 100 * d["acc_stderr"])
+    accs = [d["acc"] for d in rec["tasks"].values()]
+    assert row["mean acc"] == tables.fmt_value(100 * sum(accs) / len(accs))
+    assert len(zs.frame) == 1 and len(by_limit["50"].frame) == 1
+
+
+def test_kv_rows_are_labelled_by_policy(board):
+    _, frames, cells = board
+    (kv,) = tables.kv(frames, cells)
+    policies = dict(zip(kv.frame["run_ids"], kv.frame["KV policy"]))
+    assert policies["bda6b8ebf3eae4c7"] == "h2o (budget 0.2, window 32)"
+    assert policies["171b1a571f8a0baa"] == "none (full cache)"
+    h2o = _rec("kv", "bda6b8ebf3eae4c7")["metrics"]["kv_memory"]
+    mib = next(c for c in kv.frame.columns if c.startswith("KV MiB") and "%" not in c)
+    assert kv.frame.set_index("run_ids").loc["bda6b8ebf3eae4c7", mib] == tables.fmt_value(h2o["kv_bytes_measured"] / 2**20)
+
+
+def test_run_tags_follow_what_ran_and_structured_counts_parameters(board):
+    _, frames, cells = board
+    lora = _cell(cells, "2c752a6fa8735aa0")
+    assert (lora["retrain"], lora["weights"], lora["group_type"]) == ("Efficient-LoRA", "Update", "Unstructured")
+    plain = _cell(cells, "f81c2adbac41efe5")
+    assert (plain["retrain"], plain["weights"]) == ("Without", "Frozen")
+    assert _cell(cells, "5aef7a9c609fce9d")["group_type"] == "Semi-structured"
+    width = _rec("structured", "09500b78f4590dc1")["measured"]
+    c = _cell(cells, "09500b78f4590dc1")
+    assert c["params_removed"] == pytest.approx(1 - width["params_after"] / width["params_before"])
+    ov = tables.overview(frames, cells).frame.set_index("run_ids")
+    assert ov.loc["09500b78f4590dc1", "Removed"] == f"{100 * c['params_removed']:.1f}% params"
+    depth = ov.loc[["a4c24b9662c8be24", "ceb1f478fa1ae137"], "Variant"].tolist()
+    assert depth == ["metric=taylor", "metric=angular"] or sorted(depth) == ["metric=angular", "metric=taylor"]
+
+
+def test_coverage_lists_every_method_and_the_lists_missing_papers(board, data_dir):
+    from methods.registry import available
+
+    _, frames, cells = board
+    listed = json.loads((data_dir / "awesome-llms-pruning" / "tags.json").read_text())
+    cov, missing = tables.coverage(frames, cells, listed)
+    assert list(cov.frame["Method"]) == available()
+    cells_of = dict(zip(cov.frame["Method"], cov.frame["Cells"]))
+    assert cells_of["h2o"] == 1 and cells_of["magnitude_global"] == "no result yet"
+    assert "Puzzle: Distillation-Based NAS for Inference-Optimized LLMs" in set(missing.frame["Paper"])
+    assert not ({"https://arxiv.org/abs/2306.11695", "https://arxiv.org/abs/2310.05175"} & set(missing.frame["Link"]))
+    assert set(missing.frame["Status"]) == {"not implemented"}
+
+
+def test_published_numbers_only_beside_the_same_model_and_protocol(board):
+    loaded, _, _ = board
+    dense = _rec("ppl", "7f427019d00965f1")["metrics"]["ppl"]["wikitext2"]  # full test set, seq 2048
+    entries = [{"paper": "P", "arxiv": "0000.00000", "table": "Table 1", "model": "smollm2-135m",
+                "protocol": f"wikitext2-ppl-{dense['seq_len']}", "metric": "ppl", "method": "dense", "target": "none",
+                "value": 20.0},
+               {"paper": "P", "arxiv": "0000.00000", "table": "Table 1", "model": "smollm2-135m",
+                "protocol": "wikitext2-ppl-512", "metric": "ppl", "method": "wanda", "target": "unstructured_50",
+                "value": 70.0},   # prunebench's wanda runs cap the windows (8): not this protocol
+               *published.load_published()]
+    vs, reported = published.tables(loaded.records, entries)
+    assert len(vs.frame) == 1 and vs.frame.iloc[0]["prunebench"] == tables.fmt_value(dense["value"])
+    assert vs.frame.iloc[0]["run_ids"] == "7f427019d00965f1"
+    assert len(reported.frame) == len(entries) - 1 and "Wanda Table 3 (arXiv:2306.11695)" in set(reported.frame["Source"])
+
+
+def test_rebuild_is_byte_identical(tmp_path):
+    from harness.leaderboard.__main__ import build
+
+    a, b = build(FIXTURES, tmp_path / "a"), build(FIXTURES, tmp_path / "b")
+    files = sorted(p.relative_to(a.out_dir) for p in a.out_dir.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b.out_dir) for p in b.out_dir.rglob("*") if p.is_file())
+    assert any(f.suffix == ".svg" for f in files) and any(f.suffix == ".png" for f in files)
+    diff = [f for f in files if not filecmp.cmp(a.out_dir / f, b.out_dir / f, shallow=False)]
+    assert not diff, diff
+    for f in files:
+        if f.suffix in (".html", ".svg", ".md", ".csv"):
+            text = (a.out_dir / f).read_text(encoding="utf-8")
+            assert str(tmp_path) not in text and str(FIXTURES) not in text, f
+    svg = next((a.out_dir / f).read_text() for f in files if f.suffix == ".svg")
+    assert "<dc:date>" not in svg
+
+
+def test_plots_of_every_kind_from_real_records(board, tmp_path):
+    _, frames, cells = board
+    files, notes = plots.make_plots(frames, tmp_path, cells)
+    kinds = {p.name.split("_smollm2")[0].split("_lm-eval")[0] for p in files if p.suffix == ".svg"}
+    assert {"ppl_vs_sparsity", "ppl_vs_removed", "depth_metrics", "recovery", "quality_vs_latency",
+            "zeroshot_bars"} <= kinds, (kinds, notes)
 
 
 def test_seed_mean_std_and_failed_counts(tiny_results, results_copy):
-    loaded, _ = _frames(tiny_results)
-    w = [_by(loaded.records, "wanda", "unstructured_50", s)["metrics"]["ppl"]["wikitext2"]["value"] for s in (0, 1)]
-    failed = failed_variant(_by(loaded.records, "wanda", "unstructured_50", 0))
+    loaded = load_records(tiny_results)
+    w = [r["metrics"]["ppl"]["wikitext2"]["value"] for r in loaded.records
+         if r["method"]["name"] == "wanda" and r["target"]["name"] == "unstructured_50"]
+    failed = failed_variant(next(r for r in loaded.records if r["method"]["name"] == "wanda"
+                                 and r["target"]["name"] == "unstructured_50" and r["config"]["seed"] == 0))
     (results_copy / "records" / f"{failed['run_id']}.json").write_text(json.dumps(failed))
-    _, f = _frames(results_copy)
+    loaded = load_records(results_copy)
+    f = runs_frame(loaded.records, loaded.paths, loaded.sets)
     cells = cells_frame(f)
     cell = cells[(cells["method"] == "wanda") & (cells["level"] == "50%")].iloc[0]
-    assert cell["n_ok"] == 2 and cell["n_failed"] == 1 and cell["seeds"] == "0,1,7"
+    assert cell["n_ok"] == 2 and cell["n_failed"] == 1 and cell["seeds"] == "0,1,7" and cell["n_seeds"] == 2
     assert cell[PPL] == pytest.approx(sum(w) / 2)
     assert cell[f"{PPL} std"] == pytest.approx(pd.Series(w).std(ddof=1))
     assert "out of memory" in cell["errors"]
+    ov = tables.overview(f, cells).frame
+    assert " ± " in ov[(ov["Method"] == "wanda") & (ov["Target"] == "50%")].iloc[0][PPL]
     counts = status_counts(f).set_index(["method", "level"])
     assert counts.loc[("wanda", "50%"), "failed"] == 1 and counts.loc[("wanda", "50%"), "ok"] == 2
-    assert counts.loc[("magnitude", "50%"), "ok"] == 1
-
-
-def test_tables_grouped_by_type_with_levels_as_columns(tiny_results, tmp_path):
-    _, f = _frames(tiny_results)
-    cells = cells_frame(f)
-    ov = tables.overview(f, cells)
-    assert list(ov.frame.columns[:7]) == ["Type", "Method", "Criteria", "Budget", "Data", "Retrain", "Weights"]
-    assert list(dict.fromkeys(ov.frame["Type"])) == ["Unstructured", "Semi-structured", "Baseline"]
-    assert PPL in ov.frame.columns and f"{PPL} % dense" in ov.frame.columns
-    wanda = ov.frame[(ov.frame["Method"] == "wanda") & (ov.frame["Target"] == "50%")].iloc[0]
-    assert " ± " in wanda[PPL] and wanda["Runs"] == "2 ok"
-    per = {t.name: t for t in tables.by_pattern(f, cells)}
-    un = next(t for n, t in per.items() if n.startswith("tiny-llama_unstructured"))
-    assert list(un.frame.columns[-2:]) == ["dense", "50%"]
-    assert set(un.frame["Method"]) == {"magnitude", "wanda"}
-    nm = next(t for n, t in per.items() if n.startswith("tiny-llama_nm"))
-    assert list(nm.frame.columns[-1:]) == ["2:4"]
-    paths = tables.write(ov, tmp_path)
-    assert "| Type" in paths["md"].read_text() and "\\begin{tabular}" in paths["tex"].read_text()
-    back = pd.read_csv(paths["csv"])
-    assert len(back) == len(ov.frame) and PPL in back.columns
-
-
-def _with_extra_metrics(record: dict, acc: float, ms: float, kv: float) -> dict:
-    """The record as if the zero-shot/latency/KV evaluators had also run (their layout is generic here)."""
-    r = copy.deepcopy(record)
-    proto = {"protocol": "lm-eval", "protocol_version": "0.4.13", "limit": 100, "num_fewshot": 0}
-    r["metrics"]["zeroshot"] = {"boolq": {**proto, "acc": acc, "acc_stderr": 0.01},
-                                "arc_easy": {**proto, "acc": acc + 0.1, "acc_norm": acc + 0.05}}
-    r["metrics"]["latency"] = {"protocol": "prefill-decode", "protocol_version": "1",
-                               "prefill_ms": ms, "prefill_ms_std": 0.5, "decode_ms_per_token": ms / 10}
-    r["metrics"]["kv"] = {"protocol": "kv-bytes", "protocol_version": "1", "context_len": 256, "kv_bytes": kv}
-    return r
-
-
-def test_new_metrics_appear_generically_and_plots(tiny_results, tmp_path):
-    loaded, f = _frames(tiny_results)
-    out = tmp_path / "plots"
-    files, notes = plots.make_plots(f, out)
-    assert any(p.name.startswith("ppl_vs_sparsity") and p.suffix == ".svg" for p in files)
-    assert any(p.suffix == ".png" for p in files)
-    assert {n.split(":")[0] for n in notes} == {"mean zero-shot accuracy vs sparsity", "quality vs latency",
-                                                "quality vs KV memory"}
-    extra = [_with_extra_metrics(r, 0.5 + 0.01 * i, 10.0 + i, 1000.0 * (i + 1)) for i, r in enumerate(loaded.records)]
-    values, specs = flatten_metrics(extra[0]["metrics"])
-    cols = {s.column: s for s in specs}
-    assert "boolq acc (lm-eval v0.4.13, 0-shot, limit 100)" in cols
-    assert "arc_easy acc_norm (lm-eval v0.4.13, 0-shot, limit 100)" in cols
-    assert not any("stderr" in c and cols[c].headline for c in cols)
-    mean = next(c for c in cols if c.startswith("zero-shot mean acc (2 tasks"))
-    assert values[mean] == pytest.approx((0.5 + 0.6) / 2)
-    assert cols["latency prefill_ms (prefill-decode v1)"].headline
-    assert not cols["latency prefill_ms_std (prefill-decode v1)"].headline
-    assert cols["kv kv_bytes (kv-bytes v1, context 256)"].group == "kv"
-    f2 = runs_frame(extra)
-    assert mean in f2.metric_columns("zeroshot") and f"{mean} % dense" in f2.runs
-    files, notes = plots.make_plots(f2, tmp_path / "plots2")
-    names = {p.name.split("_tiny")[0] for p in files}
-    assert names == {"ppl_vs_sparsity", "zeroshot_vs_sparsity", "quality_vs_latency", "quality_vs_kv"}
-    assert not notes
 
 
 def test_pareto_front():

