@@ -76,8 +76,10 @@ class ExpertDrop(StructuredMethod):
     differences: ClassVar[str] = ("reconstructed from the paper's description (no public reference code); "
                                   "importance = routing frequency x mean gate weight on the calibration set; "
                                   "the same number of experts removed in every MoE layer; no fine-tuning")
-    tags: ClassVar[Tags] = Tags("Structured", "Activation", "Width", "Calibration", "Without retraining",
-                                "Frozen weights", qualifier="whole routed experts, router-based importance")
+    # not on the Awesome-LLMs-Pruning list: tags in its vocabulary, chosen here (the router soft count
+    # is no criterion the list names: "Other"; the same share of experts in every layer)
+    tags: ClassVar[Tags] = Tags("Structured", "Other", "Sparsity-layer", "Calibration", "Without", "Frozen",
+                                qualifier="whole routed experts, router soft count")
     patterns: ClassVar[frozenset[str]] = frozenset({"experts"})
     needs_width_surgery: ClassVar[bool] = False
 
