@@ -1,6 +1,6 @@
 """Perplexity-evaluation throughput vs the bare model forward on the same windows.
 
-Target (issue "Foundation"): the evaluator reaches >= 0.9x the bare forward's tokens/s.
+Target: the evaluator reaches >= 0.9x the bare forward's tokens/s.
 
     python benchmarks/bench_ppl_throughput.py [--seq-len 512] [--windows 8] [--threads 2] [--device auto]
 """

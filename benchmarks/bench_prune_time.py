@@ -10,7 +10,7 @@ linear (the reference's cost), with their perplexities.
 Each cell is a normal prunebench run (harness.run.run_experiment), so its record lands in
 --results-dir; cells already recorded there with the same config are read, not re-run.
 
-    PYTHONPATH=$PWD python benchmarks/bench_prune_time.py --results-dir results/experiments/issue3
+    PYTHONPATH=$PWD python benchmarks/bench_prune_time.py --results-dir results/experiments/unstructured_smollm2
 
 `--share-only K` instead times SparseGPT's own work (Hessian hooks + inverse + reconstruction) on
 the first K blocks only, shared vs per-linear Hessians, in one process, and checks that both give

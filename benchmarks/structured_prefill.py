@@ -1,7 +1,7 @@
 """CPU prefill latency of SmolLM2-135M-shaped models before/after structured pruning.
 
 Latency depends only on the architecture, so this builds random-init models with the shapes the
-issue-4 runs produced (no weights needed) and times them *interleaved* (round-robin, min over
+structured_smollm2 result set holds (no weights needed) and times them *interleaved* (round-robin, min over
 rounds), which is far less sensitive to other load on a shared machine than the before/after
 timings taken inside each run. Prints one line per architecture.
 

@@ -13,11 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.env import REPO_ROOT
+from harness.errors import DataError  # noqa: F401  (re-exported)
 from harness.hashing import sha256_file
 
-
-class DataError(ValueError):
-    """Missing or unreadable data, raised before any expensive work."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +27,7 @@ class Corpus:
     hub: tuple[str, str | None, str]   # (path, name, text field) for datasets.load_dataset
     eval_split: str = "test"           # the split perplexity is reported on
     eval_docs: int | None = None       # protocol: only the first N rows are evaluated (C4)
+    eval_windows: int | None = None    # protocol: text cut at eval_windows * seq_len tokens (C4: 256)
     note: str = ""
 
 
@@ -44,6 +43,7 @@ CORPORA: dict[str, Corpus] = {
         "c4", {"train": "c4/c4-train.00000-of-01024.first1041.text.jsonl",
                "validation": "c4/c4-validation.00000-of-00008.first1025.text.jsonl"},
         reader="jsonl_text", joiner=" ", hub=("allenai/c4", "en", "text"), eval_split="validation", eval_docs=1100,
+        eval_windows=256,
         note="local files are prefixes of shard 0 (1041 train / 1025 validation docs)"),
 }
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from harness.digests import drop, verify_dir, write_dir_digest
+from harness.errors import ModelSourceError  # noqa: F401  (re-exported)
 from harness.hashing import sha256_file, sha256_state_dict
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,6 @@ class LoadedModel:
     residency: Any = None          # harness.offload.Residency: where the weights live
     offload_plan: dict = field(default_factory=dict)   # predicted peaks behind the offload mode
 
-
-class ModelSourceError(ValueError):
-    """Bad model source (missing file, sha mismatch, pickle refused): raised before loading."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,7 +295,8 @@ def storage_dtype(requested: torch.dtype, dtype_is_auto: bool, device: str, chec
 def load_model(name: str, source: dict[str, Any], dtype: torch.dtype, device: str, cache_dir: str | Path,
                allow_pickle: bool = False, seed: int = 0, offload: str = "none",
                max_memory_gb: float | None = None, dtype_is_auto: bool = False, calib_tokens: int = 0,
-               hessian: bool = False, eval_tokens: int = 2048) -> LoadedModel:
+               hessian: bool = False, eval_tokens: int = 2048,
+               adapter_override: dict | None = None) -> LoadedModel:
     """Load, verify and place a model. GGUF sources are dequantized once and cached as safetensors
     (the first load takes ~20 s for SmolLM2-135M, later ones a few seconds).
 
@@ -361,7 +360,7 @@ def load_model(name: str, source: dict[str, Any], dtype: torch.dtype, device: st
     model.eval()
     model.config.use_cache = False  # calibration/eval forwards need no cache; generation turns it on
     try:
-        adapter = adapter_for(model)
+        adapter = adapter_for(model, adapter_override)   # conf/model `adapter:` fields win
     except ValueError:
         if mode != "none":
             raise

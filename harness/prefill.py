@@ -2,8 +2,8 @@
 version 1): one forward over 1 x seq_len random tokens without KV cache, `warmup` untimed runs,
 then the median of `repeats` timed runs, at the run's pinned thread count.
 
-Stop-gap until the project's latency evaluator (issue 6) is on main; structured methods record it
-before and after surgery in `prune_report.latency` so the speed-up is visible in the same run.
+The latency evaluator (harness/evaluation/latency.py) is the measured protocol; this probe lets
+structured methods record a prefill time before and after surgery in `prune_report.latency` so the speed-up is visible in the same run.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 run_id is a hash of the *semantic* config (what can change a number); paths, launcher and logging
 settings are excluded, so the same experiment launched from anywhere has the same id. Records are
 written atomically (temp file + fsync + rename): a killed job never leaves half a record.
+
+A record on disk holds no machine path: a path under one of the run's roots (data, cache,
+checkpoint and results folders, the repository, the home and temp folders) is written relative to
+that root, named in angle brackets (`local:<data_dir>/c4/train.jsonl`); see `portable_paths`.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -57,6 +62,49 @@ def _clean(obj: Any) -> Any:
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
         return _clean(obj.item())
     return obj
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def path_roots(paths: dict | None = None) -> dict[str, str]:
+    """name -> absolute folder, for `portable_paths`: the config's `paths` section (data_dir,
+    cache_dir, checkpoint_dir, results_dir) plus the repository, home and temp folders."""
+    roots = {k: v for k, v in (paths or {}).items() if v and k.endswith("_dir")}
+    roots.update({"repo": REPO_ROOT, "home": Path.home(), "tmp": tempfile.gettempdir()})
+    return {k: str(v) for k, v in roots.items()}
+
+
+def portable_paths(obj: Any, roots: dict[str, str]) -> Any:
+    """A copy of `obj` where every absolute path under a root reads `<root name>/relative`.
+
+    The most specific root wins (longest prefix); both the spelling given and the resolved one
+    (symlinks) match. A root equal to a string becomes `<root name>` alone."""
+    prefixes: dict[str, str] = {}
+    for name, folder in roots.items():
+        p = Path(str(folder)).expanduser()
+        if not p.is_absolute():
+            continue
+        for spelling in {str(p), str(p.resolve())}:
+            if spelling != "/":
+                prefixes.setdefault(spelling.rstrip("/"), name)
+    if not prefixes:
+        return obj
+    pattern = re.compile("(?:" + "|".join(re.escape(p) for p in sorted(prefixes, key=len, reverse=True))
+                         + r")(?![\w.-])")
+
+    def walk(o: Any) -> Any:
+        if isinstance(o, str):
+            return pattern.sub(lambda m: f"<{prefixes[m.group(0)]}>", o)
+        if isinstance(o, dict):
+            return {k: walk(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [walk(v) for v in o]
+        if isinstance(o, Path):
+            return walk(str(o))
+        return o
+
+    return walk(obj)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -117,17 +165,22 @@ def failures_dir(results_dir: str | Path) -> Path:
     return Path(results_dir) / "failures"
 
 
-def write_record(results_dir: str | Path, record: dict) -> Path:
+def write_record(results_dir: str | Path, record: dict, roots: dict[str, str] | None = None) -> Path:
     """Write the record at records/<run_id>.json, except that an `ok` record there is never replaced
-    by a failure: the failed record goes beside it, to failures/<run_id>-<time>.json."""
+    by a failure: the failed record goes beside it, to failures/<run_id>-<time>.json. `roots`
+    (name -> folder) turns machine paths into root-relative ones (default: the record's own config
+    paths plus repository, home and temp folders)."""
     if record.get("status") not in STATUSES:
         raise ValueError(f"record status must be one of {STATUSES}")
+    if roots is None:
+        roots = path_roots({"results_dir": results_dir, **((record.get("config") or {}).get("paths") or {})})
     record = {"schema_version": SCHEMA_VERSION, **record}
     path = record_path(results_dir, record["run_id"])
     if record["status"] != "ok" and existing_status(results_dir, record["run_id"]) == "ok":
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         path = failures_dir(results_dir) / f"{record['run_id']}-{stamp}-{os.getpid()}.json"
         record["kept_ok_record"] = str(record_path(results_dir, record["run_id"]))
+    record = portable_paths(record, roots)
     write_atomic(path, json.dumps(_clean(record), indent=2, sort_keys=False) + "\n")
     return path
 

@@ -157,12 +157,14 @@ def _env_warnings(old: dict, new: dict) -> list[str]:
 
 
 def rebuild_config(record: dict, results_dir: Path, wandb: bool = False) -> dict:
-    """The record's config, forced, writing into `results_dir`. Machine paths that do not exist
-    here fall back to auto-resolution (data dir, cache dir)."""
+    """The record's config, forced, writing into `results_dir`. Root names and machine paths that
+    do not exist here fall back to auto-resolution (data dir, cache dir, checkpoint dir)."""
     config = copy.deepcopy(record["config"])
     paths = dict(config.get("paths") or {})
-    for key in ("data_dir", "cache_dir"):
-        if paths.get(key) and not Path(str(paths[key])).expanduser().exists():
+    for key in ("data_dir", "cache_dir", "checkpoint_dir"):
+        # a record stores root names (`<data_dir>`), not machine paths: resolve them here
+        value = str(paths.get(key) or "")
+        if value and (value.startswith("<") or not Path(value).expanduser().exists()):
             paths[key] = None
     paths["results_dir"] = str(results_dir)
     config["paths"] = paths

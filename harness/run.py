@@ -1,8 +1,10 @@
 """The Hydra app: `python -m harness.run model=... method=... target=... eval=...`.
 
-Straight-line stages: validate -> load -> calibrate -> prune -> recover -> measure -> evaluate ->
-record. `main` only calls `run_experiment(cfg)`, which tests call directly. A failure at any stage
-leaves a `failed` record naming the stage; an identical config with an `ok` record is skipped.
+validate -> stages (load, check, calibrate, prune, recover, measure, evaluate, save) -> record.
+Each stage is a function that stores its typed result on a `RunState`; one loop runs them in order,
+times them and names the one that fails; `assemble_record` builds the record once from the results.
+`main` only calls `run_experiment(cfg)`, which tests call directly. A failure at any stage leaves a
+`failed` record naming the stage; an identical config with an `ok` record is skipped.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import resource
 import sys
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness.env import configure_offline
 
@@ -38,13 +42,14 @@ def tokenizer_sha256(tokenizer) -> str | None:
     return sha256_text(backend.to_str()) if backend is not None else None
 
 
-def _run_tags(plan, record: dict) -> dict:
-    """The paper's tags for this target (record.method) and the run's own (what ran: pattern, recovery)."""
-    from methods.tags import run_tags
+def _run_tags(plan, method_description: dict, recovery_name: str) -> dict:
+    """The paper's tags for this target (into the method's description) and the run's own (what
+    ran: pattern, recovery)."""
+    from harness.tags import run_tags
 
     listed, paper = plan.method.paper_entry(plan.target.pattern)
-    record["method"].update(tags=paper.as_dict(), listed=listed)
-    return run_tags(paper, plan.target.pattern, record["recovery"]["name"],
+    method_description.update(tags=paper.as_dict(), listed=listed)
+    return run_tags(paper, plan.target.pattern, recovery_name,
                     bool(getattr(plan.method, "updates_weights", False)), bool(plan.method.needs_calibration))
 
 
@@ -53,6 +58,49 @@ def _env_block(device: str) -> dict:
 
     return {**device_description(device), "libraries": library_versions(), "git": git_state(), "lock": lock_state(),
             "launcher": launcher_ids(), "hostname": os.uname().nodename}
+
+
+STAGES = ("load", "check", "calibrate", "prune", "recover", "save_offloaded", "measure", "evaluate", "save")
+STAGE_NAMES = {"save_offloaded": "save"}    # the name a failure reports
+# stage -> its key in record["timing"] (load times itself: the loader's own clock)
+TIMED = {"calibrate": "calibrate_s", "prune": "prune_s", "recover": "recover_s", "evaluate": "eval_s"}
+
+
+@dataclass
+class LoadResult:
+    loaded: Any                         # harness.models.LoadedModel
+    adapter: Any                        # harness.adapters.Adapter
+    tokenizer_sha256: str | None
+
+
+@dataclass
+class Measurement:
+    sparsity: dict                      # measure_sparsity(): per-block and total sparsity, N:M check
+    params_before: int
+    params_after: int
+
+    def as_record(self) -> dict:
+        return {**self.sparsity, "params_before": self.params_before, "params_after": self.params_after}
+
+
+@dataclass
+class RunState:
+    """The typed results of the stages so far; the record is assembled from it once, at the end."""
+    run_id: str
+    seed: int
+    threads: int
+    load: LoadResult | None = None
+    ctx: Any = None                     # harness.blocks.context.PruneContext
+    calibration: Any = None             # harness.calibration.Calibration, or None when not needed
+    params_before: int | None = None
+    prune_report: dict | None = None
+    recovery_report: dict = field(default_factory=dict)
+    measurement: Measurement | None = None
+    metrics: dict = field(default_factory=dict)     # filled evaluator by evaluator (partial on failure)
+    output: dict | None = None
+    timing: dict = field(default_factory=dict)
+    memory: dict = field(default_factory=dict)      # offload mode and predicted peaks, then measured peaks
+    env: dict = field(default_factory=dict)         # the run's environment (the loader settles its dtype)
 
 
 def run_experiment(cfg) -> dict:
@@ -66,22 +114,18 @@ def run_experiment(cfg) -> dict:
 
     threads = configure_runtime(runtime.get("threads"), runtime.get("offline", True))
 
-    from harness.records import existing_status, read_record, record_path, run_id_for, write_record
-    from harness.validate import validate
-
+    from harness.errors import ConfigError
     from harness.identity import IDENTITY_VERSION
+    from harness.records import ResultsDirError, check_writable, existing_status, read_record, record_path, run_id_for
     from harness.schema import resolve_seeds
+    from harness.validate import validate
 
     config = resolve_seeds(config)  # the top-level seed drives calib / recovery unless they pin one
     plan = validate(config)  # ConfigError before anything expensive
     run_id = run_id_for(config)
-    from harness.records import ResultsDirError, check_writable
-
     try:
         check_writable(plan.results_dir)  # a full or read-only disk is found now, not after the work
     except ResultsDirError as exc:
-        from harness.validate import ConfigError
-
         raise ConfigError(str(exc)) from None
     status = existing_status(plan.results_dir, run_id)
     retry_failed = bool(config.get("retry_failed", True))
@@ -90,167 +134,217 @@ def run_experiment(cfg) -> dict:
         return read_record(record_path(plan.results_dir, run_id))
 
     t_start = time.perf_counter()
-    record: dict = {
-        "run_id": run_id, "identity_version": IDENTITY_VERSION, "status": "failed", "error": None,
-        "method": plan.method.describe(),
-        "model": {"name": config["model"]["name"], "source": config["model"]["source"]},
-        "target": plan.target.describe(),
-        "allocator": config.get("allocator"),
-        "kv": plan.kv.describe() if plan.kv is not None else {"name": "none"},
-        "calibration": None, "recovery": {"name": (config.get("recovery") or {}).get("name", "none")},
-        "measured": {}, "metrics": {}, "timing": {}, "memory": {}, "prune_report": {},
-        "env": _env_block(plan.device) | {"threads": threads, "dtype": str(plan.dtype)},
-        "provenance": {}, "config": config,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    record["tags"] = _run_tags(plan, record)
-    stage = "load"
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    state = RunState(run_id=run_id, seed=int(config.get("seed", 0)), threads=threads,
+                     env=_env_block(plan.device) | {"threads": threads, "dtype": str(plan.dtype)})
+    # described before any stage runs: a method's describe() must not see what pruning did
+    described = {"identity_version": IDENTITY_VERSION, "method": plan.method.describe(),
+                 "target": plan.target.describe(),
+                 "kv": plan.kv.describe() if plan.kv is not None else {"name": "none"}}
+    described["tags"] = _run_tags(plan, described["method"], (config.get("recovery") or {}).get("name", "none"))
+    error, interrupted = None, None
     try:
-        record = _run_stages(config, plan, record)
-    except BaseException as exc:  # noqa: BLE001 - a failed cell must always leave a record
-        stage = record.get("_stage", stage)
-        record["status"] = "failed"
-        record["error"] = {"stage": stage, "type": type(exc).__name__, "message": str(exc)[:2000],
-                           "traceback": traceback.format_exc()[-8000:]}
-        log.error("run %s failed at stage %s: %s: %s", run_id, stage, type(exc).__name__, exc)
-        if isinstance(exc, KeyboardInterrupt):
-            _finish(record, plan, t_start)
-            raise
+        _run_stages(config, plan, state)
+    except _StageFailed as failed:  # a failed cell must always leave a record
+        exc = failed.__cause__
+        error = {"stage": failed.stage, "type": type(exc).__name__, "message": str(exc)[:2000],
+                 "traceback": failed.traceback}
+        log.error("run %s failed at stage %s: %s: %s", run_id, failed.stage, type(exc).__name__, exc)
+        interrupted = exc if isinstance(exc, KeyboardInterrupt) else None
+    record = assemble_record(config, state, described, error, started_at)
     _finish(record, plan, t_start)
+    if interrupted is not None:
+        raise interrupted
     from harness.tracking import track_run
 
     track_run(config, record)  # W&B (offline by default); never fails the run
     return record
 
 
-def _finish(record: dict, plan, t_start: float) -> None:
-    from harness.records import write_record
+class _StageFailed(Exception):
+    def __init__(self, stage: str, traceback_text: str):
+        super().__init__(stage)
+        self.stage, self.traceback = stage, traceback_text
 
-    record.pop("_stage", None)
+
+def _run_stages(config: dict, plan, state: RunState) -> None:
+    """Run the stages in order, timing each; a failure is re-raised as _StageFailed naming it."""
+    import torch
+
+    torch.manual_seed(state.seed)
+    stages = {"load": _load, "check": _check, "calibrate": _calibrate, "prune": _prune, "recover": _recover,
+              "save_offloaded": _save_offloaded, "measure": _measure, "evaluate": _evaluate, "save": _save}
+    for name in STAGES:
+        t = time.perf_counter()
+        try:
+            stages[name](config, plan, state)
+        except BaseException as exc:  # noqa: BLE001 - named, recorded, and re-raised if an interrupt
+            raise _StageFailed(STAGE_NAMES.get(name, name), traceback.format_exc()[-8000:]) from exc
+        if name in TIMED:
+            state.timing[TIMED[name]] = time.perf_counter() - t
+        elif name == "load":
+            state.timing["load_s"] = state.load.loaded.load_s
+
+
+# ------------------------------------------------------------------------------------------ stages
+def _load(config: dict, plan, state: RunState) -> None:
+    from harness.adapters import adapter_for
+    from harness.blocks.context import PruneContext
+    from harness.models import load_model
+
+    model_cfg = config["model"]
+    loaded = load_model(model_cfg["name"], model_cfg["source"], plan.dtype, plan.device, plan.cache_dir,
+                        allow_pickle=bool(model_cfg.get("allow_pickle", False)), seed=state.seed,
+                        adapter_override=model_cfg.get("adapter"), **_offload_arguments(config, plan))
+    _record_offload(state.memory, state.env, loaded, plan)
+    if loaded.residency is not None:   # disk offload: pruned blocks are staged next to the output
+        loaded.residency.staging = plan.results_dir / "models" / f".{state.run_id}.staging"
+    adapter = adapter_for(loaded.model)
+    state.load = LoadResult(loaded, adapter, tokenizer_sha256(loaded.tokenizer))
+    prune_cfg = config.get("prune", {})
+    state.ctx = PruneContext(adapter=adapter, target=plan.target, calibration=None, allocator=plan.allocator,
+                             device=plan.device, batch_size=int(prune_cfg.get("batch_size", 1)),
+                             propagation=prune_cfg.get("propagation", "pruned"), seed=state.seed,
+                             tokenizer=loaded.tokenizer, cache_dir=plan.cache_dir, model_sha256=loaded.sha256,
+                             reuse=bool(prune_cfg.get("reuse", True)))
+
+
+def _check(config: dict, plan, state: RunState) -> None:
+    plan.method.check(state.load.loaded.model, state.ctx)
+
+
+def _calibrate(config: dict, plan, state: RunState) -> None:
+    from harness.calibration import sample_calibration
+
+    if not (plan.method.needs_calibration or getattr(plan.allocator, "needs_calibration", False)):
+        return
+    c, reuse = config["calib"], config.get("prune", {}).get("reuse", True)
+    state.calibration = sample_calibration(state.load.loaded.tokenizer, c["corpus"], c.get("split", "train"),
+                                           int(c["n_samples"]), int(c["seq_len"]),
+                                           int(c["seed"] if c.get("seed") is not None else state.seed),
+                                           plan.data_dir, c.get("mode", "reference"),
+                                           cache_dir=plan.cache_dir if reuse else None)
+    state.ctx.calibration = state.calibration
+
+
+def _prune(config: dict, plan, state: RunState) -> None:
+    if not plan.method.streams_blocks:
+        _materialize(state.load.loaded, f"method {plan.method.name} works on the whole model", config, state.memory)
+    state.params_before = sum(p.numel() for p in state.load.loaded.model.parameters())
+    state.prune_report = plan.method.prune(state.load.loaded.model, state.ctx) or {}
+
+
+def _recover(config: dict, plan, state: RunState) -> None:
+    if plan.recovery is None:
+        return
+    from harness.recovery.context import recovery_context
+
+    _materialize(state.load.loaded, f"recovery {config['recovery'].get('name')} trains the whole model", config,
+                 state.memory)
+    rctx = recovery_context(config, plan, state.ctx, state.run_id, state.load.loaded.sha256, state.prune_report)
+    loaded = state.load.loaded
+    state.recovery_report = plan.recovery(loaded.model, loaded.tokenizer, config["recovery"], rctx) or {}
+
+
+def _save_offloaded(config: dict, plan, state: RunState) -> None:
+    """Disk offload: the pruned model is written as sharded safetensors, block by block."""
+    residency = state.load.loaded.residency
+    if residency is None or residency.mode != "disk":
+        return
+    out = plan.results_dir / "models" / state.run_id
+    residency.finalize(out)
+    state.load.loaded.tokenizer.save_pretrained(out)
+    state.output = {"model_dir": str(out)}
+
+
+def _measure(config: dict, plan, state: RunState) -> None:
+    from harness.blocks.measure import measure_sparsity
+
+    model = state.load.loaded.model
+    state.measurement = Measurement(measure_sparsity(model, state.load.adapter, plan.target.n, plan.target.m),
+                                    state.params_before, sum(p.numel() for p in model.parameters()))
+
+
+def _evaluate(config: dict, plan, state: RunState) -> None:
+    import torch
+
+    from harness.evaluation import get_evaluator
+    from harness.evaluation.context import EvalContext
+
+    ectx = EvalContext(device=plan.device, data_dir=plan.data_dir, run_dir=plan.results_dir / "records",
+                       run_id=state.run_id, seed=state.seed, threads=state.threads,
+                       extras={"kv": plan.kv, "cache_dir": plan.cache_dir})
+    loaded = state.load.loaded
+    for name, section in (config.get("eval") or {}).items():
+        if section is None:
+            continue
+        state.metrics.update(get_evaluator(name)(loaded.model, loaded.tokenizer, section, ectx))
+    if plan.device.startswith("cuda"):
+        state.memory["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
+
+
+def _save(config: dict, plan, state: RunState) -> None:
+    if not (config.get("output") or {}).get("save_model") or state.output is not None:
+        return
+    out = plan.results_dir / "models" / state.run_id
+    state.load.loaded.model.save_pretrained(out, safe_serialization=True)
+    state.load.loaded.tokenizer.save_pretrained(out)
+    state.output = {"model_dir": str(out)}
+
+
+# ------------------------------------------------------------------------------------------ record
+def assemble_record(config: dict, state: RunState, described: dict, error: dict | None, started_at: str) -> dict:
+    """The run record, built once from the stage results (those that ran: a failed run keeps them)."""
+    load, calib = state.load, state.calibration
+    model = {"name": config["model"]["name"], "source": config["model"]["source"]}
+    provenance: dict = {}
+    if load is not None:
+        model |= {"family": load.adapter.family, "model_type": load.loaded.model.config.model_type}
+        provenance = {"model_sha256": load.loaded.sha256, "model_cache_hit": load.loaded.cache_hit,
+                      "tokenizer_sha256": load.tokenizer_sha256, "data_sha256": {}}
+    if calib is not None:
+        provenance["calibration_tokens_sha256"] = calib.tokens_sha256
+        provenance["data_sha256"][f"calib:{calib.corpus}/{calib.split}"] = calib.data_sha256
+    if "eval_s" in state.timing:
+        for name, r in state.metrics.get("ppl", {}).items():
+            provenance["data_sha256"][f"eval:{name}/{r['split']}"] = r["data_sha256"]
+    record = {
+        "run_id": state.run_id, "identity_version": described["identity_version"],
+        "status": "failed" if error else "ok", "error": error,
+        "method": described["method"], "model": model, "target": described["target"],
+        "allocator": config.get("allocator"), "kv": described["kv"],
+        "calibration": (calib.describe() | {"allow_eval_split": bool(config["calib"].get("allow_eval_split", False))}
+                        if calib is not None else None),
+        "recovery": {"name": (config.get("recovery") or {}).get("name", "none"), **state.recovery_report},
+        "measured": state.measurement.as_record() if state.measurement is not None else {},
+        "metrics": state.metrics, "timing": dict(state.timing), "memory": dict(state.memory),
+        "prune_report": state.prune_report or {}, "env": state.env, "provenance": provenance, "config": config,
+        "started_at": started_at, "tags": described["tags"],
+    }
+    if state.output is not None:
+        record["output"] = state.output
+    return record
+
+
+def _finish(record: dict, plan, t_start: float) -> None:
+    from harness.records import path_roots, write_record
+
     record["timing"]["total_s"] = time.perf_counter() - t_start
     record["memory"]["peak_rss_bytes"] = _peak_rss_bytes()
     record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    paths = (record.get("config") or {}).get("paths") or {}
+    roots = path_roots({**paths, "data_dir": plan.data_dir, "cache_dir": plan.cache_dir,
+                        "results_dir": plan.results_dir})
     try:
-        path = write_record(plan.results_dir, record)
+        path = write_record(plan.results_dir, record, roots)
     except OSError as exc:
         # The disk filled up or went away during the run: the numbers must not be lost.
         from harness.records import fallback_dir
 
-        path = write_record(fallback_dir(), record)
+        path = write_record(fallback_dir(), record, roots)
         print(f"prunebench: could not write the record to {plan.results_dir} ({exc.strerror or exc}); "
               f"written to {path} instead. metrics: {record.get('metrics')}", file=sys.stderr)
     log.info("record %s (%s) -> %s", record["run_id"], record["status"], path)
-
-
-def _run_stages(config: dict, plan, record: dict) -> dict:
-    import torch
-
-    from harness.blocks.context import PruneContext
-    from harness.blocks.measure import measure_sparsity
-    from harness.calibration import sample_calibration
-    from harness.evaluation import get_evaluator
-    from harness.evaluation.context import EvalContext
-    from harness.models import load_model
-    from harness.adapters import adapter_for
-
-    timing = record["timing"]
-    seed = int(config.get("seed", 0))
-    torch.manual_seed(seed)
-
-    record["_stage"] = "load"
-    model_cfg = config["model"]
-    loaded = load_model(model_cfg["name"], model_cfg["source"], plan.dtype, plan.device, plan.cache_dir,
-                        allow_pickle=bool(model_cfg.get("allow_pickle", False)), seed=seed,
-                        **_offload_arguments(config, plan))
-    model, tokenizer = loaded.model, loaded.tokenizer
-    _record_offload(record, loaded, plan)
-    if loaded.residency is not None:   # disk offload: pruned blocks are staged next to the output
-        loaded.residency.staging = plan.results_dir / "models" / f".{record['run_id']}.staging"
-    timing["load_s"] = loaded.load_s
-    record["provenance"].update({"model_sha256": loaded.sha256, "model_cache_hit": loaded.cache_hit,
-                                 "tokenizer_sha256": tokenizer_sha256(tokenizer), "data_sha256": {}})
-    adapter = adapter_for(model, model_cfg.get("adapter"))
-    record["model"]["family"] = adapter.family
-    record["model"]["model_type"] = model.config.model_type
-
-    prune_cfg = config.get("prune", {})
-    ctx = PruneContext(adapter=adapter, target=plan.target, calibration=None, allocator=plan.allocator,
-                       device=plan.device, batch_size=int(prune_cfg.get("batch_size", 1)),
-                       propagation=prune_cfg.get("propagation", "pruned"), seed=seed,
-                       tokenizer=tokenizer, cache_dir=plan.cache_dir, model_sha256=loaded.sha256,
-                       reuse=bool(prune_cfg.get("reuse", True)))
-    record["_stage"] = "check"
-    plan.method.check(model, ctx)
-
-    record["_stage"] = "calibrate"
-    t = time.perf_counter()
-    if plan.method.needs_calibration or getattr(plan.allocator, "needs_calibration", False):
-        c = config["calib"]
-        calib = sample_calibration(tokenizer, c["corpus"], c.get("split", "train"), int(c["n_samples"]),
-                                   int(c["seq_len"]), int(c["seed"] if c.get("seed") is not None else seed),
-                                   plan.data_dir,
-                                   c.get("mode", "reference"),
-                                   cache_dir=plan.cache_dir if prune_cfg.get("reuse", True) else None)
-        ctx.calibration = calib
-        record["calibration"] = calib.describe() | {"allow_eval_split": bool(c.get("allow_eval_split", False))}
-        record["provenance"]["calibration_tokens_sha256"] = calib.tokens_sha256
-        record["provenance"]["data_sha256"][f"calib:{calib.corpus}/{calib.split}"] = calib.data_sha256
-    timing["calibrate_s"] = time.perf_counter() - t
-
-    record["_stage"] = "prune"
-    t = time.perf_counter()
-    if not plan.method.streams_blocks:
-        _materialize(loaded, f"method {plan.method.name} works on the whole model", config, record)
-    params_before = sum(p.numel() for p in model.parameters())
-    record["prune_report"] = plan.method.prune(model, ctx) or {}
-    timing["prune_s"] = time.perf_counter() - t
-
-    record["_stage"] = "recover"
-    t = time.perf_counter()
-    if plan.recovery is not None:
-        from harness.recovery.context import recovery_context
-
-        _materialize(loaded, f"recovery {config['recovery'].get('name')} trains the whole model", config, record)
-        rctx = recovery_context(config, plan, ctx, record)
-        record["recovery"].update(plan.recovery(model, tokenizer, config["recovery"], rctx) or {})
-    timing["recover_s"] = time.perf_counter() - t
-
-    if loaded.residency is not None and loaded.residency.mode == "disk":
-        record["_stage"] = "save"   # the pruned model is written as sharded safetensors, block by block
-        out = plan.results_dir / "models" / record["run_id"]
-        loaded.residency.finalize(out)
-        tokenizer.save_pretrained(out)
-        record["output"] = {"model_dir": str(out)}
-
-    record["_stage"] = "measure"
-    target = plan.target
-    record["measured"] = measure_sparsity(model, adapter, target.n, target.m)
-    record["measured"]["params_before"] = params_before
-    record["measured"]["params_after"] = sum(p.numel() for p in model.parameters())
-
-    record["_stage"] = "evaluate"
-    t = time.perf_counter()
-    ectx = EvalContext(device=plan.device, data_dir=plan.data_dir,
-                       run_dir=plan.results_dir / "records", run_id=record["run_id"], seed=seed,
-                       threads=record["env"]["threads"], extras={"kv": plan.kv, "cache_dir": plan.cache_dir})
-    for name, section in (config.get("eval") or {}).items():
-        if section is None:
-            continue
-        result = get_evaluator(name)(model, tokenizer, section, ectx)
-        record["metrics"].update(result)
-    for name, r in record["metrics"].get("ppl", {}).items():
-        record["provenance"]["data_sha256"][f"eval:{name}/{r['split']}"] = r["data_sha256"]
-    timing["eval_s"] = time.perf_counter() - t
-    if plan.device.startswith("cuda"):
-        record["memory"]["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
-    if (config.get("output") or {}).get("save_model") and "output" not in record:
-        record["_stage"] = "save"
-        out = plan.results_dir / "models" / record["run_id"]
-        model.save_pretrained(out, safe_serialization=True)
-        tokenizer.save_pretrained(out)
-        record["output"] = {"model_dir": str(out)}
-    record["status"] = "ok"
-    return record
 
 
 def _offload_arguments(config: dict, plan) -> dict:
@@ -267,19 +361,19 @@ def _offload_arguments(config: dict, plan) -> dict:
             "hessian": "hessian" in getattr(plan.method, "statistics", ())}
 
 
-def _record_offload(record: dict, loaded, plan) -> None:
+def _record_offload(memory: dict, env: dict, loaded, plan) -> None:
     """Which offload mode ran, the dtypes, and the predicted peaks it was chosen from."""
     residency = loaded.residency
     mode = residency.mode if residency is not None else "none"
-    record["memory"]["offload"] = mode
-    record["memory"]["device"] = plan.device
+    memory["offload"] = mode
+    memory["device"] = plan.device
     if residency is not None:
-        record["memory"].update({k: v for k, v in residency.describe().items() if k != "mode"})
-    record["memory"]["predicted"] = {k: v for k, v in loaded.offload_plan.items() if k.endswith("bytes")}
-    record["env"]["dtype"] = str(loaded.dtype)
+        memory.update({k: v for k, v in residency.describe().items() if k != "mode"})
+    memory["predicted"] = {k: v for k, v in loaded.offload_plan.items() if k.endswith("bytes")}
+    env["dtype"] = str(loaded.dtype)
 
 
-def _materialize(loaded, reason: str, config: dict, record: dict) -> None:
+def _materialize(loaded, reason: str, config: dict, memory: dict) -> None:
     """Code that needs every weight at once gets the whole model on the host (disk offload), or a
     one-line MemoryError naming the budget when it cannot fit."""
     residency = loaded.residency
@@ -289,7 +383,7 @@ def _materialize(loaded, reason: str, config: dict, record: dict) -> None:
     from harness.offload import available_bytes
 
     residency.materialize(reason, int(float(max_gb) * 1e9) if max_gb else available_bytes("cpu"))
-    record["memory"]["materialized"] = reason
+    memory["materialized"] = reason
 
 
 def model_dir_arguments(argv: list[str]) -> list[str]:
@@ -357,7 +451,7 @@ def main() -> None:
     @hydra.main(config_path=str(conf_dir), config_name="config",
                 version_base="1.3")
     def _app(cfg) -> None:
-        from harness.validate import ConfigError
+        from harness.errors import ConfigError
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         from hydra.core.hydra_config import HydraConfig

@@ -32,6 +32,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.errors import SuiteError  # noqa: F401  (re-exported)
+
 log = logging.getLogger("prunebench.sweep")
 
 LAUNCHERS = {"basic": "basic", "local": "local", "slurm": "slurm"}
@@ -39,9 +41,6 @@ SWEEP_ARGS = ("suite", "launcher", "retry_failed", "dry_run")
 DONE, FAILED, MISSING, RUNNING, STALE, INVALID, SKIPPED = (
     "done", "failed", "missing", "running", "stale", "invalid", "skipped")
 
-
-class SuiteError(ValueError):
-    """A suite that cannot be expanded (unknown suite, bad sweep syntax); one line."""
 
 
 @dataclass
@@ -100,7 +99,8 @@ def expand_suite(name: str, overrides: list[str] = (), launcher: str = "basic") 
 
     from harness.config import CONF_DIR, _without_hydra
     from harness.records import run_id_for
-    from harness.validate import ConfigError, validate
+    from harness.errors import ConfigError
+    from harness.validate import validate
 
     parser = OverridesParser.create()
     try:
@@ -340,7 +340,7 @@ def run_cell(cfg) -> dict:
 
     from harness.records import run_id_for
     from harness.run import run_experiment
-    from harness.validate import ConfigError
+    from harness.errors import ConfigError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = OmegaConf.to_container(cfg, resolve=True)

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness.errors import TargetError  # noqa: F401  (re-exported)
+
 PATTERNS = ("none", "unstructured", "nm", "blocks", "sublayers", "width", "rows_cols", "experts")
 SCOPES = ("block_linears",)
 
-
-class TargetError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.blocks.loop import PROPAGATIONS
+from harness.errors import ConfigError, one_line  # noqa: F401  (ConfigError re-exported)
 
-
-class ConfigError(ValueError):
-    """A config that cannot run; the message is one line."""
 
 
 @dataclass
@@ -35,13 +33,13 @@ def validate(config: dict) -> Plan:
     """Check the resolved config; returns the objects the run needs. No model is loaded."""
     from harness.blocks.allocators import build_allocator
     from harness.calibration import MODES
-    from harness.data import DataError, check_available, corpus, resolve_data_dir
+    from harness.data import check_available, corpus, resolve_data_dir
     from harness.env import resolve_device, resolve_dtype
     from harness.evaluation import EVALUATORS
-    from harness.models import ModelSourceError, check_source
+    from harness.models import check_source
     from harness.recovery import check_recovery, get_recovery
-    from harness.targets import Target, TargetError
-    from methods.registry import UnknownMethodError, build_method
+    from harness.targets import Target
+    from methods.registry import build_method
 
     from harness.schema import SchemaError, check_config
 
@@ -108,11 +106,13 @@ def validate(config: dict) -> Plan:
         if uses_calib:
             check_calib_not_eval(calib, config.get("eval") or {})
         check_lengths(config, uses_calib)
-    except ConfigError:
+    except ConfigError as exc:  # TargetError, DataError, ... : already input errors, kept as raised
+        if str(exc) != one_line(str(exc)):
+            raise type(exc)(one_line(str(exc))) from None
         raise
-    except (UnknownMethodError, TargetError, ModelSourceError, DataError, KeyError, ValueError) as exc:
+    except (KeyError, ValueError) as exc:  # a missing config key or a malformed value
         msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        raise ConfigError(" ".join(msg.split())) from None
+        raise ConfigError(one_line(msg)) from None
     return Plan(method, target, allocator, device, dtype, data_dir,
                 _expand(paths.get("cache_dir")) or Path.home() / ".cache" / "prunebench",
                 _expand(paths.get("results_dir")) or default_results_dir(), recovery, kv)

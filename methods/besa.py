@@ -9,15 +9,18 @@ learnable logits); the differentiable mask keeps weight (r, j) with probability
 P(d <= rank_j / cols) = sum_{k: d_k <= rank_j/cols} beta_rk; the logits are trained with Adam to
 minimise the block's reconstruction error (MSE of the masked block's outputs vs the dense
 block's outputs, normalised by the dense outputs' mean square) + `penalty` * (expected block
-sparsity - target)^2. The weights stay frozen.
+sparsity - target)^2 (the reference: beta * ((s - t) / t)^2, see differences). The weights stay
+frozen.
 Final mask: row r's learned sparsity s_r = sum_k beta_rk d_k; in the whole block exactly
 int(target * block weights) weights are pruned, those with the lowest rank_j/cols - s_r, so each
 block meets its target exactly and rows with larger learned s_r lose more.
 Simplifications (stated honestly): only `steps` Adam steps per block (default 8, cycling over the
 calibration micro-batches; the reference trains several epochs on GPU), so the allocation is
-learned from a few samples on CPU; the soft mask is used in the forward pass (no
-straight-through hard mask); no joint weight quantisation; candidates d_k = k/K, k = 0..K-1.
-Unstructured only.
+learned from a few samples on CPU; the soft mask is used in the forward pass (the reference uses
+the hard mask in the forward with a straight-through gradient through the soft one, and
+beta = softmax(sigmoid(logits)), its default sigmoid smoothing); the sparsity penalty is
+`penalty` * (s - t)^2 on the absolute gap (the reference: beta * ((s - t) / t)^2, relative to the
+target); no joint weight quantisation; candidates d_k = k/K, k = 0..K-1. Unstructured only.
 """
 
 from __future__ import annotations
@@ -61,8 +64,10 @@ class BESA(WeightPruner):
     paper: ClassVar[str] = "Xu et al. 2024 (ICLR), arXiv:2402.16880"
     listed: ClassVar[str] = "https://openreview.net/forum?id=gC6JTEU3jl"
     reference: ClassVar[str] = "https://github.com/OpenGVLab/LLMPrune-BESA"
-    differences: ClassVar[str] = ("few CPU epochs; soft mask in the forward; exact block target by a "
-                                  "global selection on rank - learned row sparsity")
+    differences: ClassVar[str] = ("few CPU Adam steps per block (reference: epochs on GPU); soft mask in the "
+                                  "forward (reference: hard mask, straight-through, softmax(sigmoid(logits))); penalty "
+                                  "p*(s-t)^2 (reference: beta*((s-t)/t)^2); exact block target by a global "
+                                  "selection on rank - learned row sparsity; no joint quantisation")
     tags: ClassVar[Tags] = Tags("Unstructured", "Wanda", "Sparsity-block", "Calibration",
                                 "Without", "Frozen",
                                 qualifier="learned per-row allocation inside each block")

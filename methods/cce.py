@@ -125,8 +125,11 @@ class CCE(StructuredMethod):
         "compensation of the consumer and its damping, GQA coupling (query heads within KV groups), "
         "uniform widths across blocks, the budget as a fraction of all parameters, the calibration "
         "set, and the fine-tuning recipe (left to the recovery axis)")
-    tags: ClassVar[Tags] = Tags("Structured", "Other", "Parameter", "Calibration", "Efficient",
-                                "Update", qualifier="coupled rows/columns; reconstructed from the abstract")
+    # not on the Awesome-LLMs-Pruning list: its values, as the abstract describes the method
+    # (data-dependent importance, a parameter budget, minor fine-tuning, compensated weights)
+    tags: ClassVar[Tags] = Tags("Structured", "Other", "Parameter", "Calibration", "Efficient", "Update",
+                                qualifier="coupled rows/columns; reconstructed from the abstract")
+    updates_weights: ClassVar[bool] = True   # least-squares compensation of the consumer (compensate=True)
     patterns: ClassVar[frozenset[str]] = frozenset({"width"})
 
     def __post_init__(self):

@@ -6,16 +6,13 @@ import difflib
 import importlib
 import pkgutil
 
+from harness.errors import UnknownMethodError  # noqa: F401  (re-exported)
 from methods.base import Method
 
 _REGISTRY: dict[str, type[Method]] = {}
 _NOT_METHOD_MODULES = {"base", "registry", "tags"}
 _discovered = False
 
-
-class UnknownMethodError(KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
-        return str(self.args[0])
 
 
 def register(cls: type[Method]) -> type[Method]:

@@ -34,8 +34,10 @@ class OWL:
     target), so blocks with more outliers are pruned less and the mean ratio equals the target.
     Statistics come from one dense-propagation pass (as the reference, which scores the unpruned
     model), so they are reusable from the block cache across a sweep.
-    Differences: ratios are clamped to [0, 0.99] (never active at the paper's lam = 0.08) and the
-    scores use this benchmark's per-group input norm (shared by q/k/v and gate/up).
+    Difference from the reference (no bound; a block ratio above 1 is meaningless there): ratios
+    are kept in [0, MAX_RATIO] and what the bound cuts is spread evenly over the blocks still inside
+    it, so the mean stays exactly the target (only reachable targets: a target above MAX_RATIO is
+    a one-line error). Inactive at the paper's settings (lam = 0.08, target <= 0.8).
     """
 
     name: ClassVar[str] = "owl"
@@ -58,7 +60,8 @@ class OWL:
             scores = [(lin.weight.detach().float().abs() * blk.stats[name]["input_norm"].reshape(1, -1)).flatten()
                       for name, lin in blk.linears.items()]
             pooled = torch.cat(scores)                       # every Wanda score of the block
-            ratios.append(float((pooled > self.m * pooled.mean()).float().mean()))
+            # exact count / size (a float32 mean of the booleans rounds at ~1e-7)
+            ratios.append(int((pooled > self.m * pooled.mean()).sum()) / pooled.numel())
 
         n = len(ctx.adapter.blocks(model))
         timing = block_loop(model, ctx.adapter, ctx.calibration.input_ids, visit, [0.0] * n,
@@ -68,12 +71,13 @@ class OWL:
                         "reused": timing.reused}
 
     def spread(self, outliers: list[float], target: float) -> list[float]:
+        if not 0.0 <= target <= MAX_RATIO:
+            raise ValueError(f"owl: target {target} outside [0, {MAX_RATIO}] (a block ratio cannot reach 1)")
         d = torch.tensor(outliers, dtype=torch.float64)
         span = float(d.max() - d.min())
         scaled = (d - d.min()) / span * (2 * self.lam) if span > 0 else torch.zeros_like(d)
         density = scaled - scaled.mean() + (1.0 - target)
-        ratios = (1.0 - density).clamp(0.0, 0.99)
-        return [float(r) for r in ratios]
+        return [float(r) for r in keep_mean_within(1.0 - density, 0.0, MAX_RATIO)]
 
     def allocate(self, model: nn.Module, ctx: PruneContext) -> list[float]:
         if ctx.calibration is None:
@@ -82,6 +86,24 @@ class OWL:
         ratios = self.spread(outliers, ctx.target.ratio)
         ctx.report["owl"] = {"outlier_ratios": outliers, "m": self.m, "lam": self.lam, **info}
         return ratios
+
+
+MAX_RATIO = 0.99
+
+
+def keep_mean_within(ratios: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Clamp `ratios` to [lo, hi] and spread what the clamp moved evenly over the entries still
+    strictly inside, repeating until none leaves the bounds: the mean is unchanged (if reachable)."""
+    r = ratios.clone()
+    goal = float(r.sum())
+    for _ in range(len(r) + 1):
+        r = r.clamp(lo, hi)
+        free = (r > lo) & (r < hi)
+        gap = goal - float(r.sum())
+        if abs(gap) < 1e-12 or not bool(free.any()):
+            break
+        r[free] += gap / int(free.sum())
+    return r
 
 
 ALLOCATORS: dict[str, type] = {"uniform": Uniform, "owl": OWL}

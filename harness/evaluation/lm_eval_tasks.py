@@ -33,10 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from harness.errors import DataError
+
 CONVERTER_VERSION = "2"
 
 
-class TaskDataError(ValueError):
+class TaskDataError(DataError):
     """A local task file is missing or malformed."""
 
 

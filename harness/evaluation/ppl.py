@@ -4,6 +4,8 @@ The evaluation text (rows joined with the corpus' joiner) is tokenized once and 
 non-overlapping windows of a pinned `seq_len`; the ragged tail is dropped; ppl = exp(mean token
 NLL over all windows). Each window predicts seq_len-1 tokens, so this equals the reference's
 exp(sum(loss*seq_len)/(n*seq_len)).  `max_windows` caps the windows for quick presets (recorded).
+C4 is cut at 256 x seq_len tokens, as the references' get_c4 does (`valenc[:, :256 * seqlen]`);
+the cap is recorded as `protocol_windows`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from harness.data import eval_text
+from harness.data import CORPORA, eval_text
 from harness.hashing import sha256_text, sha256_tokens
 
 PROTOCOL = "sparsegpt-wanda-ppl"
@@ -112,8 +114,14 @@ def evaluate(model, tokenizer, section: dict, ctx) -> dict:
     results = {}
     for name in section["datasets"]:
         text, rows = eval_text(name, section.get("split"), ctx.data_dir)
+        cap = CORPORA[name].eval_windows if name in CORPORA else None
+        limit = section.get("max_windows")
+        if cap:                 # the protocol's own cap; a quick preset may cut further
+            limit = min(int(limit), cap) if limit else cap
         r = perplexity(model, tokenizer, text, int(section["seq_len"]), int(section.get("batch_size", 1)),
-                       section.get("max_windows"), ctx.device, desc=f"ppl/{name}")
+                       limit, ctx.device, desc=f"ppl/{name}")
+        r["max_windows"] = section.get("max_windows")
+        r["protocol_windows"] = cap
         r.update({"dataset": name, "split": rows.split, "data_source": rows.source,
                   "data_sha256": rows.sha256, "data_variant": rows.variant})
         if not math.isfinite(r["value"]):

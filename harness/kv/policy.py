@@ -16,7 +16,7 @@ from typing import ClassVar
 import torch
 
 from methods.base import Method
-from methods.tags import Tags
+from harness.tags import Tags
 from harness.targets import TargetError
 
 # H2O's and Keyformer's badges on the Awesome-LLMs-Pruning list (criteria "Other" there too)

@@ -281,7 +281,7 @@ def _run_tags(record: dict) -> dict:
     if isinstance(record.get("tags"), dict) and record["tags"].get("type"):
         return record["tags"]
     from methods.registry import build_method, UnknownMethodError
-    from methods.tags import run_tags
+    from harness.tags import run_tags
 
     method = record.get("method") or {}
     target = record.get("target") or {}
@@ -332,6 +332,8 @@ def flatten_record(record: dict, path: str | None = None, result_set: str | None
         "error_stage": error.get("stage"), "error": (f"{error.get('type')}: {error.get('message')}"
                                                      if error else None),
         "method": method.get("name"), "method_version": method.get("version"),
+        # "reconstructed": built from the paper's text alone (records before this field: reference)
+        "fidelity": method.get("fidelity", "reference"),
         "method_params": json.dumps(method.get("params") or {}, sort_keys=True),
         "kv_policy": kvl, "label": (f"{method.get('name')} + {kv.get('name')}" if kvl and method.get("name") != "dense"
                                     else kv.get("name") if kvl else method.get("name")),

@@ -231,7 +231,8 @@ def method_page(name: str, records: list[dict], cells: pd.DataFrame) -> str:
         tests = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "tests" / "methods").glob(f"test_{name}*.py"))
         body.append(_kv_table([("paper", m.paper), ("version (current code)", m.version),
                                ("on the Awesome-LLMs-Pruning list", link or "not on the list"),
-                               ("reference implementation", m.reference), ("differences from its default run",
+                               ("reference implementation", m.reference),
+                               ("fidelity", m.fidelity), ("differences from its default run",
                                                                            m.differences),
                                ("fidelity tests", ", ".join(f"tests/methods/{t}" for t in tests) or "none"),
                                ("default parameters", json.dumps(m.params(), sort_keys=True))]))

@@ -241,7 +241,8 @@ def by_pattern(frames: Frames, cells: pd.DataFrame) -> list[Table]:
             if col not in g or g[col].isna().all():
                 continue
             gg = g[g[col].notna() | (g["n_ok"] == 0)]
-            dense = dense_cells.loc[(dense_cells["model"] == model), col].dropna() if col in dense_cells else []
+            dense_all = dense_cells[(dense_cells["model"] == model) & dense_cells[col].notna()] \
+                if col in dense_cells else dense_cells.iloc[0:0]
             rows = []
             for keys, mg in gg.groupby(row_keys, sort=False, dropna=False):
                 first = mg.iloc[0]
@@ -250,8 +251,7 @@ def by_pattern(frames: Frames, cells: pd.DataFrame) -> list[Table]:
                        "Allocator": first["allocator"] if first["allocator"] != "uniform" else "",
                        "Recovery": first["recovery"] if first["recovery"] != "none" else "",
                        "Device": f"{first['device']} {first['dtype']}", "Set": first["result_set"],
-                       "dense": fmt_value(dense.iloc[0]) if len(set(dense.round(6))) == 1 else
-                       ("" if not len(dense) else "several")}
+                       "dense": _dense_for(dense_all, col, first)}
                 for level in levels:
                     lv = mg[mg["level"] == level]
                     if lv.empty:
@@ -269,6 +269,14 @@ def by_pattern(frames: Frames, cells: pd.DataFrame) -> list[Table]:
             frame = _drop_empty(frame, keep=("Type", "Method", "dense", *levels))
             tables.append(Table(slug(f"{model}_{pattern}_{col}"), f"{model} · {pattern} · {col}", frame))
     return tables
+
+
+def _dense_for(dense: pd.DataFrame, col: str, row) -> str:
+    """The dense value beside a row: same device and dtype, the same result set when it has one."""
+    same = dense[(dense["device"] == row["device"]) & (dense["dtype"] == row["dtype"])]
+    mine = same[same["result_set"] == row["result_set"]]
+    vals = {fmt_value(v) for v in (mine if len(mine) else same)[col]}
+    return vals.pop() if len(vals) == 1 else ("" if not vals else "several: " + ", ".join(sorted(vals)))
 
 
 def coverage(frames: Frames, cells: pd.DataFrame, listed: list[dict] | None) -> list[Table]:

@@ -73,7 +73,8 @@ class RecoveryContext:
         return model, tokenizer, info
 
 
-def recovery_context(config: dict, plan, ctx: PruneContext, record: dict) -> RecoveryContext:
+def recovery_context(config: dict, plan, ctx: PruneContext, run_id: str, model_sha256: str | None,
+                     prune_report: dict) -> RecoveryContext:
     """Assemble the RecoveryContext for run.py (one call, so run.py stays a straight line)."""
     from harness.data import corpus as corpus_of
     from harness.records import run_id_for
@@ -88,8 +89,8 @@ def recovery_context(config: dict, plan, ctx: PruneContext, record: dict) -> Rec
     for ds in ((config.get("eval") or {}).get("ppl") or {}).get("datasets", []) or []:
         split = ((config.get("eval") or {}).get("ppl") or {}).get("split") or corpus_of(ds).eval_split
         eval_texts.append((ds, split))
-    return RecoveryContext(prune=ctx, run_id=record["run_id"], device=plan.device, dtype=plan.dtype,
+    return RecoveryContext(prune=ctx, run_id=run_id, device=plan.device, dtype=plan.dtype,
                            data_dir=plan.data_dir, checkpoint_dir=base / run_id_for(resume_cfg),
                            eval_texts=eval_texts, model_cfg=dict(config["model"]),
-                           model_sha256=record["provenance"].get("model_sha256"),
-                           prune_report=record.get("prune_report") or {}, seed=int(config.get("seed", 0)))
+                           model_sha256=model_sha256, prune_report=prune_report or {},
+                           seed=int(config.get("seed", 0)))

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from harness.recovery.train import (apply_masks, finish, parse_budget, set_eval_mode, set_train_mode, start,
                                     train)
-from harness.validate import ConfigError
+from harness.errors import ConfigError
 
 OWN_KEYS = {"temperature", "kl_weight", "ce_weight", "trainable", "teacher_correction_steps",
             "teacher_correction_lr"}

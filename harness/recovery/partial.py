@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from harness.recovery.train import apply_masks, finish, set_eval_mode, set_train_mode, start, train
-from harness.validate import ConfigError
+from harness.errors import ConfigError
 
 OWN_KEYS = {"last_k", "blocks", "include"}
 

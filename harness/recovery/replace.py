@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from harness.recovery.train import finish, start, train
-from harness.validate import ConfigError
+from harness.errors import ConfigError
 
 OWN_KEYS = {"module", "loss"}
 MODULES = ("linear", "ffn")

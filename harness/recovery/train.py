@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from harness.validate import ConfigError
+from harness.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

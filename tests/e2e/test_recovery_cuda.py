@@ -1,5 +1,5 @@
 """Recovery on CUDA: bf16 autocast over float32 weights, gradient checkpointing (skipped without a GPU).
-The same path ran on SmolLM2 on an H100 (notes/issue-5.md, record 46b8a88f0840b1ed)."""
+The same path ran on SmolLM2 on an H100 (docs/recovery.md, record 46b8a88f0840b1ed)."""
 
 import pytest
 

@@ -21,7 +21,9 @@ from tests.conftest import REPO
 
 # One grid that exercises isolation: 1 ok cell, 1 raising at evaluate (a window longer than the
 # text: ValueError), 2 running out of memory at load (a 25.6 TB MLP: the allocator refuses).
+# The model admits 1e8 positions, so the long window passes validation and fails at evaluate.
 ISOLATION_GRID = ["method=magnitude", "target=unstructured_50",
+                  "model.source.config.max_position_embeddings=100000000",
                   "model.source.config.intermediate_size=128,100000000000",
                   "eval.ppl.seq_len=128,100000000"]
 

@@ -49,6 +49,7 @@ def test_suite_on_slurm_records_job_ids_and_judges_by_records(tmp_path, data_dir
     # 2 cells: one ok, one that raises at evaluate (its Slurm job still "completes": the sweep's
     # verdict comes from the records, not from the launcher).
     grid = ["launcher=slurm", "method=magnitude", "target=nm_2_4", "eval.ppl.seq_len=128,100000000",
+            "model.source.config.max_position_embeddings=100000000",  # the long window fails at evaluate
             "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10"]
     proc = run_sweep(results, *grid)
     out = proc.stdout + proc.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness.targets import Target
 from methods.registry import build_method
-from tests.methods._issue3_helpers import tiny_context
+from tests.methods.tiny_block_helpers import tiny_context
 
 
 def test_besa_meets_target_per_block():

@@ -13,7 +13,7 @@ from harness.targets import Target
 from methods.dsnot import dsnot_refine
 from methods.registry import build_method
 from methods.wanda import wanda_score
-from tests.methods._issue3_helpers import correlated_inputs, recon_error, tiny_context
+from tests.methods.tiny_block_helpers import correlated_inputs, recon_error, tiny_context
 
 
 @pytest.mark.parametrize("sparsity,seed", [(0.5, 0), (0.6, 1), (0.7, 2)])

@@ -14,7 +14,7 @@ from methods.llm_surgeon import (column_costs, correlated_update, damped_inverse
                                  global_structured_remove, row_chunks, row_costs, structured_update)
 from methods.registry import build_method
 from tests.conftest import make_tiny
-from tests.methods._issue3_helpers import correlated_inputs, tiny_context
+from tests.methods.tiny_block_helpers import correlated_inputs, tiny_context
 
 torch.set_default_dtype(torch.float32)
 

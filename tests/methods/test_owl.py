@@ -8,7 +8,7 @@ from harness.blocks.allocators import OWL
 from harness.blocks.measure import measure_sparsity
 from harness.targets import Target
 from methods.registry import build_method
-from tests.methods._issue3_helpers import tiny_context
+from tests.methods.tiny_block_helpers import tiny_context
 
 
 def test_spread_keeps_mean_and_orders_by_outliers():

@@ -10,7 +10,7 @@ from harness.blocks.loop import block_loop
 from harness.calibration import sample_calibration
 from harness.targets import Target
 from methods.registry import build_method
-from tests.methods._issue3_helpers import tiny_context
+from tests.methods.tiny_block_helpers import tiny_context
 
 
 def _run(cache_dir, propagation):

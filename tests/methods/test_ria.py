@@ -13,7 +13,7 @@ from harness.targets import Target
 from methods.registry import build_method
 from methods.ria import permute_channels, retained, ria_score, snake_permutation
 from tests.conftest import make_tiny
-from tests.methods._issue3_helpers import tiny_context
+from tests.methods.tiny_block_helpers import tiny_context
 
 
 def test_ria_score_definition():

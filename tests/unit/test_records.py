@@ -31,3 +31,41 @@ def test_validation_rejects_incomplete_records():
         validate_record({"run_id": "x"})
     with pytest.raises(ValueError, match="status"):
         write_record("/tmp", _record(status="done"))
+
+
+def test_records_on_disk_name_roots_instead_of_machine_paths(tmp_path):
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    record = _record(config={"paths": {"data_dir": str(data), "cache_dir": str(cache), "results_dir": None}},
+                     calibration={"source": f"local:{data}/c4/train.jsonl"},
+                     recovery={"checkpoint_dir": f"{cache}/checkpoints/x", "other": f"{tmp_path}/database"})
+    on_disk = json.loads(write_record(tmp_path / "results", record).read_text())
+    assert on_disk["calibration"]["source"] == "local:<data_dir>/c4/train.jsonl"
+    assert on_disk["config"]["paths"]["data_dir"] == "<data_dir>"
+    assert on_disk["recovery"]["checkpoint_dir"] == "<cache_dir>/checkpoints/x"
+    # a sibling whose name only starts like a root is not under it (the temp root still applies)
+    assert not on_disk["recovery"]["other"].startswith("<data_dir>")
+    assert record["calibration"]["source"] == f"local:{data}/c4/train.jsonl"  # the caller's dict is untouched
+
+
+def test_committed_records_hold_no_machine_path():
+    import re
+    from pathlib import Path
+
+    absolute = re.compile(r"""(?:^|[\s:"'(])/(?:work|home|tmp|root|scratch|mnt|Users)/""")
+    found = []
+
+    def walk(obj, where):
+        if isinstance(obj, str) and absolute.search(obj):
+            found.append(f"{where}: {obj[:80]}")
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(v, where)
+        elif isinstance(obj, list):
+            for v in obj:
+                walk(v, where)
+
+    files = sorted((Path(__file__).resolve().parents[2] / "results").glob("**/records/*.json"))
+    assert files, "the repository ships records under results/"
+    for f in files:
+        walk(json.loads(f.read_text()), f.name)
+    assert not found, found[:5]

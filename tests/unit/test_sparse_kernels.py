@@ -10,7 +10,7 @@ from harness.adapters import adapter_for
 from harness.evaluation.latency import measure
 from harness.evaluation.sparse_kernels import CSRLinear, sparse_kernel_weights
 from methods.registry import build_method
-from tests.methods._issue3_helpers import tiny_context
+from tests.methods.tiny_block_helpers import tiny_context
 from harness.targets import Target
 
 SECTION = {"warmup": 0, "repeats": 2, "prefill": {"batch": [1], "prompt_len": [8]},

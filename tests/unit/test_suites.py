@@ -45,7 +45,7 @@ def test_command_line_restricts_a_swept_key(tmp_path, data_env):
 def test_every_suite_expands_or_names_what_it_lacks(name, tmp_path, data_env):
     try:
         suite = expand_suite(name, [f"paths.results_dir={tmp_path}"])
-    except SuiteError as exc:  # a suite may reference methods/targets other issues are building
+    except SuiteError as exc:  # a suite may name a method or target that is not in this checkout
         assert "do not exist" in str(exc) or "Could not find" in str(exc), str(exc)
         return
     assert any(c.state != INVALID for c in suite.cells)

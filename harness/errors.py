@@ -1,0 +1,39 @@
+"""Input errors: a config, a target, a data set, a model source, a method name or a suite that
+cannot run. Each is a `ConfigError` with a one-line message, raised before anything expensive.
+
+A leaf module (imports nothing from the project), so every layer can raise these without an
+import cycle; validation lets them through unchanged instead of catching and re-wrapping.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message is one line."""
+
+
+class TargetError(ConfigError):
+    """A sparsity target that is not well formed (ratio out of range, bad N:M, unknown pattern)."""
+
+
+class DataError(ConfigError):
+    """A corpus or split that is unknown or not available offline."""
+
+
+class ModelSourceError(ConfigError):
+    """A model source that cannot be loaded safely (unknown kind, pickle without allow_pickle, ...)."""
+
+
+class UnknownMethodError(ConfigError, KeyError):
+    """A method name that is not registered (still a KeyError for lookups that expect one)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class SuiteError(ConfigError):
+    """A suite that cannot be expanded (unknown suite, bad sweep syntax)."""
+
+
+def one_line(message: str) -> str:
+    return " ".join(str(message).split())
