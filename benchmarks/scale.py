@@ -150,7 +150,9 @@ def run(args) -> None:
         overrides, target = RUNS[name]
         cmd = [sys.executable, "-m", "harness.run", f"model={model_dir}", *overrides,
                "calib=c4_quick", "calib.n_samples=4", "calib.seq_len=128", "eval=quick", "eval.ppl.seq_len=128",
-               "eval.ppl.max_windows=2", "eval.ppl.batch_size=2", "runtime.offload=auto",
+               "eval.ppl.max_windows=2", "eval.ppl.batch_size=2",
+               # a view is small enough for auto to hold it whole; force what auto picks for the full model
+               f"runtime.offload={'disk' if args.full_dir else 'auto'}",
                f"runtime.threads={args.threads}", f"paths.results_dir={args.results_dir}", "force=true",
                "wandb.mode=disabled"]
         print("$", " ".join(cmd[1:]), flush=True)

@@ -71,7 +71,7 @@ def window_nll_blockwise(model, windows: torch.Tensor, batch_size: int, device: 
     inputs = capture_block_inputs(model, adapter, windows, batch_size, device)
     for block in adapter.blocks(model):
         with session(model, block):
-            inputs = inputs.replace(run_block(block, adapter, inputs))
+            inputs = inputs.advance(run_block(block, adapter, inputs))
     norm, head = adapter._get(model, adapter.final_norm), adapter.head(model)
     total, count = 0.0, 0
     with session(model, norm, head):
