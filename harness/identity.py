@@ -98,6 +98,11 @@ def canonical(config: dict, with_seed: bool = True) -> dict:
     from harness.schema import SCHEMAS, defaults, resolve_seeds
 
     cfg = resolve_seeds(copy.deepcopy({k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}))
+    model = cfg.get("model")
+    if isinstance(model, dict) and not model.get("name"):  # model=hf|gguf|local: the name the source gives
+        from harness.config import model_name
+
+        model["name"] = model_name(model)
     top_seed = cfg.get("seed", 0)
     for section, key in NON_SEMANTIC_FIELDS:
         if isinstance(cfg.get(section), dict):

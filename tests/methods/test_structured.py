@@ -147,9 +147,10 @@ def test_structured_targets_validate():
     model, _ = make_tiny("llama")
     with pytest.raises(TargetError, match="need 0 < k"):
         build_method("depth", {}).check(model, _ctx(model, Target("x", "blocks", count=4)))
-    opt, _ = make_tiny("opt")
-    with pytest.raises(TargetError, match="LLaMA layout"):
-        build_method("depth", {}).check(opt, _ctx(opt, Target("x", "blocks", count=1)))
+    opt, _ = make_tiny("opt")   # depth works on every layout; width needs resizable q/k/v and MLP
+    build_method("depth", {}).check(opt, _ctx(opt, Target("x", "blocks", count=1)))
+    with pytest.raises(TargetError, match="width surgery"):
+        build_method("minitron", {}).check(opt, _ctx(opt, Target("x", "width", ratio=0.2)))
 
 
 # ---------------------------------------------------------------------------------------------
