@@ -164,7 +164,8 @@ def run(args) -> None:
         records = sorted(Path(args.results_dir, "records").glob("*.json"), key=lambda p: p.stat().st_mtime)
         rec = json.loads(records[-1].read_text())
         mem = rec["memory"]
-        out_dir = Path((rec.get("output") or {}).get("model_dir", ""))
+        out = (rec.get("output") or {}).get("model_dir")
+        out_dir = Path(out.replace("<results_dir>", str(Path(args.results_dir).resolve()))) if out else Path("/nonexistent")
         on_disk = _dir_bytes(out_dir) if out_dir.is_dir() else 0
         lo, hi, nlin = _block_sparsity(out_dir) if on_disk and name != "shortgpt" else (None, None, 0)
         pred = plan_memory(cfg, mode=mem.get("offload"), device="cpu", storage_bytes=2, compute_bytes=4,
