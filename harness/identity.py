@@ -45,8 +45,8 @@ def data_files(config: dict) -> dict[str, str | None]:
 
     try:
         data_dir = resolve_data_dir((config.get("paths") or {}).get("data_dir"))
-    except DataError:
-        data_dir = None
+    except DataError:  # a record's machine path that does not exist here: auto-resolution
+        data_dir = resolve_data_dir(None)
     used: list[tuple[str, str, str]] = []
     calib = config.get("calib") or {}
     if calib.get("corpus"):

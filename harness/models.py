@@ -334,7 +334,8 @@ def storage_dtype(requested: torch.dtype, dtype_is_auto: bool, device: str, chec
 def load_model(name: str, source: dict[str, Any], dtype: torch.dtype, device: str, cache_dir: str | Path,
                allow_pickle: bool = False, seed: int = 0, offload: str = "none",
                max_memory_gb: float | None = None, dtype_is_auto: bool = False, calib_tokens: int = 0,
-               hessian: bool = False, eval_tokens: int = 2048) -> LoadedModel:
+               hessian: bool = False, eval_tokens: int = 2048,
+               adapter_override: dict | None = None) -> LoadedModel:
     """Load, verify and place a model. GGUF sources are dequantized once and cached as safetensors
     (the first load takes ~20 s for SmolLM2-135M, later ones a few seconds).
 
@@ -396,10 +397,15 @@ def load_model(name: str, source: dict[str, Any], dtype: torch.dtype, device: st
             if p.is_floating_point() and p.dtype != storage:
                 p.data = p.data.to(storage)
         model = model.to(device=device if mode == "none" else "cpu")
+        # fused MoE experts -> one linear per expert (same forward, same state dict). Disk offload
+        # reads weights by their checkpoint names, so there the fused layout stays (not pruned).
+        from harness.experts import unfuse_experts
+
+        unfuse_experts(model)
     model.eval()
     model.config.use_cache = False  # calibration/eval forwards need no cache; generation turns it on
     try:
-        adapter = adapter_for(model)
+        adapter = adapter_for(model, adapter_override)   # conf/model `adapter:` fields win
     except ValueError:
         if mode != "none":
             raise

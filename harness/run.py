@@ -224,7 +224,7 @@ def _load(config: dict, plan, state: RunState) -> None:
     model_cfg = config["model"]
     loaded = load_model(model_cfg["name"], model_cfg["source"], plan.dtype, plan.device, plan.cache_dir,
                         allow_pickle=bool(model_cfg.get("allow_pickle", False)), seed=state.seed,
-                        **_offload_arguments(config, plan))
+                        adapter_override=model_cfg.get("adapter"), **_offload_arguments(config, plan))
     _record_offload(state.memory, state.env, loaded, plan)
     if loaded.residency is not None:   # disk offload: pruned blocks are staged next to the output
         loaded.residency.staging = plan.results_dir / "models" / f".{state.run_id}.staging"

@@ -130,6 +130,8 @@ class WeightPruner(Method):
         ctx.report["timing"] = {"capture_s": timing.capture_s, "forward_s": timing.forward_s,
                                 "collect_s": timing.collect_s, "method_s": timing.method_s,
                                 "n_block_forwards": timing.n_forwards}
+        if timing.unreached:   # experts the router sent no calibration token to (see harness.blocks.loop)
+            ctx.report["linears_without_routed_tokens"] = timing.unreached
         ctx.report.setdefault("reused", {}).update(
             {"calibration_tokens": bool(getattr(ctx.calibration, "reused", False)), **timing.reused})
         return ctx.report

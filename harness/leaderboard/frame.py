@@ -252,8 +252,8 @@ def pruned_id(config: dict, method_version: str | None = None) -> str:
     """The identity of the pruned model (the cell without its evaluation): joins a latency or
     zero-shot run with the perplexity run of the same model."""
     c = {k: v for k, v in cell_config(config).items() if k not in ("eval", "kv")}
-    return run_id_for({"cell": c, "data": _data(config, ("calib", "recovery")), "method_version": method_version,
-                       "seed": (config or {}).get("seed")})
+    # no data hashes here: recomputed from a record's config they depend on this machine's data dir
+    return run_id_for({"cell": c, "method_version": method_version, "seed": (config or {}).get("seed")})
 
 
 def _flat(d, prefix=""):

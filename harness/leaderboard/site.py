@@ -280,7 +280,7 @@ def run_page(record: dict, row: dict, metric_columns: list[str], check: dict | N
                ("environment lock", (env.get("lock") or {}).get("sha256") or "none recorded"),
                ("device", env.get("device")), ("dtype", env.get("dtype")), ("threads", env.get("threads"))]
     metrics = [(c, fmt_value(row[c])) for c in metric_columns if c in row and not pd.isna(row[c])]
-    rel = row.get("record_rel") or f"results/records/{record['run_id']}.json"
+    rel = row.get("record_path") or f"results/records/{record['run_id']}.json"
     body = [f'<p><a href="{e(method_href(1)(record["method"].get("name", "")))}">method page</a></p>',
             _kv_table(summary)]
     if record.get("error"):

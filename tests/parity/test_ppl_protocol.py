@@ -15,7 +15,7 @@ from tests.conftest import make_tiny
 
 def test_c4_is_cut_at_256_windows(data_dir):
     model, tok = make_tiny("llama")
-    seq_len = 32
+    seq_len = 8
     text, _ = eval_text("c4", None, data_dir)
     n_tokens = tok(text, return_tensors="pt")["input_ids"].shape[1]
     assert n_tokens > 300 * seq_len                      # the uncut text has more windows
@@ -30,7 +30,7 @@ def test_c4_is_cut_at_256_windows(data_dir):
 
 def test_quick_preset_still_cuts_further(data_dir):
     model, tok = make_tiny("llama")
-    out = evaluate(model, tok, {"datasets": ["c4"], "seq_len": 32, "max_windows": 4},
+    out = evaluate(model, tok, {"datasets": ["c4"], "seq_len": 8, "max_windows": 4},
                    SimpleNamespace(data_dir=data_dir, device="cpu"))["ppl"]["c4"]
     assert out["n_windows"] == 4 and out["max_windows"] == 4
     assert torch.isfinite(torch.tensor(out["value"]))
