@@ -42,7 +42,7 @@ def source_of(path: str | Path) -> tuple[dict, Path | None]:
         if not is_saved_model(path):
             raise EvaluateError(f"{path} is not a saved prunebench model (no pruning_metadata.json)")
         meta = read_metadata(path)
-        records = Path(meta["config"]["paths"]["results_dir"]).expanduser() / "records" / f"{meta['run_id']}.json"
+        records = path.parent.parent / "records" / f"{meta['run_id']}.json"   # <results>/models/<run_id>
         if records.is_file():  # the full record when it is still there
             return read_record(records), path
         return meta | {"model": meta.get("base_model")}, path
@@ -54,12 +54,16 @@ def source_of(path: str | Path) -> tuple[dict, Path | None]:
         raise EvaluateError(f"{path}: not a readable record ({exc})") from None
     if record["status"] != "ok":
         raise EvaluateError(f"{path}: record status is {record['status']}, not ok; re-run it first")
-    model_dir = Path((record.get("output") or {}).get("model_dir") or "/nonexistent")
+    # records keep paths portable: <results_dir> is the folder holding records/
+    raw = str((record.get("output") or {}).get("model_dir") or "/nonexistent")
+    model_dir = Path(raw.replace("<results_dir>", str(path.parent.parent)))
     return record, (model_dir if is_saved_model(model_dir) else None)
 
 
-def new_config(source: dict, overrides: list[str]) -> dict:
-    """The source run's config with the eval preset (and any other override) of the command line."""
+def new_config(source: dict, overrides: list[str], results_dir: Path | None = None) -> dict:
+    """The source run's config with the eval preset (and any other override) of the command line.
+    Paths are this machine's (records store them as placeholders); results go beside the source
+    record unless paths.results_dir is given."""
     from omegaconf import OmegaConf
 
     from harness.config import compose_config
@@ -69,7 +73,10 @@ def new_config(source: dict, overrides: list[str]) -> dict:
     if not presets:
         raise EvaluateError("eval=<preset> is required (e.g. eval=zeroshot_quick or eval=[quick,latency_quick])")
     composed = OmegaConf.to_container(compose_config(presets), resolve=True)
-    config["eval"] = composed["eval"]   # paths and wandb stay the source run's unless overridden
+    config["eval"] = composed["eval"]
+    config["paths"] = composed["paths"]
+    if results_dir is not None:
+        config["paths"]["results_dir"] = str(results_dir)
     dotted = [o for o in overrides if o not in presets]
     if dotted:
         merged = OmegaConf.merge(OmegaConf.create(config), OmegaConf.from_dotlist(dotted))
@@ -160,7 +167,9 @@ def evaluate_saved(source: dict, model_dir: Path, config: dict) -> dict:
 def evaluate(path: str | Path, overrides: list[str]) -> dict:
     """The linked record for `path` (record or saved model dir) under the command line's eval."""
     source, model_dir = source_of(path)
-    config = new_config(source, overrides)
+    p = Path(path).expanduser().resolve()
+    # a record sits in <results>/records/, a saved model in <results>/models/<run_id>/
+    config = new_config(source, overrides, p.parent.parent if p.is_file() else p.parent.parent)
     if model_dir is not None:
         return evaluate_saved(source, model_dir, config)
     from harness.run import run_experiment
