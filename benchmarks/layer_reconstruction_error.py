@@ -54,14 +54,14 @@ def main() -> None:
             acts: dict = {s: {} for s in draws}
             for s in draws:
                 hooks = []
-                for group in adapter.input_groups():
+                for group in adapter.input_groups(block):
                     def hook(_m, a, _o, g=group, s=s):
                         acts[s].setdefault(g, []).append(a[0].reshape(-1, a[0].shape[-1]))
                     hooks.append(lins[group[0]].register_forward_hook(hook))
                 run_block(block, adapter, inputs[s])
                 for h in hooks:
                     h.remove()
-            for group in adapter.input_groups():
+            for group in adapter.input_groups(block):
                 xc, xh = torch.cat(acts[0][group]), torch.cat(acts[1][group])       # [tokens, in]
                 hess = 2 * xc.t() @ xc / args.n
                 hinv = inverse_hessian_factor(hess, 0.01)

@@ -150,7 +150,9 @@ def run(args) -> None:
         overrides, target = RUNS[name]
         cmd = [sys.executable, "-m", "harness.run", f"model={model_dir}", *overrides,
                "calib=c4_quick", "calib.n_samples=4", "calib.seq_len=128", "eval=quick", "eval.ppl.seq_len=128",
-               "eval.ppl.max_windows=2", "eval.ppl.batch_size=2", "runtime.offload=auto",
+               "eval.ppl.max_windows=2", "eval.ppl.batch_size=2",
+               # a view is small enough for auto to hold it whole; force what auto picks for the full model
+               f"runtime.offload={'disk' if args.full_dir else 'auto'}",
                f"runtime.threads={args.threads}", f"paths.results_dir={args.results_dir}", "force=true",
                "wandb.mode=disabled"]
         print("$", " ".join(cmd[1:]), flush=True)
@@ -162,7 +164,8 @@ def run(args) -> None:
         records = sorted(Path(args.results_dir, "records").glob("*.json"), key=lambda p: p.stat().st_mtime)
         rec = json.loads(records[-1].read_text())
         mem = rec["memory"]
-        out_dir = Path((rec.get("output") or {}).get("model_dir", ""))
+        out = (rec.get("output") or {}).get("model_dir")
+        out_dir = Path(out.replace("<results_dir>", str(Path(args.results_dir).resolve()))) if out else Path("/nonexistent")
         on_disk = _dir_bytes(out_dir) if out_dir.is_dir() else 0
         lo, hi, nlin = _block_sparsity(out_dir) if on_disk and name != "shortgpt" else (None, None, 0)
         pred = plan_memory(cfg, mode=mem.get("offload"), device="cpu", storage_bytes=2, compute_bytes=4,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.env import REPO_ROOT
@@ -56,7 +56,6 @@ class CorpusRows:
     source: str                        # "local:<path>" or "hub:<path>/<name>"
     sha256: str | None                 # of the local file; None for hub data
     variant: str | None = None         # set when the rows differ from the protocol's (prefix files)
-    extra: dict = field(default_factory=dict)
 
 
 def resolve_data_dir(configured: str | None = None) -> Path | None:

@@ -22,13 +22,30 @@ TRACKED_LIBRARIES = (
 
 def configure_offline(offline: bool = True) -> None:
     """Set the HF offline switches. Must run before `datasets`/`transformers` are imported,
-    otherwise `datasets` reaches for the network for every dataset it builds."""
-    if offline:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    otherwise `datasets` reaches for the network for every dataset it builds. Offline (the default:
+    tests, CI, the demo) keeps switches the environment already set; `runtime.offline=false` turns
+    them off, so the hub can be reached."""
+    switches = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+    for name in switches:
+        if offline:
+            os.environ.setdefault(name, "1")
+        else:
+            os.environ[name] = "0"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("WANDB_MODE", "offline")
+
+
+def offline_from_argv(argv: list[str]) -> bool:
+    """runtime.offline from the command line, read before Hydra composes (the HF libraries fix their
+    offline switch when first imported). PRUNEBENCH_ONLINE=1 is the environment's equivalent."""
+    value = None
+    for arg in argv:
+        key, sep, v = arg.lstrip("+").partition("=")
+        if sep and key == "runtime.offline":
+            value = v.strip().lower()
+    if value is not None:
+        return value not in ("false", "0", "no", "off")
+    return os.environ.get("PRUNEBENCH_ONLINE") != "1"
 
 
 def configure_runtime(threads: int | None, offline: bool = True) -> int:

@@ -45,8 +45,8 @@ def data_files(config: dict) -> dict[str, str | None]:
 
     try:
         data_dir = resolve_data_dir((config.get("paths") or {}).get("data_dir"))
-    except DataError:
-        data_dir = None
+    except DataError:  # a record's machine path that does not exist here: auto-resolution
+        data_dir = resolve_data_dir(None)
     used: list[tuple[str, str, str]] = []
     calib = config.get("calib") or {}
     if calib.get("corpus"):
@@ -98,6 +98,11 @@ def canonical(config: dict, with_seed: bool = True) -> dict:
     from harness.schema import SCHEMAS, defaults, resolve_seeds
 
     cfg = resolve_seeds(copy.deepcopy({k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}))
+    model = cfg.get("model")
+    if isinstance(model, dict) and not model.get("name"):  # model=hf|gguf|local: the name the source gives
+        from harness.config import model_name
+
+        model["name"] = model_name(model)
     top_seed = cfg.get("seed", 0)
     for section, key in NON_SEMANTIC_FIELDS:
         if isinstance(cfg.get(section), dict):

@@ -1,7 +1,8 @@
 """Model sources, weight verification, the dequantized-weights cache, dtype/device placement.
 
 Sources (conf/model/*.yaml, key `source.kind`):
-  hub          HF hub id + revision (online users; offline it needs the HF cache)
+  hub          HF hub id + revision (conf/model/hf.yaml; the revision is resolved to its commit sha,
+               recorded; offline, the default, it needs the local HF cache; runtime.offline=false)
   local        a local directory in HF layout
   gguf         a GGUF file on disk
   gguf_package a GGUF file shipped inside an installed PyPI package (the embedded default)
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.config import model_name  # noqa: F401 - re-exported: the name a source gives a record
 from harness.digests import drop, verify_dir, write_dir_digest
 from harness.errors import ModelSourceError  # noqa: F401  (re-exported)
 from harness.hashing import sha256_file, sha256_state_dict
@@ -72,11 +74,24 @@ def gguf_path(source: dict[str, Any]) -> Path:
     return path
 
 
-def check_source(source: dict[str, Any], allow_pickle: bool = False) -> None:
-    """Fail fast on a source that cannot load; called by config validation."""
+SOURCE_FIELDS = {"hub": "id", "local": "path", "gguf": "path"}   # the field a user must give
+
+
+def check_source(source: dict[str, Any], allow_pickle: bool = False, offline: bool | None = None) -> None:
+    """Fail fast on a source that cannot load; called by config validation. `offline` (runtime.offline)
+    given: a hub model must then already be in the local HF cache."""
+    if not isinstance(source, dict):
+        raise ModelSourceError(
+            f"model.source must be a mapping, not {source!r}; choose a source config and set its fields: "
+            f"model=hf model.source.id=<org/name> | model=gguf model.source.path=<file.gguf> | "
+            f"model=local model.source.path=<dir>")
     kind = source.get("kind")
     if kind not in SOURCE_KINDS:
         raise ModelSourceError(f"unknown model source kind {kind!r}; one of {', '.join(SOURCE_KINDS)}")
+    needed = SOURCE_FIELDS.get(kind)
+    if needed and source.get(needed) in (None, "", "???"):
+        example = "<org/name>" if kind == "hub" else "<path>"
+        raise ModelSourceError(f"a {kind} model needs model.source.{needed}={example}")
     if kind in ("gguf", "gguf_package"):
         gguf_path(source)
     elif kind == "local":
@@ -87,8 +102,32 @@ def check_source(source: dict[str, Any], allow_pickle: bool = False) -> None:
             pickles = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
             what = f"only pickle checkpoints ({', '.join(pickles)})" if pickles else "no safetensors"
             raise ModelSourceError(f"{path} has {what}; set model.allow_pickle=true to load pickles")
-    elif kind == "hub" and not source.get("id"):
-        raise ModelSourceError("hub source needs `id`")
+    elif kind == "hub" and offline:
+        resolve_hub_revision(source, offline=True)
+
+
+def resolve_hub_revision(source: dict[str, Any], offline: bool) -> dict[str, Any]:
+    """The commit sha a hub revision (branch, tag or sha) names: from the hub online, from the local
+    HF cache offline. Returns {'resolved_revision': sha} plus 'revision_resolved_from' when the
+    requested revision was not a commit sha."""
+    repo, revision = str(source["id"]), str(source.get("revision") or "main")
+    if offline:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(repo, "config.json", revision=revision)
+        if not isinstance(hit, str):
+            raise ModelSourceError(
+                f"hub model {repo}@{revision} is not in the local Hugging Face cache and runs are offline "
+                f"by default; set runtime.offline=false to download it")
+        sha = Path(hit).parent.name  # <cache>/models--org--name/snapshots/<sha>/config.json
+    else:
+        from huggingface_hub import HfApi
+
+        sha = HfApi().model_info(repo, revision=revision).sha
+    out: dict[str, Any] = {"resolved_revision": sha}
+    if revision != sha:
+        out["revision_resolved_from"] = revision
+    return out
 
 
 def _verify_sha(path: Path, expected: str | None) -> str:
@@ -295,7 +334,8 @@ def storage_dtype(requested: torch.dtype, dtype_is_auto: bool, device: str, chec
 def load_model(name: str, source: dict[str, Any], dtype: torch.dtype, device: str, cache_dir: str | Path,
                allow_pickle: bool = False, seed: int = 0, offload: str = "none",
                max_memory_gb: float | None = None, dtype_is_auto: bool = False, calib_tokens: int = 0,
-               hessian: bool = False, eval_tokens: int = 2048) -> LoadedModel:
+               hessian: bool = False, eval_tokens: int = 2048,
+               adapter_override: dict | None = None) -> LoadedModel:
     """Load, verify and place a model. GGUF sources are dequantized once and cached as safetensors
     (the first load takes ~20 s for SmolLM2-135M, later ones a few seconds).
 
@@ -323,6 +363,12 @@ def load_model(name: str, source: dict[str, Any], dtype: torch.dtype, device: st
             model, tokenizer, _ = _load_gguf(path, Path(cache_dir), digest)
         checkpoint = cache
     elif kind in ("local", "hub"):
+        if kind == "hub":  # a branch or tag pinned to its commit before anything is read
+            import os
+
+            offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+            resolved = resolve_hub_revision(source, offline)
+            source = {**source, **resolved, "revision": resolved["resolved_revision"]}
         checkpoint = _weights_dir(kind, source, None, Path(cache_dir), "")
         digest = _verify_dir_sha(checkpoint, source.get("sha256"))   # streamed over every weight file
     else:  # random_init
@@ -351,10 +397,15 @@ def load_model(name: str, source: dict[str, Any], dtype: torch.dtype, device: st
             if p.is_floating_point() and p.dtype != storage:
                 p.data = p.data.to(storage)
         model = model.to(device=device if mode == "none" else "cpu")
+        # fused MoE experts -> one linear per expert (same forward, same state dict). Disk offload
+        # reads weights by their checkpoint names, so there the fused layout stays (not pruned).
+        from harness.experts import unfuse_experts
+
+        unfuse_experts(model)
     model.eval()
     model.config.use_cache = False  # calibration/eval forwards need no cache; generation turns it on
     try:
-        adapter = adapter_for(model)
+        adapter = adapter_for(model, adapter_override)   # conf/model `adapter:` fields win
     except ValueError:
         if mode != "none":
             raise

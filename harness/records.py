@@ -11,6 +11,7 @@ that root, named in angle brackets (`local:<data_dir>/c4/train.jsonl`); see `por
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -39,6 +40,23 @@ def run_id_for(config: dict) -> str:
     from harness.identity import run_id_for as identity_run_id
 
     return identity_run_id(config)
+
+
+# What only evaluates a pruned model: records that differ only here share one pruned model.
+EVALUATION_KEYS = ("eval",)
+
+
+def pruning_id_for(config: dict) -> str:
+    """Identity of the pruned model alone: the canonical run identity (harness.identity) without its
+    evaluation settings and the hashes of the evaluation data. `harness.evaluate` writes records with
+    a new run_id and the same pruning_id; the leaderboard joins records on it."""
+    from harness.identity import canonical
+
+    ident = canonical(config)
+    ident["config"] = {k: v for k, v in ident["config"].items() if k not in EVALUATION_KEYS}
+    ident["data"] = {k: v for k, v in ident["data"].items() if not k.startswith("eval:")}
+    blob = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def records_dir(results_dir: str | Path) -> Path:

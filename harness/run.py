@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.env import configure_offline
+from harness.env import configure_offline, offline_from_argv
 
 log = logging.getLogger("prunebench")
 
@@ -108,6 +108,10 @@ def run_experiment(cfg) -> dict:
     from omegaconf import DictConfig, OmegaConf
 
     config = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    if isinstance(config.get("model"), dict) and not config["model"].get("name"):
+        from harness.config import model_name
+
+        config["model"]["name"] = model_name(config["model"])  # model=hf: the hub id
     runtime = config.get("runtime", {})
     configure_offline(runtime.get("offline", True))
     from harness.env import configure_runtime
@@ -142,6 +146,12 @@ def run_experiment(cfg) -> dict:
                  "target": plan.target.describe(),
                  "kv": plan.kv.describe() if plan.kv is not None else {"name": "none"}}
     described["tags"] = _run_tags(plan, described["method"], (config.get("recovery") or {}).get("name", "none"))
+    from harness.records import pruning_id_for
+    from harness.tracking import start_run, track_run
+
+    pruning_id = pruning_id_for(config)
+    live = start_run(config, {"run_id": run_id, "pruning_id": pruning_id, **described,   # W&B open while
+                              "model": {"name": config["model"]["name"]}})                # the stages work
     error, interrupted = None, None
     try:
         _run_stages(config, plan, state)
@@ -152,12 +162,19 @@ def run_experiment(cfg) -> dict:
         log.error("run %s failed at stage %s: %s: %s", run_id, failed.stage, type(exc).__name__, exc)
         interrupted = exc if isinstance(exc, KeyboardInterrupt) else None
     record = assemble_record(config, state, described, error, started_at)
+    record = {"run_id": record["run_id"], "pruning_id": pruning_id, **record}
+    if state.load is not None:
+        record["model"]["source"] = state.load.loaded.source  # a hub branch resolved to its commit sha
+    if record.get("output") and not error:  # the model card and metadata need the finished record
+        from harness.export import write_card
+
+        write_card(Path(record["output"]["model_dir"]), record,
+                   {k: v for k, v in record["output"].items() if k != "model_dir"})
     _finish(record, plan, t_start)
     if interrupted is not None:
+        track_run(config, record, live)
         raise interrupted
-    from harness.tracking import track_run
-
-    track_run(config, record)  # W&B (offline by default); never fails the run
+    track_run(config, record, live)  # W&B (offline by default); never fails the run
     return record
 
 
@@ -174,7 +191,11 @@ def _run_stages(config: dict, plan, state: RunState) -> None:
     torch.manual_seed(state.seed)
     stages = {"load": _load, "check": _check, "calibrate": _calibrate, "prune": _prune, "recover": _recover,
               "save_offloaded": _save_offloaded, "measure": _measure, "evaluate": _evaluate, "save": _save}
+    from harness.progress import stage as progress_stage
+
     for name in STAGES:
+        if name not in ("save_offloaded", "save") or _saves(config, name, state):
+            progress_stage(STAGE_NAMES.get(name, name))
         t = time.perf_counter()
         try:
             stages[name](config, plan, state)
@@ -186,6 +207,14 @@ def _run_stages(config: dict, plan, state: RunState) -> None:
             state.timing["load_s"] = state.load.loaded.load_s
 
 
+def _saves(config: dict, name: str, state: RunState) -> bool:
+    """Whether a save stage has work (only then is it announced)."""
+    if name == "save":
+        return bool((config.get("output") or {}).get("save_model")) and state.output is None
+    residency = state.load.loaded.residency if state.load is not None else None
+    return residency is not None and residency.mode == "disk"
+
+
 # ------------------------------------------------------------------------------------------ stages
 def _load(config: dict, plan, state: RunState) -> None:
     from harness.adapters import adapter_for
@@ -195,7 +224,7 @@ def _load(config: dict, plan, state: RunState) -> None:
     model_cfg = config["model"]
     loaded = load_model(model_cfg["name"], model_cfg["source"], plan.dtype, plan.device, plan.cache_dir,
                         allow_pickle=bool(model_cfg.get("allow_pickle", False)), seed=state.seed,
-                        **_offload_arguments(config, plan))
+                        adapter_override=model_cfg.get("adapter"), **_offload_arguments(config, plan))
     _record_offload(state.memory, state.env, loaded, plan)
     if loaded.residency is not None:   # disk offload: pruned blocks are staged next to the output
         loaded.residency.staging = plan.results_dir / "models" / f".{state.run_id}.staging"
@@ -254,7 +283,7 @@ def _save_offloaded(config: dict, plan, state: RunState) -> None:
     out = plan.results_dir / "models" / state.run_id
     residency.finalize(out)
     state.load.loaded.tokenizer.save_pretrained(out)
-    state.output = {"model_dir": str(out)}
+    state.output = {"model_dir": str(out), "format": "safetensors"}
 
 
 def _measure(config: dict, plan, state: RunState) -> None:
@@ -286,10 +315,13 @@ def _evaluate(config: dict, plan, state: RunState) -> None:
 def _save(config: dict, plan, state: RunState) -> None:
     if not (config.get("output") or {}).get("save_model") or state.output is not None:
         return
-    out = plan.results_dir / "models" / state.run_id
-    state.load.loaded.model.save_pretrained(out, safe_serialization=True)
-    state.load.loaded.tokenizer.save_pretrained(out)
-    state.output = {"model_dir": str(out)}
+    from harness.export import save_weights
+
+    output = config.get("output") or {}
+    sparsity = state.measurement.as_record().get("sparsity_blocks") if state.measurement is not None else 0.0
+    state.output = save_weights(state.load.loaded.model, state.load.loaded.tokenizer,
+                                plan.results_dir / "models" / state.run_id, plan.target.describe(),
+                                float(sparsity or 0.0), output.get("format") or "safetensors", state.load.adapter)
 
 
 # ------------------------------------------------------------------------------------------ record
@@ -399,22 +431,11 @@ def model_dir_arguments(argv: list[str]) -> list[str]:
     return out
 
 
-def check_group_choices(argv: list[str], conf_dir: Path) -> str | None:
-    """Hydra reports an unknown group option (`method=wandaa`) with a multi-line listing; check
-    the command line's group choices first so the user gets one line with near matches."""
-    import difflib
+def check_group_choices(argv: list[str], conf_dir: Path | None = None) -> str | None:
+    """One-line error for a group option that exists nowhere (harness.config.check_group_choices)."""
+    from harness.config import check_group_choices as check
 
-    for arg in argv:
-        key, sep, value = arg.lstrip("+~").partition("=")
-        group_dir = conf_dir / key
-        if not sep or "." in key or not group_dir.is_dir() or "," in value or "(" in value:
-            continue
-        options = sorted(p.stem for p in group_dir.glob("*.yaml"))
-        if value not in options:
-            near = difflib.get_close_matches(value, options, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(near)}?" if near else ""
-            return f"unknown {key} {value!r}{hint} (available: {', '.join(options)})"
-    return None
+    return check(argv)
 
 
 def check_results_dir(argv: list[str]) -> str | None:
@@ -440,10 +461,10 @@ def check_results_dir(argv: list[str]) -> str | None:
 def main() -> None:
     import hydra
 
-    configure_offline(os.environ.get("PRUNEBENCH_ONLINE") != "1")
+    configure_offline(offline_from_argv(sys.argv[1:]))
     conf_dir = Path(__file__).resolve().parent.parent / "conf"
     sys.argv[1:] = model_dir_arguments(sys.argv[1:])
-    problem = check_group_choices(sys.argv[1:], conf_dir) or check_results_dir(sys.argv[1:])
+    problem = check_group_choices(sys.argv[1:]) or check_results_dir(sys.argv[1:])
     if problem:
         print(f"prunebench: config error: {problem}", file=sys.stderr)
         sys.exit(2)

@@ -72,7 +72,7 @@ class PassthroughMLP(nn.Module):
 
 def _require(adapter: FamilyAdapter) -> None:
     if not adapter.supports_surgery:
-        raise SurgeryError(f"structural surgery supports the LLaMA layout only, not family {adapter.family!r}")
+        raise SurgeryError(f"width surgery does not apply to family {adapter.family!r}: {adapter.width_blocker}")
 
 
 def _set(root: nn.Module, path: str, module: nn.Module) -> None:
@@ -119,9 +119,34 @@ def dropped_sublayers(config) -> dict[str, list[int]]:
 # -------------------------------------------------------------------------------------------------
 # depth
 
+def per_layer_config(config, n: int) -> dict[str, list]:
+    """Config entries holding one value per layer (`layer_types`, ...): top-level lists of length
+    n whose key names layers."""
+    return {k: list(v) for k, v in vars(config).items()
+            if "layer" in k and isinstance(v, (list, tuple)) and len(v) == n}
+
+
+def _renumber_layer_sets(cfg, n: int, kept: list[int]) -> None:
+    """Config entries naming layers by index follow the kept blocks. MoE configs choose dense
+    layers by index (`mlp_only_layers`) and by stride (`decoder_sparse_step`: layer i is MoE when
+    (i + 1) % step == 0); after a drop the stride no longer describes the kept layers, so the dense
+    ones are listed explicitly and the stride set to 1."""
+    remap = {o: k for k, o in enumerate(kept)}
+    step = getattr(cfg, "decoder_sparse_step", None)
+    only = getattr(cfg, "mlp_only_layers", None)
+    if step is None and only is None:
+        return
+    step = step or 1
+    only = set(only or [])
+    dense = [i for i in range(n) if i in only or (i + 1) % step != 0]
+    cfg.mlp_only_layers = [remap[i] for i in dense if i in remap]
+    if hasattr(cfg, "decoder_sparse_step"):
+        cfg.decoder_sparse_step = 1
+
+
 def drop_blocks(model: nn.Module, adapter: FamilyAdapter, indices: Iterable[int]) -> list[int]:
-    """Remove decoder blocks `indices`; returns the kept original indices."""
-    _require(adapter)
+    """Remove decoder blocks `indices`; returns the kept original indices. Works for every layout:
+    only the block list, each block's KV-cache slot and the per-layer config entries change."""
     layers = adapter.blocks(model)
     n = len(layers)
     drop = sorted(set(int(i) for i in indices))
@@ -132,18 +157,15 @@ def drop_blocks(model: nn.Module, adapter: FamilyAdapter, indices: Iterable[int]
     kept = [i for i in range(n) if i not in drop]
     new = nn.ModuleList([layers[i] for i in kept])
     for new_idx, block in enumerate(new):
-        attn = adapter.attention(block)
-        if hasattr(attn, "layer_idx"):
-            attn.layer_idx = new_idx  # KV-cache slot
-        if hasattr(block, "layer_idx"):
-            block.layer_idx = new_idx
+        for mod in block.modules():   # every module that knows its KV-cache slot (block, attention)
+            if isinstance(getattr(mod, "layer_idx", None), int):
+                mod.layer_idx = new_idx
     _set(model, adapter.layers, new)
     cfg = model.config
+    for key, value in per_layer_config(cfg, n).items():   # per-layer lists follow the blocks
+        setattr(cfg, key, [value[i] for i in kept])
+    _renumber_layer_sets(cfg, n, kept)
     cfg.num_hidden_layers = len(kept)
-    for key in ("layer_types",):  # per-layer lists in the config follow the blocks
-        value = getattr(cfg, key, None)
-        if isinstance(value, (list, tuple)) and len(value) == n:
-            setattr(cfg, key, [value[i] for i in kept])
     old = dropped_sublayers(cfg)
     if any(old.values()):
         remap = {o: k for k, o in enumerate(kept)}
@@ -155,17 +177,20 @@ def _replace_sublayer(block: nn.Module, adapter: FamilyAdapter, sublayer: str) -
     if sublayer == "attn":
         layer_idx = getattr(adapter.attention(block), "layer_idx", 0)
         _set(block, adapter.attn, PassthroughAttention(layer_idx))
-        _set(block, adapter.attn_norm, nn.Identity())  # fed only the dropped attention
+        if adapter.attn_norm != adapter.mlp_norm:
+            _set(block, adapter.attn_norm, nn.Identity())  # fed only the dropped attention
     elif sublayer == "mlp":
         _set(block, adapter.mlp, PassthroughMLP())
-        _set(block, adapter.mlp_norm, nn.Identity())
+        if adapter.attn_norm != adapter.mlp_norm:
+            _set(block, adapter.mlp_norm, nn.Identity())
     else:
         raise SurgeryError(f"sublayer must be one of {SUBLAYERS}, got {sublayer!r}")
 
 
 def drop_sublayer(model: nn.Module, adapter: FamilyAdapter, block_idx: int, sublayer: str) -> None:
     """Remove the attention or MLP of block `block_idx` (and the norm in front of it)."""
-    _require(adapter)
+    if adapter.parallel:
+        raise SurgeryError(f"{adapter.family} runs attention and MLP in parallel; sublayers are not separable")
     if sublayer not in SUBLAYERS:
         raise SurgeryError(f"sublayer must be one of {SUBLAYERS}, got {sublayer!r}")
     block = adapter.blocks(model)[block_idx]
@@ -279,14 +304,39 @@ def set_head_config(config, n_q: int, n_kv: int, head_dim: int) -> None:
     config.num_key_value_heads = n_kv
 
 
-def _norms(model: nn.Module, adapter: FamilyAdapter) -> list[nn.Module]:
-    out = [FamilyAdapter._get(model, adapter.final_norm)]
-    for block in adapter.blocks(model):
-        for path in (adapter.attn_norm, adapter.mlp_norm):
-            norm = FamilyAdapter._get(block, path)
-            if not isinstance(norm, nn.Identity):
-                out.append(norm)
+def _stream_norms(model: nn.Module, adapter: FamilyAdapter, d: int) -> list[nn.Module]:
+    """Every norm over the residual stream's d channels: the final norm and, in each block, the
+    norms in front of and behind the sublayers (Gemma's pre/post feed-forward norms, OLMo-2's
+    output norms). Per-head q/k norms (Qwen3, Gemma-3) span head_dim channels and are left alone."""
+    out = []
+    roots = [FamilyAdapter._get(model, adapter.final_norm)] + list(adapter.blocks(model))
+    for root in roots:
+        for mod in root.modules():
+            w = getattr(mod, "weight", None)
+            if (_is_norm_module(mod) and isinstance(w, torch.Tensor) and w.dim() == 1 and w.numel() == d):
+                out.append(mod)
     return out
+
+
+def _is_norm_module(mod: nn.Module) -> bool:
+    return isinstance(mod, nn.LayerNorm) or "norm" in type(mod).__name__.lower()
+
+
+def norm_kind(norm: nn.Module) -> str:
+    """How a stream norm uses its weight, probed on random inputs: "rms" (w * x / rms(x)),
+    "rms_offset" (Gemma: (1 + w) * x / rms(x)), or "centered" (LayerNorm: subtracts the mean, for
+    which dropping channels changes the statistics and no rescaling restores them)."""
+    w = norm.weight
+    d = w.numel()
+    x = torch.randn(3, d, generator=torch.Generator().manual_seed(0)).to(w)
+    with torch.no_grad():
+        if torch.allclose(norm(x + 1.0), norm(x), atol=1e-4):   # blind to a shift: subtracts the mean
+            return "centered"
+        saved = w.data.clone()
+        w.data.zero_()
+        zero_out = norm(x)
+        w.data.copy_(saved)
+    return "rms" if zero_out.abs().max() < 1e-6 else "rms_offset"
 
 
 def _check_loadable(hidden: int, n_q: int) -> None:
@@ -296,38 +346,78 @@ def _check_loadable(hidden: int, n_q: int) -> None:
                            f"or from_pretrained refuses the config")
 
 
+def hidden_blocker(model: nn.Module, adapter: FamilyAdapter) -> str:
+    """Why hidden-channel pruning cannot apply ("" when it can): checked before any surgery."""
+    if not adapter.supports_surgery:
+        return adapter.width_blocker
+    d = adapter.embedding(model).weight.shape[1]
+    if any(norm_kind(n) == "centered" for n in _stream_norms(model, adapter, d)):
+        return (f"hidden-channel pruning needs RMS norms; family {adapter.family!r} has mean-centred "
+                f"LayerNorms, whose statistics change when channels are removed")
+    return ""
+
+
 def prune_hidden(model: nn.Module, adapter: FamilyAdapter, keep_idx) -> None:
     """Keep residual-stream channels `keep_idx` everywhere: embedding columns, every linear reading
-    the stream (columns) or writing it (rows), every RMSNorm weight, lm_head columns (tied or not)."""
+    the stream (columns) or writing it (rows), every stream norm, lm_head columns (tied or not).
+
+    RMS norms average over the channels they see; with fewer channels each norm's effective scale
+    is multiplied by sqrt(d/d') and eps by d/d', so the pruned model computes exactly what the model
+    with those channels zeroed computes (Gemma's (1 + w) norms: 1 + w' = (1 + w) * sqrt(d/d')).
+    An embedding scaled by sqrt(hidden_size) (Gemma) is rescaled on reload from the new width; the
+    embedding rows absorb the change, and the final norm the inverse where the head is tied.
+    Mean-centred LayerNorms (OPT, GPT-NeoX, Falcon, Cohere) have no such rescaling: refused."""
     _require(adapter)
     emb = adapter.embedding(model)
     d = emb.weight.shape[1]
     idx = _index(keep_idx, d, "hidden channels").to(emb.weight.device)
     d_new = idx.numel()
     _check_loadable(d_new, model.config.num_attention_heads)
+    norms = _stream_norms(model, adapter, d)
+    kinds = {id(n): norm_kind(n) for n in norms}
+    if "centered" in kinds.values():
+        raise SurgeryError(f"hidden-channel pruning needs RMS norms; family {adapter.family!r} has "
+                           f"mean-centred LayerNorms, whose statistics change when channels are removed")
     head = adapter.head(model)
     tied = head.weight is emb.weight
+    scale = math.sqrt(d / d_new)
+    # Gemma: embeddings are multiplied by sqrt(hidden_size), recomputed from the config on reload
+    embed_scale = getattr(emb, "embed_scale", None)
+    emb_fix = 1.0
+    if isinstance(embed_scale, torch.Tensor) and math.isclose(float(embed_scale), math.sqrt(d), rel_tol=1e-4):
+        emb_fix = math.sqrt(d) / math.sqrt(d_new)
+    final = FamilyAdapter._get(model, adapter.final_norm)
     with torch.no_grad():
-        emb.weight = nn.Parameter(emb.weight.data.index_select(1, idx).contiguous())
+        emb.weight = nn.Parameter(emb.weight.data.index_select(1, idx).contiguous() * emb_fix)
         emb.embedding_dim = d_new
+        if emb_fix != 1.0:
+            emb.embed_scale.fill_(math.sqrt(d_new))
+            if hasattr(emb, "scalar_embed_scale"):
+                emb.scalar_embed_scale = math.sqrt(d_new)
         for block in adapter.blocks(model):
-            for name in adapter.linear_names():
-                try:
-                    lin = FamilyAdapter._get(block, name)
-                except AttributeError:  # a dropped sublayer has no linears
-                    continue
-                reads = name.endswith(adapter.attn_inputs) or name.endswith(adapter.mlp_inputs)
-                path = name
-                _set(block, path, _slice_linear(lin, cols=idx) if reads else _slice_linear(lin, rows=idx))
+            for name, lin in adapter.linears(block).items():
+                cut = _slice_linear(lin, cols=idx) if adapter.reads_stream(name) else _slice_linear(lin, rows=idx)
+                _set(block, name, cut)
             if hasattr(block, "hidden_size"):
                 block.hidden_size = d_new
-        # RMSNorm(x) = w * x / sqrt(mean(x^2) + eps): the mean now runs over d' channels. Scaling w by
-        # sqrt(d/d') and eps by d/d' reproduces the zero-channel model exactly.
-        scale = math.sqrt(d / d_new)
-        for norm in _norms(model, adapter):
-            norm.weight = nn.Parameter(norm.weight.data.index_select(0, idx) * scale)
-            if hasattr(norm, "variance_epsilon"):
-                norm.variance_epsilon = norm.variance_epsilon * d / d_new
+        for norm in norms:
+            w = norm.weight.data.index_select(0, idx)
+            s_norm = scale / emb_fix if (norm is final and tied) else scale
+            if kinds[id(norm)] == "rms_offset":
+                w = (1.0 + w) * s_norm - 1.0
+            else:
+                w = w * s_norm
+            norm.weight = nn.Parameter(w)
+            for attr in ("variance_epsilon", "eps"):
+                if isinstance(getattr(norm, attr, None), float):
+                    setattr(norm, attr, getattr(norm, attr) * d / d_new)
+        # per-head norms read rms_norm_eps from the config too: keep the live model equal to a reload
+        for block in adapter.blocks(model):
+            for mod in adapter.attention(block).modules():
+                if _is_norm_module(mod) and mod not in norms:
+                    for attr in ("variance_epsilon", "eps"):
+                        if isinstance(getattr(mod, attr, None), float):
+                            setattr(mod, attr, getattr(mod, attr) * d / d_new)
         if tied:
             new_head = nn.Linear(d_new, head.out_features, bias=head.bias is not None,
                                  device=emb.weight.device, dtype=emb.weight.dtype)

@@ -1,6 +1,19 @@
 """Suites: named Hydra grids (conf/suite/*.yaml) launched as resumable multiruns.
 
-    python -m harness.sweep suite=demo [launcher=basic|local|slurm] [retry_failed=true] [overrides...]
+usage: python -m harness.sweep suite=<name> [launcher=<name>] [retry_failed=true] [dry_run=true]
+                               [key=value | key=a,b,c ...]
+
+  suite=<name>         a grid in conf/suite/ (demo, tiny, unstructured, depth, ...)
+  launcher=<name>      basic (in this process, default) | local (submitit, one process per cell) |
+                       slurm (hydra-submitit-launcher, one array task per cell); Hydra's own names
+                       (`hydra/launcher=submitit_slurm`, `submitit_local`, `basic`, joblib when
+                       installed) are accepted too
+  retry_failed=true    also re-run cells whose record is `failed` (default: only missing cells)
+  dry_run=true         expand the grid and print every cell's state; launch nothing
+  key=value            any run override (model=..., eval=[quick,latency_quick], runtime.threads=1);
+  key=a,b              a comma list sweeps that key (replacing the suite's own values for it)
+While cells run, a line every PRUNEBENCH_SWEEP_POLL_S seconds (default 15) gives the done / running /
+queued / failed counts and the Slurm job ids; PRUNEBENCH_QUIET=1 drops the bar, not the lines.
 
 1. expand the suite's `hydra.sweeper.params` (plus sweep overrides from the command line) into cells
    exactly as Hydra's basic sweeper would, and compose each cell's config;
@@ -36,10 +49,18 @@ from harness.errors import SuiteError  # noqa: F401  (re-exported)
 
 log = logging.getLogger("prunebench.sweep")
 
-LAUNCHERS = {"basic": "basic", "local": "local", "slurm": "slurm"}
+LAUNCHERS = {"basic": "basic", "local": "local", "slurm": "slurm"}   # short names; plugin names pass through
 SWEEP_ARGS = ("suite", "launcher", "retry_failed", "dry_run")
-DONE, FAILED, MISSING, RUNNING, STALE, INVALID, SKIPPED = (
-    "done", "failed", "missing", "running", "stale", "invalid", "skipped")
+DONE, FAILED, MISSING, RUNNING, QUEUED, STALE, INVALID, SKIPPED = (
+    "done", "failed", "missing", "running", "queued", "stale", "invalid", "skipped")
+
+
+class HelpRequested(Exception):
+    """`--help`/`-h` on the command line: print the module's usage and exit 0."""
+
+
+def usage(doc: str | None) -> str:
+    return (doc or "").split("\n\n1.")[0].strip()
 
 
 
@@ -73,9 +94,13 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
     """Split `key=value` arguments into the sweep's own options and Hydra overrides."""
     opts: dict = {"suite": None, "launcher": "basic", "retry_failed": False, "dry_run": False}
     overrides = []
+    if any(a in ("-h", "--help", "help") for a in argv):
+        raise HelpRequested
     for arg in argv:
         key, sep, value = arg.partition("=")
-        if sep and key in SWEEP_ARGS:
+        if sep and key == "hydra/launcher":
+            opts["launcher"] = value
+        elif sep and key in SWEEP_ARGS:
             opts[key] = value.lower() in ("1", "true", "yes") if key in ("retry_failed", "dry_run") else value
         else:
             overrides.append(arg)
@@ -84,7 +109,11 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
     if opts["suite"] not in available_suites():
         raise SuiteError(f"unknown suite {opts['suite']!r}; available: {', '.join(available_suites())}")
     if opts["launcher"] not in LAUNCHERS:
-        raise SuiteError(f"launcher must be one of {', '.join(LAUNCHERS)} (got {opts['launcher']!r})")
+        from harness.config import group_options
+
+        known = group_options(["hydra/launcher"])["hydra/launcher"]
+        if opts["launcher"] not in known:
+            raise SuiteError(f"unknown launcher {opts['launcher']!r}; one of {', '.join(known)}")
     return opts, overrides
 
 
@@ -111,7 +140,7 @@ def expand_suite(name: str, overrides: list[str] = (), launcher: str = "basic") 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="sweep"):
         try:
-            hcfg = compose("config", overrides=[f"+suite={name}", f"hydra/launcher={LAUNCHERS[launcher]}",
+            hcfg = compose("config", overrides=[f"+suite={name}", f"hydra/launcher={LAUNCHERS.get(launcher, launcher)}",
                                                 *fixed], return_hydra_config=True)
         except HydraException as exc:
             raise SuiteError(" ".join(str(exc).split())) from None
@@ -123,7 +152,7 @@ def expand_suite(name: str, overrides: list[str] = (), launcher: str = "basic") 
             key = o.get_key_element()
             if o.is_sweep_override() or key in dims:
                 dims[key] = o.input_line
-        base = [f"+suite={name}", f"hydra/launcher={LAUNCHERS[launcher]}"] + [o.input_line for o in user
+        base = [f"+suite={name}", f"hydra/launcher={LAUNCHERS.get(launcher, launcher)}"] + [o.input_line for o in user
                                      if not o.is_sweep_override() and o.get_key_element() not in dims]
         check_options(name, parser.parse_overrides(list(dims.values())))
         combos = BasicSweeper.split_arguments(parser.parse_overrides(list(dims.values())), None)[0]
@@ -308,6 +337,7 @@ def refresh_states(suite: Suite) -> None:
             if err:
                 cell.detail = f"{err.get('stage')}: {err.get('type')}: {str(err.get('message'))[:200]}"
             if cell.state != FAILED:
+                _clear_dead_marker(suite.results_dir, cell.run_id)  # a job killed after its record
                 continue
         marker = marker_path(suite.results_dir, cell.run_id)
         if marker.is_file():
@@ -317,14 +347,57 @@ def refresh_states(suite: Suite) -> None:
                 info = {}
             alive = marker_alive(info)
             if info.get("submitted"):  # claimed by a sweep, the job has not started yet
-                where = f"queued by sweep pid {info.get('sweep_pid')} on {info.get('host')}"
+                where = f"queued by sweep pid {info.get('sweep_pid')} on {info.get('host')}" + (
+                    f", slurm job {info['slurm_job']}" if info.get("slurm_job") else "")
             else:
-                where = f"pid {info.get('pid')} on {info.get('host')}" + (
-                    f", slurm job {info['slurm_job_id']}" if info.get("slurm_job_id") else "")
+                where = f"{running_stage(info)}pid {info.get('pid')} on {info.get('host')}" + (
+                    f", slurm job {slurm_job(info)}" if info.get("slurm_job_id") else "")
             if alive or alive is None:
-                cell.state, cell.detail = RUNNING, where + (" (unverified)" if alive is None else "")
+                cell.state = QUEUED if info.get("submitted") else RUNNING
+                cell.detail = where + (" (unverified)" if alive is None else "")
             elif cell.state != FAILED:
                 cell.state, cell.detail = STALE, f"marker left by a dead process ({where})"
+
+
+def slurm_job(info: dict) -> str:
+    """`<array job>_<task>` for array tasks (what squeue and scancel print), else the job id."""
+    if info.get("slurm_array_job_id") and info.get("slurm_array_task_id") is not None:
+        return f"{info['slurm_array_job_id']}_{info['slurm_array_task_id']}"
+    return str(info.get("slurm_job_id"))
+
+
+def running_stage(info: dict) -> str:
+    """'stage prune for 3m05s (block 12/30, ETA 4m10s), ' from a live marker (run_cell keeps it current)."""
+    from harness.progress import fmt_s
+
+    if not info.get("stage"):
+        return ""
+    since = _age_s(info.get("stage_started_at"))
+    step = f" ({info['step']})" if info.get("step") else ""
+    return f"stage {info['stage']}" + (f" for {fmt_s(since)}" if since is not None else "") + step + ", "
+
+
+def _age_s(stamp: str | None) -> float | None:
+    import calendar
+
+    if not stamp:
+        return None
+    try:
+        return time.time() - calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return None
+
+
+def _clear_dead_marker(results_dir: Path, run_id: str) -> None:
+    path = marker_path(results_dir, run_id)
+    if not path.is_file():
+        return
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if marker_alive(info) is False:
+        path.unlink(missing_ok=True)
 
 
 def pending(suite: Suite, retry_failed: bool) -> list[Cell]:
@@ -334,25 +407,55 @@ def pending(suite: Suite, retry_failed: bool) -> list[Cell]:
 
 
 # ------------------------------------------------------------------------------------- the task
+class LiveMarker:
+    """Progress listener keeping a cell's running marker current: stage, when it began, and the
+    latest step (block 12/30, ETA ...), written at most every few seconds (harness.status reads it)."""
+
+    def __init__(self, results_dir: Path, run_id: str, every_s: float = 5.0):
+        self.results_dir, self.run_id, self.every_s = results_dir, run_id, every_s
+        self.info: dict = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self.t_write = 0.0
+
+    def __call__(self, kind: str, facts: dict) -> None:
+        from harness.progress import fmt_s
+
+        if kind == "stage":
+            self.info = {"started_at": self.info["started_at"], "stage": facts["stage"],
+                         "stage_started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        else:
+            eta = facts.get("eta_s")
+            self.info["step"] = (f"{facts.get('desc', kind)} {facts['step']}/{facts['total']}"
+                                 + (f", ETA {fmt_s(eta)}" if eta is not None else ""))
+            if time.monotonic() - self.t_write < self.every_s:
+                return
+        self.t_write = time.monotonic()
+        write_marker(self.results_dir, self.run_id, **self.info)
+
+
 def run_cell(cfg) -> dict:
     """The Hydra task of one cell (pickled by submitit, so module-level): marker, run, record."""
     from omegaconf import OmegaConf
 
+    from harness.progress import add_listener, configure_quiet, remove_listener
     from harness.records import run_id_for
     from harness.run import run_experiment
     from harness.errors import ConfigError
 
+    configure_quiet()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = OmegaConf.to_container(cfg, resolve=True)
     run_id = run_id_for(config)
     results_dir = Path(str(config["paths"]["results_dir"])).expanduser().resolve()
     marker = write_marker(results_dir, run_id)
+    live = LiveMarker(results_dir, run_id)
+    add_listener(live)
     try:
         record = run_experiment(cfg)
     except ConfigError as exc:  # validated before launch; only a changed environment gets here
         log.error("cell %s: config error: %s", run_id, exc)
         return {"run_id": run_id, "status": "invalid", "error": str(exc)}
     finally:
+        remove_listener(live)
         marker.unlink(missing_ok=True)
     return {"run_id": run_id, "status": record["status"]}
 
@@ -391,6 +494,9 @@ def launch(suite: Suite, cells: list[Cell], sweep_dir: Path, retry_failed: bool 
         if not cells:
             GlobalHydra.instance().clear()
             return cells
+        monitor = SweepMonitor(Suite(suite.name, suite.base_overrides, list(cells), suite.results_dir),
+                               sweep_dir)
+        monitor.start()
         try:
             # As Hydra's sweeper does: each job gets the task overrides plus its own (the
             # launcher re-composes a job from the hydra.* overrides and these).
@@ -400,6 +506,7 @@ def launch(suite: Suite, cells: list[Cell], sweep_dir: Path, retry_failed: bool 
             log.error("launcher raised %s: %s (states are read from the records)", type(exc).__name__,
                       " ".join(str(exc).split())[:500])
         finally:
+            monitor.stop()
             for c in cells:  # markers a job never replaced (never started, or died) are cleared
                 m = marker_path(suite.results_dir, c.run_id)
                 try:
@@ -430,6 +537,91 @@ def identical_seed_draws(suite: Suite) -> list[str]:
     return out
 
 
+class SweepMonitor:
+    """While a launch runs: every PRUNEBENCH_SWEEP_POLL_S seconds (default 15) one line with the
+    launched cells' done / running / queued / failed counts and the job ids (submitit's job folders:
+    Slurm `<array job>_<task>` ids, or local process ids), plus a bar of finished cells."""
+
+    def __init__(self, suite: Suite, sweep_dir: Path, every_s: float | None = None):
+        import threading
+
+        self.suite, self.sweep_dir = suite, sweep_dir
+        self.every_s = every_s if every_s is not None else float(os.environ.get("PRUNEBENCH_SWEEP_POLL_S", 15))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="prunebench-sweep-monitor", daemon=True)
+        self._bar = None
+        self.lines: list[str] = []
+
+    def start(self) -> None:
+        from harness.progress import quiet
+
+        if not quiet():
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=len(self.suite.cells), desc=f"sweep {self.suite.name}", unit="cell",
+                             file=sys.stderr)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self.report()
+        if self._bar is not None:
+            self._bar.close()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.report()
+
+    def job_ids(self) -> list[str]:
+        folder = self.sweep_dir / ".submitit"
+        if not folder.is_dir():
+            return []
+        return sorted((p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and "%" not in p.name),
+                      key=lambda j: [int(x) if x.isdigit() else 0 for x in j.split("_")])
+
+    def _tag_queued(self, jobs: list[str]) -> None:
+        """Array task `<job>_<i>` runs the i-th launched cell: a queued cell's marker gets its job id."""
+        import re
+
+        for job in jobs:
+            m = re.fullmatch(r"(\d+)_(\d+)", job)
+            if not m or int(m.group(2)) >= len(self.suite.cells):
+                continue
+            cell = self.suite.cells[int(m.group(2))]
+            path = marker_path(self.suite.results_dir, cell.run_id)
+            try:
+                info = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if info.get("submitted") and info.get("slurm_job") != job:
+                from harness.records import write_atomic
+
+                write_atomic(path, json.dumps({**info, "slurm_job": job}) + "\n")
+
+    def report(self) -> str:
+        try:
+            refresh_states(self.suite)
+        except Exception as exc:  # noqa: BLE001 - a progress line never stops a sweep
+            log.warning("sweep progress: %s: %s", type(exc).__name__, exc)
+            return ""
+        jobs = self.job_ids()
+        self._tag_queued(jobs)
+        n = len(self.suite.cells)
+        c = summary(self.suite)
+        finished = c.get(DONE, 0) + c.get(FAILED, 0) + c.get(SKIPPED, 0)
+        shown = ", ".join(jobs[:8]) + (f", ... ({len(jobs)} jobs)" if len(jobs) > 8 else "")
+        line = (f"prunebench: sweep {self.suite.name}: {c.get(DONE, 0)}/{n} done, {c.get(RUNNING, 0)} running, "
+                f"{c.get(QUEUED, 0) + c.get(MISSING, 0) + c.get(STALE, 0)} queued, {c.get(FAILED, 0)} failed"
+                + (f"; jobs: {shown}" if jobs else ""))
+        self.lines.append(line)
+        log.info("%s", line.removeprefix("prunebench: "))
+        if self._bar is not None:
+            self._bar.n = finished
+            self._bar.refresh()
+        return line
+
+
 def format_table(suite: Suite) -> str:
     rows = [("run_id", "state", "cell", "detail")]
     for c in suite.cells:
@@ -447,13 +639,18 @@ def summary(suite: Suite) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harness.env import configure_offline
+    from harness.env import configure_offline, offline_from_argv
+    from harness.progress import configure_quiet
 
-    configure_offline(os.environ.get("PRUNEBENCH_ONLINE") != "1")
+    configure_offline(offline_from_argv(sys.argv[1:] if argv is None else argv))
+    configure_quiet()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         opts, overrides = parse_args(list(sys.argv[1:] if argv is None else argv))
         suite = expand_suite(opts["suite"], overrides, opts["launcher"])
+    except HelpRequested:
+        print(usage(__doc__))
+        return 0
     except SuiteError as exc:
         print(f"prunebench: suite error: {exc}", file=sys.stderr)
         return 2

@@ -1,5 +1,16 @@
 """Weights & Biases logging of every run: config, tags, metrics, timings. Offline by default.
 
+One W&B run per record, opened when the run starts (`start_run`) and finished with the record
+(`track_run`):
+  config    flat: `method.name`, `method.params.blocksize`, `target.ratio`, `calib.n_samples`, ...
+            (the resolved run config) plus run_id, pruning_id and the method's tags (`tags.type`, ...)
+  group     the suite name (`harness.sweep suite=demo` groups its cells), else the model name
+  job_type  `prune` (harness.run: the whole pipeline) or `evaluate` (harness.evaluate of a saved model)
+  tags      method:/target:/model:/status: plus the method's Awesome-LLMs-Pruning tags
+  history   while the run works: per pruned block `prune/block`, `prune/block_s`, `prune/eta_s`; per
+            recovery step `recovery/step`, `recovery/loss`, `recovery/lr`; at the end one row of
+            the record's numbers, which are also the run's summary
+
 Config (conf/config.yaml):  wandb: {mode: ${oc.env:WANDB_MODE,offline}, project: prunebench, dir: <results>}
   mode offline   the run is written to <dir>/wandb/offline-run-<time>-<id>/run-<id>.wandb; no key, no network.
                  Upload later with `wandb sync <dir>/wandb/offline-run-*` (after `wandb login`).
@@ -40,23 +51,55 @@ def flat_numbers(tree: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def run_payload(record: dict) -> dict:
-    """What one run logs: config, tags, and summary numbers (metrics, measured, timing, memory)."""
+def flat_config(tree: dict, prefix: str = "") -> dict:
+    """Nested config as {'method.params.blocksize': 128, ...}: one column per setting in W&B tables."""
+    out: dict = {}
+    for k, v in (tree or {}).items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(flat_config(v, key))  # an empty section ({} params) has no column
+        else:
+            out[key] = v
+    return out
+
+
+def run_config(config: dict, record: dict) -> dict:
+    """The W&B config of a run: the resolved run config, flat, plus identity and the method's tags."""
+    from harness.records import NON_SEMANTIC_KEYS
+
+    cfg = {k: v for k, v in (config or {}).items() if k not in NON_SEMANTIC_KEYS or k == "suite"}
+    method = record.get("method") or {}
+    return {**flat_config(cfg), "run_id": record.get("run_id"), "pruning_id": record.get("pruning_id"),
+            "evaluated_from": (record.get("evaluated_from") or {}).get("run_id"),
+            **{f"tags.{axis}": v for axis, v in _tag_axes(record).items()},              # the run's
+            **{f"method.tags.{axis}": v for axis, v in (method.get("tags") or {}).items()},  # the paper's
+            "method.version": method.get("version"), "method.paper": method.get("paper")}
+
+
+def run_tags(record: dict) -> list[str]:
     method, target, model = record.get("method") or {}, record.get("target") or {}, record.get("model") or {}
-    tags = [f"method:{method.get('name')}", f"target:{target.get('name')}", f"model:{model.get('name')}",
-            f"status:{record.get('status')}"]
+    tags = [f"method:{method.get('name')}", f"target:{target.get('name')}", f"model:{model.get('name')}"]
     # the run's tags (what ran: pattern, recovery) where the record has them, else the paper's
-    run_tags = record.get("tags") or method.get("tags") or {}
-    tags += [f"{axis}:{v}" for axis, v in run_tags.items() if v and axis != "qualifier"]
+    tags += [f"{axis}:{v}" for axis, v in _tag_axes(record).items() if v and axis != "qualifier"]
+    return [t[:64] for t in tags]  # W&B tags are at most 64 characters
+
+
+def _tag_axes(record: dict) -> dict:
+    return record.get("tags") or (record.get("method") or {}).get("tags") or {}
+
+
+def run_payload(record: dict) -> dict:
+    """What one finished run logs: config, tags, and summary numbers (metrics, measured, timing, memory)."""
+    method, model = record.get("method") or {}, record.get("model") or {}
+    tags = run_tags(record) + [f"status:{record.get('status')}"]
     measured = {k: v for k, v in (record.get("measured") or {}).items() if k != "per_layer"}
     summary = {**flat_numbers(record.get("metrics") or {}, "metrics"), **flat_numbers(measured, "measured"),
                **flat_numbers(record.get("timing") or {}, "timing"), **flat_numbers(record.get("memory") or {}, "memory")}
     summary["status_ok"] = float(record.get("status") == "ok")
-    config = {"run_id": record.get("run_id"), "config": record.get("config"), "method": method,
-              "target": target, "model": {"name": model.get("name"), "family": model.get("family")},
-              "env": {k: (record.get("env") or {}).get(k) for k in ("device", "dtype", "threads", "git", "libraries")}}
-    # W&B tags are at most 64 characters
-    return {"config": config, "tags": [t[:64] for t in tags], "summary": summary}
+    env = record.get("env") or {}
+    config = {**run_config(record.get("config") or {}, record), "model.family": model.get("family"),
+              **flat_config({k: env.get(k) for k in ("device", "dtype", "threads", "git", "libraries")}, "env")}
+    return {"config": config, "tags": tags, "summary": summary}
 
 
 def resolve_mode(section: dict | None) -> str:
@@ -68,40 +111,97 @@ def resolve_mode(section: dict | None) -> str:
     return mode
 
 
-def track_run(config: dict, record: dict) -> Path | None:
-    """Log one finished run. Returns the offline run directory (None when disabled or on failure)."""
+class LiveRun:
+    """An open W&B run; as a harness.progress listener it logs block timings and recovery steps
+    while they happen (online: live charts; offline: the same history, uploaded by `wandb sync`)."""
+
+    def __init__(self, run, mode: str):
+        self.run, self.mode = run, mode
+        run.define_metric("prune/block")
+        run.define_metric("prune/*", step_metric="prune/block")
+        run.define_metric("recovery/step")
+        run.define_metric("recovery/*", step_metric="recovery/step")
+
+    def __call__(self, kind: str, facts: dict) -> None:
+        if kind == "block":
+            self.run.log({"prune/block": facts["step"], "prune/block_s": facts["step_s"],
+                          "prune/eta_s": facts.get("eta_s") or 0.0, "prune/elapsed_s": facts["elapsed_s"]})
+        elif kind == "recovery_step":
+            row = {"recovery/step": facts["step"], "recovery/step_s": facts["step_s"]}
+            row.update({f"recovery/{k}": v for k, v in facts.items() if k in ("loss", "lr")})
+            self.run.log(row)
+        elif kind == "stage":
+            self.run.summary["stage"] = facts["stage"]
+
+
+def _section(config: dict) -> tuple[dict, str]:
     section = dict(config.get("wandb") or {})
+    return section, resolve_mode(section)
+
+
+def start_run(config: dict, record: dict) -> LiveRun | None:
+    """Open the run's W&B run and subscribe it to progress events (None when disabled or failing)."""
     try:
-        mode = resolve_mode(section)
+        section, mode = _section(config)
         if mode == "disabled":
             return None
-        return _log(section, mode, record)
+        live = LiveRun(_init(section, mode, config, record), mode)
+        from harness.progress import add_listener
+
+        add_listener(live)
+        return live
     except Exception as exc:  # noqa: BLE001 - tracking must never fail a run
         log.warning("W&B logging failed (the run and its record are unaffected): %s: %s", type(exc).__name__, exc)
         return None
 
 
-def _log(section: dict, mode: str, record: dict) -> Path | None:
+def track_run(config: dict, record: dict, live: LiveRun | None = None) -> Path | None:
+    """Log one finished run (into `live` when start_run opened it). Returns the offline run
+    directory (None when disabled or on failure)."""
+    try:
+        section, mode = _section(config)
+        if mode == "disabled":
+            return None
+        return _log(section, mode, config, record, live)
+    except Exception as exc:  # noqa: BLE001 - tracking must never fail a run
+        log.warning("W&B logging failed (the run and its record are unaffected): %s: %s", type(exc).__name__, exc)
+        return None
+    finally:
+        if live is not None:
+            from harness.progress import remove_listener
+
+            remove_listener(live)
+
+
+def _init(section: dict, mode: str, config: dict, record: dict):
     import wandb
 
-    payload = run_payload(record)
-    root = Path(section.get("dir") or (record.get("config") or {}).get("paths", {}).get("results_dir") or ".")
+    root = Path(section.get("dir") or (config.get("paths") or {}).get("results_dir") or ".")
     root.mkdir(parents=True, exist_ok=True)
-    cfg = record.get("config") or {}
     # a unique id per execution: re-running a cell (force, reproduce) must not overwrite the earlier log
     run_key = f"{record['run_id']}-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
     name = "-".join(str(x) for x in ((record.get("method") or {}).get("name"), (record.get("target") or {}).get("name"),
-                                      (record.get("model") or {}).get("name"), f"s{cfg.get('seed', 0)}"))
+                                      (record.get("model") or {}).get("name"), f"s{config.get('seed', 0)}"))
+    group = (config.get("suite") or {}).get("name") or (record.get("model") or {}).get("name")
     settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, save_code=False,
                               x_disable_meta=True, disable_git=True)
-    run = wandb.init(mode=mode, project=section.get("project") or "prunebench", entity=section.get("entity"),
-                     dir=str(root), id=run_key, name=name, group=record["run_id"],
-                     job_type=str(record.get("status")), config=payload["config"], tags=payload["tags"],
-                     settings=settings, reinit="finish_previous")
+    return wandb.init(mode=mode, project=section.get("project") or "prunebench", entity=section.get("entity"),
+                      dir=str(root), id=run_key, name=name.replace("/", "_"), group=str(group),
+                      job_type="evaluate" if record.get("evaluated_from") else "prune",
+                      config=run_config(config, record), tags=run_tags(record), settings=settings,
+                      reinit="finish_previous")
+
+
+def _log(section: dict, mode: str, config: dict, record: dict, live: LiveRun | None) -> Path | None:
+    payload = run_payload(record)
+    run = live.run if live is not None else _init(section, mode, config, record)
     try:
+        run.tags = tuple(payload["tags"])
+        run.config.update(payload["config"], allow_val_change=True)
         run.log(payload["summary"])
         run.summary.update(payload["summary"])
         run_dir = Path(run.dir).parent  # run.dir is <run dir>/files
+        run_key = run.id
     finally:
         run.finish(exit_code=0 if record.get("status") == "ok" else 1)
     _wait_written(run_dir)

@@ -59,8 +59,9 @@ def validate(config: dict) -> Plan:
         if alloc_cfg["name"] != "uniform" and target.pattern != "unstructured":
             raise ConfigError(f"allocator {alloc_cfg['name']} applies to unstructured targets only")
         model_cfg = config["model"]
-        check_source(model_cfg["source"], bool(model_cfg.get("allow_pickle", False)))
         runtime = config.get("runtime", {})
+        check_source(model_cfg["source"], bool(model_cfg.get("allow_pickle", False)),
+                     offline=bool(runtime.get("offline", True)))
         device = resolve_device(runtime.get("device", "auto"))
         dtype = resolve_dtype(runtime.get("dtype", "auto"), device)
         from harness.offload import MODES as OFFLOAD_MODES
@@ -92,6 +93,11 @@ def validate(config: dict) -> Plan:
                 from harness.evaluation.lm_eval_tasks import check_local_tasks
 
                 check_local_tasks(section, data_dir)
+        output = config.get("output") or {}
+        if output.get("save_model") or output.get("format", "safetensors") != "safetensors":
+            from harness.export import check_format
+
+            check_format(output.get("format") or "safetensors", target.pattern)
         recovery_cfg = config.get("recovery") or {"name": "none"}
         recovery = get_recovery(recovery_cfg["name"])
         kv = build_kv_policy(config.get("kv"))

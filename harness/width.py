@@ -132,6 +132,8 @@ def apply_width(model: nn.Module, adapter: FamilyAdapter, plan: WidthPlan, head_
     kv_scores [L, n_kv]: the K/V heads' own share of a KV group's score (added to its query heads').
     Returns the removed units per axis."""
     cfg = model.config
+    if plan.hidden < cfg.hidden_size and surgery.hidden_blocker(model, adapter):   # before any surgery
+        raise surgery.SurgeryError(surgery.hidden_blocker(model, adapter))
     n_q, n_kv, hd = surgery.head_layout(cfg)
     group = n_q // n_kv
     removed: dict = {}

@@ -19,12 +19,15 @@ class StructuredMethod(Method):
     latency_repeats: int = 3        # CPU prefill timing before/after surgery (0 = skip)
 
     patterns: ClassVar[frozenset[str]] = frozenset()
+    # width surgery (heads, MLP channels, hidden channels) needs separate q/k/v linears and a dense
+    # MLP (FamilyAdapter.supports_surgery); depth surgery (whole blocks) works on every layout
+    needs_width_surgery: ClassVar[bool] = True
 
     def check(self, model: nn.Module, ctx: PruneContext) -> None:
         super().check(model, ctx)
-        if not ctx.adapter.supports_surgery:
-            raise TargetError(f"method {self.name} needs structural surgery, which supports the LLaMA "
-                              f"layout only (family {ctx.adapter.family!r})")
+        if self.needs_width_surgery and not ctx.adapter.supports_surgery:
+            raise TargetError(f"method {self.name} needs width surgery, which does not apply to family "
+                              f"{ctx.adapter.family!r}: {ctx.adapter.width_blocker}")
 
     def surgery(self, model: nn.Module, ctx: PruneContext) -> None:
         raise NotImplementedError
@@ -42,5 +45,6 @@ class StructuredMethod(Method):
             ctx.report["latency"] = latency
         ctx.report["config_after"] = {k: getattr(model.config, k, None) for k in (
             "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
-            "num_key_value_heads", "head_dim")}
+            "num_key_value_heads", "head_dim", "num_local_experts", "num_experts", "num_experts_per_tok")
+            if hasattr(model.config, k)}
         return ctx.report

@@ -126,10 +126,12 @@ class WeightPruner(Method):
                             lambda blk: self.prune_block(blk, target), ratios,
                             statistics=self.statistics, device=ctx.device, batch_size=ctx.batch_size,
                             propagation=ctx.propagation, share_statistics=self.share_statistics,
-                            cache=ctx.block_cache(model))
+                            cache=ctx.block_cache(model), desc=f"prune {self.name}")
         ctx.report["timing"] = {"capture_s": timing.capture_s, "forward_s": timing.forward_s,
                                 "collect_s": timing.collect_s, "method_s": timing.method_s,
                                 "n_block_forwards": timing.n_forwards}
+        if timing.unreached:   # experts the router sent no calibration token to (see harness.blocks.loop)
+            ctx.report["linears_without_routed_tokens"] = timing.unreached
         ctx.report.setdefault("reused", {}).update(
             {"calibration_tokens": bool(getattr(ctx.calibration, "reused", False)), **timing.reused})
         return ctx.report

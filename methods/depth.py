@@ -121,6 +121,7 @@ class Depth(StructuredMethod):
             return SUBLAYERS
         return PAPERS[self.metric]
     patterns: ClassVar[frozenset[str]] = frozenset({"blocks", "sublayers"})
+    needs_width_surgery: ClassVar[bool] = False
 
     def __post_init__(self):
         if self.metric not in METRICS:
@@ -141,6 +142,9 @@ class Depth(StructuredMethod):
         unit, k = units_to_remove(n, ctx)
         if not 0 < k < n:
             raise TargetError(f"target removes {k} {unit} units of {n}; need 0 < k < {n}")
+        if unit != "block" and ctx.adapter.parallel:
+            raise TargetError(f"{ctx.adapter.family} runs attention and MLP in parallel on one input: "
+                              f"sublayer units are not separable there; use target pattern blocks")
         kept = protected_blocks(self.protected, self.metric, n) if unit == "block" else []
         if k > n - len(kept):
             raise TargetError(f"target removes {k} blocks of {n} but {len(kept)} are protected "

@@ -84,7 +84,7 @@ def taylor_group_scores(model: nn.Module, adapter, grads: dict, fisher: dict | N
             for name, m in lin.items():
                 reads = name.endswith(adapter.attn_inputs) or name.endswith(adapter.mlp_inputs)
                 hidden += _reduce(s(m.weight), 1 if reads else 0, vector).double()
-            for path in (adapter.attn_norm, adapter.mlp_norm):
+            for path in filter(None, dict.fromkeys((adapter.attn_norm, adapter.mlp_norm))):
                 hidden += _reduce(s(adapter._get(blk, path).weight), 0, vector).double()
     if hidden is not None:
         hidden += _reduce(s(adapter._get(model, adapter.final_norm).weight), 0, vector).double()

@@ -370,7 +370,7 @@ class LLMSurgeon(Method):
         linears, groups = {}, []
         for i, block in enumerate(adapter.blocks(model)):
             lins = adapter.linears(block)
-            for group in adapter.input_groups():
+            for group in adapter.input_groups(block):
                 members = tuple(f"{i}.{n}" for n in group if n in lins)
                 if members:
                     groups.append(members)

@@ -73,7 +73,7 @@ def activation_scores(model: nn.Module, adapter, input_ids: torch.Tensor, batch_
                 args[0].unflatten(-1, (n_q, hd)).float().norm(dim=-1))))       # [b, s, n_q]
         handles.append(down.register_forward_pre_hook(
             lambda _m, args, acc=mlps[i]: acc.update(args[0].float().abs())))   # [b, s, F]
-        for path in (adapter.attn_norm, adapter.mlp_norm):
+        for path in filter(None, dict.fromkeys((adapter.attn_norm, adapter.mlp_norm))):
             handles.append(adapter._get(blk, path).register_forward_hook(
                 lambda _m, _a, out: norm_outs.append(out.float().abs())))
     handles.append(adapter._get(model, adapter.final_norm).register_forward_hook(

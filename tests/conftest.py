@@ -63,6 +63,29 @@ def make_tiny(family: str = "llama", seed: int = 0, **overrides):
     return model.eval(), tok
 
 
+# every family with a conf/model/tiny-<family>.yaml (transformers model_type after "tiny-")
+TINY_FAMILIES = sorted(p.stem[len("tiny-"):] for p in (REPO / "conf" / "model").glob("tiny-*.yaml"))
+MOE_FAMILIES = ["mixtral", "olmoe", "qwen2_moe", "qwen3_moe"]
+
+
+def tiny_family_config(family: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((REPO / "conf" / "model" / f"tiny-{family}.yaml").read_text())
+
+
+def make_tiny_family(family: str, seed: int = 0):
+    """The model conf/model/tiny-<family>.yaml describes, loaded as load_model does (fused MoE
+    experts split into linears)."""
+    from harness.experts import unfuse_experts
+    from harness.models import build_random_init
+
+    source = tiny_family_config(family)["source"]
+    model, tok = build_random_init(source["family"], dict(source.get("config") or {}), seed)
+    unfuse_experts(model)
+    return model.eval(), tok
+
+
 @pytest.fixture
 def tiny_llama():
     return make_tiny("llama")

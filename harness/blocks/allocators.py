@@ -66,7 +66,8 @@ class OWL:
         n = len(ctx.adapter.blocks(model))
         timing = block_loop(model, ctx.adapter, ctx.calibration.input_ids, visit, [0.0] * n,
                             statistics=("input_norm",), device=ctx.device, batch_size=ctx.batch_size,
-                            propagation="dense", cache=ctx.block_cache(model), modifies=False)
+                            propagation="dense", cache=ctx.block_cache(model), modifies=False,
+                            desc="allocate owl")
         return ratios, {"forward_s": timing.forward_s, "capture_s": timing.capture_s,
                         "reused": timing.reused}
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from harness.blocks.capture import BlockInputs, _to
+from harness.blocks.capture import BlockInputs, move_shared
 from harness.digests import drop, sidecar, verify_file, write_file_digest
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"   # 2: each block's own kwargs
 
 
 def _save(obj, path: Path) -> None:
@@ -60,12 +60,17 @@ class BlockCache:
         obj = _load(self.root / "block0_inputs.pt")
         if obj is None:
             return None
+        if "per_block" not in obj:
+            return None
+        memo: dict = {}   # torch.load keeps the sharing between blocks; the move keeps it too
         return BlockInputs([h.to(device) for h in obj["hidden"]],
-                           [{k: _to(v, device) for k, v in kw.items()} for kw in obj["kwargs"]])
+                           [[move_shared(kw, device, memo) for kw in row] for row in obj["per_block"]])
 
     def save_inputs(self, inputs: BlockInputs) -> None:
+        # one torch.save of the whole structure keeps the sharing of tensors between blocks
+        memo: dict = {}
         _save({"hidden": [h.cpu() for h in inputs.hidden],
-               "kwargs": [{k: _to(v, "cpu") for k, v in kw.items()} for kw in inputs.kwargs]},
+               "per_block": [[move_shared(kw, "cpu", memo) for kw in row] for row in inputs.per_block]},
               self.root / "block0_inputs.pt")
 
     def _stats_path(self, index: int, stats_key: str) -> Path:

@@ -98,7 +98,3 @@ def make_collector(name: str, in_features: int, device):
         raise KeyError(f"unknown statistic {name!r}; known: {', '.join(COLLECTORS)}")
     return COLLECTORS[name](in_features, device)
 
-
-def register_collector(name: str, factory: Callable[[int, object], object]) -> None:
-    """Methods needing another statistic register its collector here (one place, reused)."""
-    COLLECTORS[name] = factory

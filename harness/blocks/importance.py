@@ -74,23 +74,30 @@ def stream_unit_io(model: nn.Module, adapter: FamilyAdapter, input_ids: torch.Te
     number of blocks, where keeping every unit's states would cost 2 * n_blocks of them."""
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
+    if unit != "block" and adapter.parallel:
+        raise ValueError(f"{adapter.family} runs attention and MLP in parallel: no residual point between "
+                         f"them, so sublayer units have no input/output of their own")
     inp = capture_block_inputs(model, adapter, input_ids, batch_size, device)
     cat = lambda hs: torch.cat([h.float().cpu() for h in hs])  # noqa: E731
     states = inp.hidden
-    for block in adapter.blocks(model):
-        attn_out: list[torch.Tensor] = []
-        handle = adapter.attention(block).register_forward_hook(
-            lambda _m, _a, out: attn_out.append(out[0] if isinstance(out, tuple) else out))
+    for i, block in enumerate(adapter.blocks(model)):
+        mlp_in: list[torch.Tensor] = []
+        # the residual stream between attention and MLP is what the MLP's norm reads (after any
+        # post-attention norm, as in Gemma); parallel blocks have no such point
+        # (OLMo-2 has no norm in front of the MLP: the MLP reads the residual itself)
+        handle = FamilyAdapter._get(block, adapter.mlp_norm or adapter.mlp).register_forward_hook(
+            lambda _m, args, kwargs, _out: mlp_in.append(args[0] if args else kwargs["hidden_states"]),
+            with_kwargs=True)
         try:
             with session(model, block):
-                new = [adapter.block_output(block(h, **kw)) for h, kw in zip(states, inp.kwargs)]
+                new = [adapter.block_output(block(h, **kw)) for h, kw in zip(states, inp.at(i).kwargs)]
         finally:
             handle.remove()
         x = cat(states)
         if unit == "block":
             yield x, cat(new)
         else:
-            mid = x + cat(attn_out)   # residual stream between attention and MLP
+            mid = cat(mlp_in)   # residual stream between attention and MLP
             yield (x, mid) if unit == "attn" else (mid, cat(new))
         states = new
 
@@ -109,14 +116,21 @@ def units_removed(model: nn.Module, adapter: FamilyAdapter, unit: str, indices):
     if unit == "block":
         parent_path, _, leaf = adapter.layers.rpartition(".")
         parent = FamilyAdapter._get(model, parent_path)
-        n = model.config.num_hidden_layers
-        setattr(parent, leaf, nn.ModuleList([b for i, b in enumerate(blocks) if i not in indices]))
-        model.config.num_hidden_layers = n - len(indices)
+        from harness.surgery import per_layer_config
+
+        kept = [i for i in range(len(blocks)) if i not in indices]
+        saved = {"num_hidden_layers": model.config.num_hidden_layers, **per_layer_config(model.config, len(blocks))}
+        setattr(parent, leaf, nn.ModuleList([blocks[i] for i in kept]))
+        model.config.num_hidden_layers = len(kept)
+        for key, value in saved.items():   # layer_types etc. follow the kept blocks
+            if isinstance(value, list):
+                setattr(model.config, key, [value[i] for i in kept])
         try:
             yield
         finally:
             setattr(parent, leaf, blocks)
-            model.config.num_hidden_layers = n
+            for key, value in saved.items():
+                setattr(model.config, key, value)
         return
     for i in indices:
         blk = blocks[i]

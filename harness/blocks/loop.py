@@ -25,6 +25,7 @@ from harness.blocks.cache import BlockCache, stats_key
 from harness.blocks.capture import BlockInputs, capture_block_inputs, run_block
 from harness.blocks.collectors import make_collector
 from harness.offload import session
+from harness.progress import Progress
 
 PROPAGATIONS = ("pruned", "dense")
 
@@ -54,35 +55,65 @@ class LoopTiming:
     method_s: float = 0.0         # the method's own work
     n_forwards: int = 0
     reused: dict = field(default_factory=dict)   # what came from the cache (harness.blocks.cache)
-    extra: dict = field(default_factory=dict)
+    unreached: list = field(default_factory=list)  # linears no calibration token was routed to
+
+
+def _run_unreached_experts(block: nn.Module, unreached: list[tuple[str, ...]], moe_inputs: list[torch.Tensor]) -> None:
+    """Run each expert that no token was routed to on every token entering its MoE layer."""
+    from harness.experts import routed_experts
+
+    found = routed_experts(block)
+    if found is None:
+        return
+    path, experts = found
+    prefix = f"{path}.experts."
+    idx = sorted({int(g[0][len(prefix):].split(".")[0]) for g in unreached if g[0].startswith(prefix)})
+    for e in idx:
+        for x in moe_inputs:
+            experts.run_expert(e, x.reshape(-1, x.shape[-1]))
 
 
 @torch.no_grad()
 def _collect(block: nn.Module, adapter: FamilyAdapter, inputs: BlockInputs, statistics: tuple[str, ...],
              device, share: bool = True
-             ) -> tuple[dict[str, dict[str, torch.Tensor]], list[torch.Tensor], float]:
+             ) -> tuple[dict[str, dict[str, torch.Tensor]], list[torch.Tensor], float, list[str]]:
     """Statistics per linear (one collector per input group, or per linear when share=False),
-    the block's outputs, and the seconds spent inside the collectors."""
+    the block's outputs, the seconds spent inside the collectors, and the linears no calibration
+    token reached (experts the router never chose).
+
+    An expert's linears see only the tokens routed to it. One that sees none gets the statistics
+    of every token entering its MoE layer instead (so it is still pruned by the method's own
+    criterion, not left dense or pruned on zeros) and is named in the returned list."""
     linears = adapter.linears(block)
     collectors: dict[tuple[str, ...], list] = {}
+    reached: set[tuple[str, ...]] = set()
     handles = []
     spent = [0.0]
+    moe_inputs: list[torch.Tensor] = []
     if statistics:
-        groups = adapter.input_groups() if share else [(name,) for name in linears]
+        groups = adapter.input_groups(block) if share else [(name,) for name in linears]
         for group in groups:
             first = linears[group[0]]
             cols = [make_collector(s, first.in_features, device) for s in statistics]
             collectors[group] = cols
 
-            def hook(_mod, args, _out, cols=cols):
+            def hook(_mod, args, _out, cols=cols, group=group):
                 t = time.perf_counter()
+                x = args[0] if args[0].dim() == 3 else args[0][None]   # experts see [tokens, in]
+                reached.add(group)
                 for c in cols:
-                    c.update(args[0])
+                    c.update(x)
                 spent[0] += time.perf_counter() - t
 
             handles.append(first.register_forward_hook(hook))
+        if adapter.moe and adapter.mlp:
+            handles.append(adapter.mlp_module(block).register_forward_hook(
+                lambda _m, args, _o: moe_inputs.append(args[0])))
     try:
         outputs = run_block(block, adapter, inputs)
+        unreached = [g for g in collectors if g not in reached]
+        if unreached and moe_inputs:
+            _run_unreached_experts(block, unreached, moe_inputs)   # hooks still on: they collect
     finally:
         for h in handles:
             h.remove()
@@ -93,7 +124,7 @@ def _collect(block: nn.Module, adapter: FamilyAdapter, inputs: BlockInputs, stat
             merged.update(c.result())
         for name in group:  # shared, not copied: one statistic per distinct input
             stats[name] = merged
-    return stats, outputs, spent[0]
+    return stats, outputs, spent[0], [n for g in unreached for n in g]
 
 
 def block_loop(model: nn.Module, adapter: FamilyAdapter, input_ids: torch.Tensor,
@@ -101,12 +132,13 @@ def block_loop(model: nn.Module, adapter: FamilyAdapter, input_ids: torch.Tensor
                statistics: tuple[str, ...] = (), device: str = "cpu", batch_size: int = 1,
                propagation: str = "pruned", inputs: BlockInputs | None = None,
                share_statistics: bool = True, cache: BlockCache | None = None,
-               modifies: bool = True) -> LoopTiming:
+               modifies: bool = True, desc: str = "prune") -> LoopTiming:
     """Each block is onloaded (harness.offload) for its turn only and, when `modifies`, written
     back (disk offload: to the pruned model's staging files) after it.
     `share_statistics=False`: one collector per linear instead of per input group (only to
     measure what sharing saves). `cache`: reuse block-0 inputs and, with dense propagation, each
-    block's statistics and dense outputs (see harness.blocks.cache)."""
+    block's statistics and dense outputs (see harness.blocks.cache). Progress (block i/N, s/block,
+    ETA, heartbeat inside long blocks) goes to a bar and the log under `desc` (harness.progress)."""
     if propagation not in PROPAGATIONS:
         raise ValueError(f"unknown propagation {propagation!r}; one of {', '.join(PROPAGATIONS)}")
     timing = LoopTiming()
@@ -123,10 +155,13 @@ def block_loop(model: nn.Module, adapter: FamilyAdapter, input_ids: torch.Tensor
     key = stats_key(statistics, share_statistics)
     use_dense_cache = cache is not None and propagation == "dense"
     blocks = adapter.blocks(model)
-    for i, block in enumerate(blocks):
-        with session(model, block, modifies=modifies):
-            inputs = _visit_block(i, block, blocks, adapter, inputs, visit, block_ratios, statistics, device,
-                                  propagation, share_statistics, cache if use_dense_cache else None, key, timing)
+    with Progress(desc, total=len(blocks), unit="block") as progress:
+        for i, block in enumerate(blocks):
+            with session(model, block, modifies=modifies):
+                inputs = _visit_block(i, block, blocks, adapter, inputs, visit, block_ratios, statistics, device,
+                                      propagation, share_statistics, cache if use_dense_cache else None, key,
+                                      timing)
+            progress.advance(sparsity=float(block_ratios[i]))
     return timing
 
 
@@ -140,8 +175,10 @@ def _visit_block(i, block, blocks, adapter, inputs, visit, block_ratios, statist
         timing.reused["dense_block_statistics"] += 1
         timing.capture_s += time.perf_counter() - t
     else:
-        stats, dense_out, collect_s = _collect(block, adapter, inputs, statistics, device,
-                                               share_statistics)
+        stats, dense_out, collect_s, unreached = _collect(block, adapter, inputs, statistics, device,
+                                                          share_statistics)
+        if unreached:
+            timing.unreached.extend(f"{adapter.block_prefix(i)}.{n}" for n in unreached)
         timing.forward_s += time.perf_counter() - t
         timing.collect_s += collect_s
         timing.n_forwards += 1
@@ -159,4 +196,4 @@ def _visit_block(i, block, blocks, adapter, inputs, visit, block_ratios, statist
         timing.n_forwards += 1
     else:
         outputs = dense_out
-    return inputs.replace(outputs)
+    return inputs.advance(outputs)

@@ -71,7 +71,7 @@ def window_nll_blockwise(model, windows: torch.Tensor, batch_size: int, device: 
     inputs = capture_block_inputs(model, adapter, windows, batch_size, device)
     for block in adapter.blocks(model):
         with session(model, block):
-            inputs = inputs.replace(run_block(block, adapter, inputs))
+            inputs = inputs.advance(run_block(block, adapter, inputs))
     norm, head = adapter._get(model, adapter.final_norm), adapter.head(model)
     total, count = 0.0, 0
     with session(model, norm, head):
@@ -85,10 +85,15 @@ def window_nll_blockwise(model, windows: torch.Tensor, batch_size: int, device: 
     return total, count
 
 
+# Layouts whose logits are exactly head(final_norm(hidden)) (no logit soft-capping or scaling,
+# no output projection), so block-by-block evaluation gives the same numbers as the model's forward.
+BLOCKWISE_FAMILIES = ("llama", "mistral", "qwen2")
+
+
 def _blockwise(model) -> bool:
-    """Offloaded LLaMA-layout models (final norm then head) are evaluated block by block."""
+    """Offloaded models of a LLaMA layout (final norm then head) are evaluated block by block."""
     r = getattr(model, "_prunebench_residency", None)
-    return r is not None and r.mode != "none" and r.adapter.family == "llama"
+    return r is not None and r.mode != "none" and r.adapter.family in BLOCKWISE_FAMILIES
 
 
 def perplexity(model, tokenizer, text: str, seq_len: int, batch_size: int = 1, max_windows: int | None = None,

@@ -252,8 +252,8 @@ def pruned_id(config: dict, method_version: str | None = None) -> str:
     """The identity of the pruned model (the cell without its evaluation): joins a latency or
     zero-shot run with the perplexity run of the same model."""
     c = {k: v for k, v in cell_config(config).items() if k not in ("eval", "kv")}
-    return run_id_for({"cell": c, "data": _data(config, ("calib", "recovery")), "method_version": method_version,
-                       "seed": (config or {}).get("seed")})
+    # no data hashes here: recomputed from a record's config they depend on this machine's data dir
+    return run_id_for({"cell": c, "method_version": method_version, "seed": (config or {}).get("seed")})
 
 
 def _flat(d, prefix=""):
@@ -332,6 +332,8 @@ def flatten_record(record: dict, path: str | None = None, result_set: str | None
         "error_stage": error.get("stage"), "error": (f"{error.get('type')}: {error.get('message')}"
                                                      if error else None),
         "method": method.get("name"), "method_version": method.get("version"),
+        # "reconstructed": built from the paper's text alone (records before this field: reference)
+        "fidelity": method.get("fidelity", "reference"),
         "method_params": json.dumps(method.get("params") or {}, sort_keys=True),
         "kv_policy": kvl, "label": (f"{method.get('name')} + {kv.get('name')}" if kvl and method.get("name") != "dense"
                                     else kv.get("name") if kvl else method.get("name")),

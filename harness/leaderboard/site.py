@@ -231,7 +231,8 @@ def method_page(name: str, records: list[dict], cells: pd.DataFrame) -> str:
         tests = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "tests" / "methods").glob(f"test_{name}*.py"))
         body.append(_kv_table([("paper", m.paper), ("version (current code)", m.version),
                                ("on the Awesome-LLMs-Pruning list", link or "not on the list"),
-                               ("reference implementation", m.reference), ("differences from its default run",
+                               ("reference implementation", m.reference),
+                               ("fidelity", m.fidelity), ("differences from its default run",
                                                                            m.differences),
                                ("fidelity tests", ", ".join(f"tests/methods/{t}" for t in tests) or "none"),
                                ("default parameters", json.dumps(m.params(), sort_keys=True))]))
@@ -279,7 +280,7 @@ def run_page(record: dict, row: dict, metric_columns: list[str], check: dict | N
                ("environment lock", (env.get("lock") or {}).get("sha256") or "none recorded"),
                ("device", env.get("device")), ("dtype", env.get("dtype")), ("threads", env.get("threads"))]
     metrics = [(c, fmt_value(row[c])) for c in metric_columns if c in row and not pd.isna(row[c])]
-    rel = row.get("record_rel") or f"results/records/{record['run_id']}.json"
+    rel = row.get("record_path") or f"results/records/{record['run_id']}.json"
     body = [f'<p><a href="{e(method_href(1)(record["method"].get("name", "")))}">method page</a></p>',
             _kv_table(summary)]
     if record.get("error"):

@@ -39,14 +39,11 @@ class RecoveryContext:
         return self.prune.report
 
     def removed_blocks(self) -> list[int] | None:
-        """Original indices of blocks a structured method removed (ctx.report or its returned report)."""
+        """Original indices of the blocks a structured method removed (its report's `removed`)."""
         for source in (self.prune.report, self.prune_report):
             removed = (source or {}).get("removed")  # structured methods: {"unit", "indices", ...}
             if isinstance(removed, dict) and removed.get("unit") == "block":
                 return sorted(int(i) for i in removed["indices"])
-            value = (source or {}).get("removed_blocks")
-            if value is not None:
-                return sorted(int(i) for i in value)
         return None
 
     def load_teacher(self) -> tuple[Any, Any, dict]:

@@ -151,8 +151,8 @@ def recover(model, tokenizer, params: dict, ctx) -> dict:
     check(params)
     removed = ctx.removed_blocks()
     if not removed:
-        raise ValueError("recovery replace needs removed blocks (ctx.report['removed_blocks']); "
-                         "the pruning method removed none")
+        raise ValueError("recovery replace needs removed blocks (a depth method's report names them "
+                         "under `removed`); the pruning method removed none")
     s = start(model, tokenizer, params, ctx, OWN_KEYS, "replace")
     teacher, _, teacher_info = ctx.load_teacher()
     adapter = ctx.adapter

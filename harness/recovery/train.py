@@ -2,7 +2,7 @@
 
 Every recovery type (lora, partial, kd, replace) is "choose trainable parameters + a loss"; this
 module does the rest once: token windows from a training corpus (never evaluation text), AdamW with
-a transformers schedule, gradient accumulation and clipping, a tqdm bar, periodic checkpoints
+a transformers schedule, gradient accumulation and clipping, progress (bar, log lines, live W&B history: harness.progress), periodic checkpoints
 (safetensors for the trainable tensors, torch state for optimizer/scheduler/RNG) and exact resume.
 """
 
@@ -303,8 +303,9 @@ def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], tor
 
     Resumes from `checkpoint_dir/tag` when a checkpoint with the same fingerprint exists.
     Raises Preempted after step b.stop_after (the checkpoint is written first)."""
-    from tqdm.auto import tqdm
     from transformers import get_scheduler
+
+    from harness.progress import Progress
 
     names = sorted(params)
     trainable = [params[n] for n in names]
@@ -320,36 +321,36 @@ def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], tor
             log.info("recovery %s: resumed from step %d (%s)", tag, start, ckpt)
         else:
             log.warning("recovery %s: checkpoint %s is from another budget; starting over", tag, ckpt)
-    bar = tqdm(total=b.steps, initial=start, desc=f"recovery:{tag}", unit="step", mininterval=2.0)
-    for step in range(start, b.steps):
-        total = 0.0
-        base = step * b.windows_per_step
-        for micro in range(b.grad_accum):
-            x = windows[base + micro * b.batch_size: base + (micro + 1) * b.batch_size].to(device)
-            with torch.autocast(torch.device(device).type, dtype=getattr(torch, b.autocast or "float32"),
-                                enabled=b.autocast is not None):
-                loss = loss_fn(x) / b.grad_accum
-            loss.backward()
-            total += float(loss.detach())
-        if b.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(trainable, b.max_grad_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if after_step is not None:
-            after_step()
-        losses.append(total)
-        bar.update(1)
-        bar.set_postfix(loss=f"{total:.4f}")
-        done = step + 1
-        stop = b.stop_after is not None and done == b.stop_after and done < b.steps
-        if ckpt is not None and (stop or (b.checkpoint_every and done % b.checkpoint_every == 0 and done < b.steps)):
-            _save(ckpt, params, opt, sched, done, losses, fingerprint)
-        if stop:
-            bar.close()
-            raise Preempted(f"recovery {tag}: stopped after step {done} of {b.steps} (stop_after); "
-                            f"checkpoint {ckpt}")
-    bar.close()
+    bar = Progress(f"recovery {tag}", total=b.steps, unit="step", kind="recovery_step", initial=start).start()
+    try:
+        for step in range(start, b.steps):
+            total = 0.0
+            base = step * b.windows_per_step
+            for micro in range(b.grad_accum):
+                x = windows[base + micro * b.batch_size: base + (micro + 1) * b.batch_size].to(device)
+                with torch.autocast(torch.device(device).type, dtype=getattr(torch, b.autocast or "float32"),
+                                    enabled=b.autocast is not None):
+                    loss = loss_fn(x) / b.grad_accum
+                loss.backward()
+                total += float(loss.detach())
+            if b.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(trainable, b.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            if after_step is not None:
+                after_step()
+            losses.append(total)
+            bar.advance(loss=total, lr=float(sched.get_last_lr()[0]))
+            done = step + 1
+            stop = b.stop_after is not None and done == b.stop_after and done < b.steps
+            if ckpt is not None and (stop or (b.checkpoint_every and done % b.checkpoint_every == 0 and done < b.steps)):
+                _save(ckpt, params, opt, sched, done, losses, fingerprint)
+            if stop:
+                raise Preempted(f"recovery {tag}: stopped after step {done} of {b.steps} (stop_after); "
+                                f"checkpoint {ckpt}")
+    finally:
+        bar.close()
     if ckpt is not None and ckpt.exists() and not b.keep_checkpoints:
         shutil.rmtree(ckpt)
         if not any(checkpoint_dir.iterdir()):  # the run's folder too, once no tag is left

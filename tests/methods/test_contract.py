@@ -16,7 +16,7 @@ from harness.hashing import sha256_tokens
 from harness.targets import Target
 from methods.base import WeightPruner
 from methods.registry import available, build_method, get_method_class
-from tests.conftest import make_tiny
+from tests.conftest import make_tiny, make_tiny_family
 
 TARGETS = {
     "unstructured": Target("unstructured_50", "unstructured", 0.5),
@@ -43,9 +43,12 @@ def _cases():
                 yield pytest.param(name, pattern, id=f"{name}-{pattern}")
 
 
+# LLaMA (GQA) and Gemma-2 (alternating sliding/global layers, post-sublayer norms, (1 + w) norms,
+# scaled embeddings): every method on both; every family on a subset in test_contract_families.py
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
 @pytest.mark.parametrize("name,pattern", list(_cases()))
-def test_method_contract(name, pattern):
-    model, tok = make_tiny("llama")
+def test_method_contract(name, pattern, family):
+    model, tok = make_tiny_family(family) if family != "llama" else make_tiny("llama")
     adapter = adapter_for(model)
     target = TARGETS[pattern]
     method = build_method(name, PARAMS.get(name, {}))

@@ -180,8 +180,9 @@ def test_rowwise_fast_path_equals_the_chunk_loop(addupdate):
         cur = cur - finv[:, q] @ torch.linalg.solve(finv[q][:, q], src[q])
     expect = cur.view_as(W).clone()
     expect[remove] = 0.0
-    torch.testing.assert_close(fast, expect)
-    torch.testing.assert_close(correlated_update(W, remove, ginv, ainv, 1, addupdate), expect)
+    # the batched factorisation runs in float32 where it is well conditioned
+    torch.testing.assert_close(fast, expect, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(correlated_update(W, remove, ginv, ainv, 1, addupdate), expect, rtol=1e-4, atol=1e-5)
 
 
 def test_piecewise_update_equals_stepwise_dense_obs():

@@ -100,7 +100,9 @@ def test_temporary_removal_equals_surgery(unit):
 @pytest.mark.parametrize("metric", sorted(imp.METRICS))
 def test_depth_every_metric_removes_k_blocks(metric):
     model, _ = make_tiny("llama", **GQA, num_hidden_layers=6)
-    method = build_method("depth", {"metric": metric, "latency_repeats": 0, "shapley_rounds": 1})
+    # protected=[]: this checks removal mechanics on 6 blocks, where the Shortened-LLaMA rule would
+    # protect all of them (the rule itself is checked in tests/parity/)
+    method = build_method("depth", {"metric": metric, "latency_repeats": 0, "shapley_rounds": 1, "protected": []})
     ctx = _ctx(model, Target("depth_50", "blocks", 0.5), calib=method.needs_calibration)
     method.check(model, ctx)
     report = method.prune(model, ctx)
@@ -147,9 +149,10 @@ def test_structured_targets_validate():
     model, _ = make_tiny("llama")
     with pytest.raises(TargetError, match="need 0 < k"):
         build_method("depth", {}).check(model, _ctx(model, Target("x", "blocks", count=4)))
-    opt, _ = make_tiny("opt")
-    with pytest.raises(TargetError, match="LLaMA layout"):
-        build_method("depth", {}).check(opt, _ctx(opt, Target("x", "blocks", count=1)))
+    opt, _ = make_tiny("opt")   # depth works on every layout; width needs resizable q/k/v and MLP
+    build_method("depth", {}).check(opt, _ctx(opt, Target("x", "blocks", count=1)))
+    with pytest.raises(TargetError, match="width surgery"):
+        build_method("minitron", {}).check(opt, _ctx(opt, Target("x", "width", ratio=0.2)))
 
 
 # ---------------------------------------------------------------------------------------------

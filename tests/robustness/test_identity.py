@@ -92,5 +92,5 @@ def test_reindex_moves_an_earlier_identity_record_to_its_current_id(tmp_path):
     old_path.write_text(json.dumps(old))
     assert reindex(tmp_path / "results") == [f"00000000deadbeef.json -> {rec['run_id']}.json"]
     moved = json.loads(path.read_text())
-    assert moved["previous_run_id"] == "00000000deadbeef" and moved["metrics"] == rec["metrics"]
+    assert moved["previous_run_id"] == "00000000deadbeef" and moved["metrics"] == old["metrics"]
     assert not old_path.exists()

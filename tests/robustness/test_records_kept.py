@@ -25,7 +25,7 @@ def test_failed_forced_rerun_keeps_the_ok_record(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("CUDA out of memory")
 
-    monkeypatch.setattr(ppl, "tokenize_windows_counted", boom)
+    monkeypatch.setattr(ppl, "window_nll", boom)
     failed = run_experiment(tiny(tmp_path, "force=true"))
     assert failed["status"] == "failed" and failed["error"]["stage"] == "evaluate"
     assert path.read_bytes() == before                                # the ok record is untouched

@@ -54,10 +54,10 @@ def test_failed_final_write_goes_to_the_fallback_location(tmp_path, monkeypatch,
     real = harness.records.write_record
     results = tmp_path / "results"
 
-    def disk_full(results_dir, record):
+    def disk_full(results_dir, record, *args, **kwargs):
         if Path(results_dir) == results:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(results_dir, record)
+        return real(results_dir, record, *args, **kwargs)
 
     monkeypatch.setattr(harness.records, "write_record", disk_full)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))

@@ -150,8 +150,8 @@ def test_bad_indices_are_rejected():
     with pytest.raises(surgery.SurgeryError):
         surgery.prune_mlp_channels(ad.blocks(model)[0], ad, [0, 0, 1])
     opt, _ = make_tiny("opt")
-    with pytest.raises(surgery.SurgeryError, match="LLaMA layout"):
-        surgery.drop_blocks(opt, adapter_for(opt), [0])
+    with pytest.raises(surgery.SurgeryError, match="MLP linears sit on the block"):
+        surgery.prune_mlp_channels(adapter_for(opt).blocks(opt)[0], adapter_for(opt), [0, 1])
 
 
 def _all_surgeries(model, ad):
