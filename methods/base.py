@@ -68,6 +68,16 @@ class Method:
                 "differences": self.differences, "fidelity": self.fidelity}
 
 
+def check_nm_divisible(model: nn.Module, ctx: PruneContext) -> None:
+    """An N:M target needs every block linear's input width to be a multiple of M."""
+    if ctx.target.is_nm:
+        for block in ctx.adapter.blocks(model)[:1]:
+            for name, lin in ctx.adapter.linears(block).items():
+                if lin.in_features % ctx.target.m:
+                    raise TargetError(f"{name}: in_features={lin.in_features} is not a multiple "
+                                      f"of M={ctx.target.m}")
+
+
 class WeightPruner(Method):
     """Masks block linears from a per-weight score, block by block on the shared loop."""
 
@@ -79,12 +89,7 @@ class WeightPruner(Method):
 
     def check(self, model: nn.Module, ctx: PruneContext) -> None:
         super().check(model, ctx)
-        if ctx.target.is_nm:
-            for block in ctx.adapter.blocks(model)[:1]:
-                for name, lin in ctx.adapter.linears(block).items():
-                    if lin.in_features % ctx.target.m:
-                        raise TargetError(f"{name}: in_features={lin.in_features} is not a multiple "
-                                          f"of M={ctx.target.m}")
+        check_nm_divisible(model, ctx)
 
     # -- the per-layer math ------------------------------------------------------------------------
     def score(self, weight: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -40,8 +40,7 @@ from torch import nn
 
 from harness.blocks.backward import collect_backward_statistics
 from harness.blocks.context import PruneContext
-from harness.targets import TargetError
-from methods.base import Method
+from methods.base import Method, check_nm_divisible
 from methods.registry import register
 from methods.tags import Tags
 
@@ -350,12 +349,7 @@ class LLMSurgeon(Method):
 
     def check(self, model: nn.Module, ctx: PruneContext) -> None:
         super().check(model, ctx)
-        if ctx.target.is_nm:
-            for block in ctx.adapter.blocks(model)[:1]:
-                for name, lin in ctx.adapter.linears(block).items():
-                    if lin.in_features % ctx.target.m:
-                        raise TargetError(f"{name}: in_features={lin.in_features} is not a multiple "
-                                          f"of M={ctx.target.m}")
+        check_nm_divisible(model, ctx)
 
     def resolved(self, pattern: str) -> dict:
         shots, mc, au, dg, da = REFERENCE_RUNS[pattern]
