@@ -254,7 +254,7 @@ def test_run_experiment_records_structured_fields(method, target, results_dir, d
     cfg = compose_config([f"method={method}", f"target={target}", "model=tiny-llama", "runtime.threads=1",
                           f"paths.results_dir={results_dir}", "eval.ppl.max_windows=1", "eval.ppl.seq_len=128",
                           "calib.n_samples=4", "calib.seq_len=64", "model.source.config.num_hidden_layers=10",
-                          "+method.params.latency_repeats=1"])
+                          "++method.params.latency_repeats=1"])
     rec = run_experiment(cfg)
     assert rec["status"] == "ok", rec["error"]
     m = rec["measured"]
