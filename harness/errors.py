@@ -24,11 +24,15 @@ class ModelSourceError(ConfigError):
     """A model source that cannot be loaded safely (unknown kind, pickle without allow_pickle, ...)."""
 
 
-class UnknownMethodError(ConfigError, KeyError):
-    """A method name that is not registered (still a KeyError for lookups that expect one)."""
+class UnknownNameError(ConfigError, KeyError):
+    """A name that no registry (harness.registry) holds (still a KeyError for lookups that expect one)."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class UnknownMethodError(UnknownNameError):
+    """A method name that is not registered."""
 
 
 class SuiteError(ConfigError):

@@ -22,7 +22,7 @@ class Plan:
     cache_dir: Path
     results_dir: Path
     recovery: Any
-    kv: Any = None          # KV-cache policy (methods/h2o.py, ...) or None for the full cache
+    kv: Any = None          # KV-cache policy (harness.kv.POLICIES) or None for the full cache
 
 
 def _expand(path: str | None) -> Path | None:
@@ -179,12 +179,11 @@ def check_lengths(config: dict, uses_calib: bool) -> None:
 
 
 def build_kv_policy(kv_cfg: dict | None):
-    """The `kv` config group: none, or a registered KV-cache method (h2o, keyformer, streaming_llm)."""
-    from methods.registry import build_method
+    """The `kv` config group: none, or a registered KV-cache policy (harness.kv.POLICIES)."""
+    from harness.kv import POLICIES
 
     if not kv_cfg or kv_cfg.get("name", "none") == "none":
         return None
-    policy = build_method(kv_cfg["name"], kv_cfg.get("params") or {})
-    if not getattr(policy, "is_kv_policy", False):
-        raise ConfigError(f"kv={kv_cfg['name']} is not a KV-cache method (one of h2o, keyformer, streaming_llm)")
-    return policy
+    if kv_cfg["name"] not in POLICIES:
+        raise ConfigError(f"kv={kv_cfg['name']} is not a KV-cache method: {POLICIES.unknown(kv_cfg['name'])}")
+    return POLICIES.build(kv_cfg["name"], kv_cfg.get("params") or {})

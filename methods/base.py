@@ -12,7 +12,6 @@ no environment.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import ClassVar
 
@@ -20,24 +19,17 @@ import torch
 from torch import nn
 
 from harness.blocks.context import PruneContext
+from harness.card import Card
 from harness.blocks.loop import BlockContext, block_loop
 from harness.blocks.masks import apply_keep_mask, keep_for_target
 from harness.offload import session
 from harness.targets import Target, TargetError
-from methods.tags import Tags
 
 
-class Method:
-    name: ClassVar[str]
-    version: ClassVar[str]
-    paper: ClassVar[str]
-    reference: ClassVar[str] = ""        # URL of the reference implementation
-    # "reference": built against a reference implementation; "reconstructed": from the paper's
-    # text alone (no code public), every open choice named in `differences`
-    fidelity: ClassVar[str] = "reference"
-    differences: ClassVar[str] = ""      # how this implementation departs from the reference
-    tags: ClassVar[Tags]                 # the paper's tags, as the Awesome-LLMs-Pruning list badges them
-    listed: ClassVar[str] = ""           # the paper's link as that list gives it ("" = not on the list)
+class Method(Card):
+    """A registered pruning method: its card (harness.card: name, version, paper, reference,
+    differences, tags) plus the target patterns it can produce and `prune(model, ctx)`."""
+
     patterns: ClassVar[frozenset[str]]
     needs_calibration: ClassVar[bool] = True
     # Works one block at a time (harness.offload sessions); otherwise disk offload first
@@ -52,20 +44,6 @@ class Method:
 
     def prune(self, model: nn.Module, ctx: PruneContext) -> dict:
         raise NotImplementedError
-
-    def paper_entry(self, pattern: str | None = None) -> tuple[str, Tags]:
-        """(list link, paper tags) of the paper these parameters implement on this target pattern;
-        a method covering several papers (depth: one per metric) overrides it."""
-        return self.listed, self.tags
-
-    def params(self) -> dict:
-        return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
-
-    def describe(self) -> dict:
-        listed, tags = self.paper_entry()
-        return {"name": self.name, "version": self.version, "params": self.params(),
-                "tags": tags.as_dict(), "listed": listed, "paper": self.paper, "reference": self.reference,
-                "differences": self.differences, "fidelity": self.fidelity}
 
 
 def check_nm_divisible(model: nn.Module, ctx: PruneContext) -> None:

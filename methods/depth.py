@@ -120,6 +120,10 @@ class Depth(StructuredMethod):
         if pattern == "sublayers" and self.metric == "block_influence":
             return SUBLAYERS
         return PAPERS[self.metric]
+
+    def papers(self) -> list[str]:
+        """One paper per metric, plus the sublayer paper: all implemented by this code."""
+        return [link for link in (*(u for u, _ in PAPERS.values()), SUBLAYERS[0]) if link]
     patterns: ClassVar[frozenset[str]] = frozenset({"blocks", "sublayers"})
     needs_width_surgery: ClassVar[bool] = False
 

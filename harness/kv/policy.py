@@ -1,11 +1,15 @@
-"""KV-cache policies: registered methods that leave the weights alone and bound the KV cache at
-inference. A policy keeps `capacity = selected + window` tokens per layer and KV head: the most
+"""KV-cache policies (the `kv` axis, registered in harness.kv.POLICIES): they leave the weights
+alone and bound the KV cache at inference. A policy keeps `capacity = selected + window` tokens per layer and KV head: the most
 recent `window` tokens always, plus `selected` tokens it picks (budget: a fraction of the context
 length when < 1, else a token count). The runner (harness.kv.bounded) feeds attention
 probabilities to `observe` and asks `select` which cached positions survive eviction.
 
 Kept tokens keep the RoPE positions they were cached with (no position re-indexing), as kvpress
-does; StreamingLLM's paper re-indexes positions inside the cache (see methods/streaming_llm.py).
+does; StreamingLLM's paper re-indexes positions inside the cache (see harness/kv/streaming_llm.py).
+
+A policy carries the same card as a method (harness.card) and the method interface (patterns,
+check, prune), so that `method=h2o` alone runs it on the unchanged weights: methods.registry
+lists the policies beside the methods.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import ClassVar
 
 import torch
 
-from methods.base import Method
+from harness.card import Card
 from harness.tags import Tags
 from harness.targets import TargetError
 
@@ -41,8 +45,8 @@ class KVState:
 
 
 @dataclass
-class KVPolicy(Method):
-    """Base of the KV-cache methods. Subclasses set `needs_attention` and implement `select`
+class KVPolicy(Card):
+    """Base of the KV-cache policies. Subclasses set `needs_attention` and implement `select`
     (and `contribution` when they accumulate attention-derived scores)."""
 
     streams_blocks: ClassVar[bool] = True   # weights untouched: nothing to hold for pruning

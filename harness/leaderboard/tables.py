@@ -290,13 +290,10 @@ def coverage(frames: Frames, cells: pd.DataFrame, listed: list[dict] | None) -> 
         m = build_method(name)
         link, tags = m.paper_entry()
         implemented.add(link)
+        implemented.update(m.papers())   # a method covering several papers (depth: one per metric)
         # a KV policy is a method too: its cells are the runs with that policy (on any model)
         mine = ok[(ok["method"] == name) | (ok["kv_policy"].fillna("").str.split(" ").str[0] == name)] \
             if not ok.empty else ok
-        if name == "depth" or name == "shortgpt":
-            from methods.depth import PAPERS, SUBLAYERS
-            implemented.update(u for u, _ in PAPERS.values())
-            implemented.add(SUBLAYERS[0])
         rows.append({"Method": name, **{v: tags.as_dict()[k] for k, v in
                                         (("type", "Type"), ("criteria", "Criteria"), ("budget", "Budget"),
                                          ("data", "Data"), ("retrain", "Retrain"), ("weights", "Weights"))},

@@ -17,10 +17,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from harness.kv.policy import ScoreKVPolicy, kv_tags
-from methods.registry import register
 
 
-@register
 @dataclass
 class H2O(ScoreKVPolicy):
     name: ClassVar[str] = "h2o"

@@ -18,10 +18,8 @@ from typing import ClassVar
 import torch
 
 from harness.kv.policy import ScoreKVPolicy, kv_tags
-from methods.registry import register
 
 
-@register
 @dataclass
 class Keyformer(ScoreKVPolicy):
     tau: float = 1.0          # Gumbel-softmax temperature

@@ -18,10 +18,8 @@ from typing import ClassVar
 import torch
 
 from harness.kv.policy import KVPolicy, kv_tags
-from methods.registry import register
 
 
-@register
 @dataclass
 class StreamingLLM(KVPolicy):
     sink: int = 4
