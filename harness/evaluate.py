@@ -103,13 +103,13 @@ def evaluate_saved(source: dict, model_dir: Path, config: dict) -> dict:
     runtime = config.get("runtime", {})
     threads = configure_runtime(runtime.get("threads"), runtime.get("offline", True))
     plan = validate(config)
-    run_id = run_id_for(config)
+    run_id = run_id_for(config, plan.param_defaults)
     if not config.get("force") and existing_status(plan.results_dir, run_id) == "ok":
         log.info("skip %s: record exists with status ok", run_id)
         return read_record(record_path(plan.results_dir, run_id))
     t0 = time.perf_counter()
     record = {
-        "run_id": run_id, "pruning_id": pruning_id_for(config), "status": "failed", "error": None,
+        "run_id": run_id, "pruning_id": pruning_id_for(config, plan.param_defaults), "status": "failed", "error": None,
         "evaluated_from": {"run_id": source.get("run_id"), "model_dir": str(model_dir)},
         **{k: copy.deepcopy(source.get(k)) for k in ("method", "model", "target", "allocator", "kv",
                                                      "calibration", "recovery", "prune_report")},

@@ -14,15 +14,18 @@ Canonical form (IDENTITY_VERSION 2):
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
+from typing import Callable, Mapping
 
 IDENTITY_VERSION = 2
 # Never change a number: not part of the identity.
 NON_SEMANTIC_KEYS = ("paths", "hydra", "wandb", "force", "retry_failed", "launcher", "suite", "output")
 NON_SEMANTIC_FIELDS = (("prune", "reuse"), ("runtime", "offline"))
+
+# {"method" | "kv" | "allocator": {parameter: default}}, resolved from the config by validation
+ParamDefaults = Mapping[str, Mapping]
 
 _FILE_SHA: dict[tuple, str] = {}
 
@@ -69,32 +72,14 @@ def data_files(config: dict) -> dict[str, str | None]:
     return out
 
 
-def _param_defaults(kind: str, name: str | None) -> dict:
-    """Defaults of a method / allocator / KV policy's parameter dataclass (empty when unknown)."""
-    try:
-        if kind == "allocator":
-            from harness.blocks.allocators import ALLOCATORS  # type: ignore[attr-defined]
-
-            cls = ALLOCATORS.get(name)
-        else:
-            from methods.registry import get_method_class
-
-            cls = get_method_class(name)
-    except Exception:  # noqa: BLE001 - unknown names are reported by validation, not here
-        return {}
-    if cls is None or not dataclasses.is_dataclass(cls):
-        return {}
-    from harness.schema import defaults
-
-    return defaults(cls)
-
-
 def _drop_defaults(section: dict, default: dict) -> dict:
     return {k: v for k, v in section.items() if not (k in default and v == default[k])}
 
 
-def canonical(config: dict, with_seed: bool = True) -> dict:
-    """The canonical form hashed into the run_id (with_seed=False: the grid cell over seeds)."""
+def canonical(config: dict, param_defaults: ParamDefaults, with_seed: bool = True) -> dict:
+    """The canonical form hashed into the run_id (with_seed=False: the grid cell over seeds).
+    param_defaults: the defaults of the method / KV-policy / allocator parameters the config
+    names, resolved by validation (harness.validate.param_defaults, Plan.param_defaults)."""
     from harness.schema import SCHEMAS, defaults, resolve_seeds
 
     cfg = resolve_seeds(copy.deepcopy({k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}))
@@ -126,10 +111,10 @@ def canonical(config: dict, with_seed: bool = True) -> dict:
             cfg = _drop_defaults(cfg, defaults(schema))
         elif isinstance(holder.get(leaf), dict):
             holder[leaf] = _drop_defaults(holder[leaf], defaults(schema))
-    for group, kind in (("method", "method"), ("kv", "method"), ("allocator", "allocator")):
+    for group in ("method", "kv", "allocator"):
         section = cfg.get(group)
         if isinstance(section, dict) and isinstance(section.get("params"), dict):
-            section["params"] = _drop_defaults(section["params"], _param_defaults(kind, section.get("name")))
+            section["params"] = _drop_defaults(section["params"], param_defaults.get(group) or {})
     if (cfg.get("kv") or {}).get("name", "none") == "none":
         cfg.pop("kv", None)
     recovery = cfg.get("recovery")
@@ -141,22 +126,23 @@ def canonical(config: dict, with_seed: bool = True) -> dict:
     return {"identity_version": IDENTITY_VERSION, "config": cfg, "data": data_files(config)}
 
 
-def run_id_for(config: dict) -> str:
-    blob = json.dumps(canonical(config), sort_keys=True, separators=(",", ":"), default=str)
+def run_id_for(config: dict, param_defaults: ParamDefaults) -> str:
+    blob = json.dumps(canonical(config, param_defaults), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def cell_id_for(config: dict) -> str:
+def cell_id_for(config: dict, param_defaults: ParamDefaults) -> str:
     """The grid cell a run belongs to: its identity without the seed (seeds of one cell share it)."""
-    blob = json.dumps(canonical(config, with_seed=False), sort_keys=True, separators=(",", ":"), default=str)
+    blob = json.dumps(canonical(config, param_defaults, with_seed=False), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def reindex(results_dir: str | Path) -> list[str]:
+def reindex(results_dir: str | Path, resolve_defaults: Callable[[dict], ParamDefaults]) -> list[str]:
     """Move records written under an earlier identity version to their current run_id.
 
     A record moves only when every data file its provenance names still has the recorded sha256
     (its number was taken on the data the new id hashes); it keeps its old id as `previous_run_id`.
+    resolve_defaults(config): the parameter defaults a config names (harness.validate.param_defaults).
     Returns one line per record looked at."""
     from harness.records import records_dir, write_atomic
 
@@ -176,7 +162,7 @@ def reindex(results_dir: str | Path) -> list[str]:
         if stale:
             lines.append(f"{path.name}: data changed since the run ({', '.join(stale)}), left as is")
             continue
-        new_id = run_id_for(config)
+        new_id = run_id_for(config, resolve_defaults(config))
         record.update(run_id=new_id, identity_version=IDENTITY_VERSION,
                       previous_run_id=record.get("previous_run_id") or path.stem)
         target = path.with_name(f"{new_id}.json")
@@ -193,5 +179,7 @@ def reindex(results_dir: str | Path) -> list[str]:
 if __name__ == "__main__":  # python -m harness.identity <results_dir>: move records to current ids
     import sys
 
-    for line in reindex(sys.argv[1] if len(sys.argv) > 1 else "results"):
+    from harness.validate import param_defaults
+
+    for line in reindex(sys.argv[1] if len(sys.argv) > 1 else "results", param_defaults):
         print(line)

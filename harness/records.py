@@ -27,32 +27,42 @@ from harness.identity import NON_SEMANTIC_KEYS  # noqa: E402,F401 - kept importa
 REQUIRED_KEYS = ("schema_version", "run_id", "status", "method", "model", "target", "config", "env")
 
 
-def semantic_config(config: dict) -> dict:
+def _defaults(config: dict, param_defaults: dict | None) -> dict:
+    """The parameter defaults the identity drops: the plan's when the caller has validated the
+    config, else resolved from it the same way (harness.validate.param_defaults)."""
+    if param_defaults is not None:
+        return param_defaults
+    from harness.validate import param_defaults as resolve
+
+    return resolve(config)
+
+
+def semantic_config(config: dict, param_defaults: dict | None = None) -> dict:
     """The canonical form of the run identity (harness.identity), without its data hashes."""
     from harness.identity import canonical
 
-    return canonical(config)["config"]
+    return canonical(config, _defaults(config, param_defaults))["config"]
 
 
-def run_id_for(config: dict) -> str:
+def run_id_for(config: dict, param_defaults: dict | None = None) -> str:
     """Hash of the versioned canonical identity (harness.identity): config values that change a
     number, at their defaults omitted, plus the sha256 of the data files read."""
     from harness.identity import run_id_for as identity_run_id
 
-    return identity_run_id(config)
+    return identity_run_id(config, _defaults(config, param_defaults))
 
 
 # What only evaluates a pruned model: records that differ only here share one pruned model.
 EVALUATION_KEYS = ("eval",)
 
 
-def pruning_id_for(config: dict) -> str:
+def pruning_id_for(config: dict, param_defaults: dict | None = None) -> str:
     """Identity of the pruned model alone: the canonical run identity (harness.identity) without its
     evaluation settings and the hashes of the evaluation data. `harness.evaluate` writes records with
     a new run_id and the same pruning_id; the leaderboard joins records on it."""
     from harness.identity import canonical
 
-    ident = canonical(config)
+    ident = canonical(config, _defaults(config, param_defaults))
     ident["config"] = {k: v for k, v in ident["config"].items() if k not in EVALUATION_KEYS}
     ident["data"] = {k: v for k, v in ident["data"].items() if not k.startswith("eval:")}
     blob = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)

@@ -126,7 +126,7 @@ def run_experiment(cfg) -> dict:
 
     config = resolve_seeds(config)  # the top-level seed drives calib / recovery unless they pin one
     plan = validate(config)  # ConfigError before anything expensive
-    run_id = run_id_for(config)
+    run_id = run_id_for(config, plan.param_defaults)
     try:
         check_writable(plan.results_dir)  # a full or read-only disk is found now, not after the work
     except ResultsDirError as exc:
@@ -149,7 +149,7 @@ def run_experiment(cfg) -> dict:
     from harness.records import pruning_id_for
     from harness.tracking import start_run, track_run
 
-    pruning_id = pruning_id_for(config)
+    pruning_id = pruning_id_for(config, plan.param_defaults)
     live = start_run(config, {"run_id": run_id, "pruning_id": pruning_id, **described,   # W&B open while
                               "model": {"name": config["model"]["name"]}})                # the stages work
     error, interrupted = None, None

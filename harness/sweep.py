@@ -522,11 +522,13 @@ def identical_seed_draws(suite: Suite) -> list[str]:
     """Cells that differ only in their seed but calibrated on identical token ids: their spread
     over seeds says nothing (the seed never reached the draw)."""
     from harness.identity import cell_id_for
+    from harness.validate import param_defaults
 
     groups: dict[str, list[Cell]] = {}
     for c in suite.cells:
         if c.state == DONE and c.record and (c.record.get("calibration") or {}).get("tokens_sha256"):
-            groups.setdefault(cell_id_for(c.config or c.record.get("config") or {}), []).append(c)
+            config = c.config or c.record.get("config") or {}
+            groups.setdefault(cell_id_for(config, param_defaults(config)), []).append(c)
     out = []
     for cells in groups.values():
         seeds = {c.record["config"].get("seed") for c in cells}

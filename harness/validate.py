@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ class Plan:
     results_dir: Path
     recovery: Any
     kv: Any = None          # KV-cache policy (harness.kv.POLICIES) or None for the full cache
+    # the parameter defaults of the method, KV policy and allocator named (see param_defaults)
+    param_defaults: dict = field(default_factory=dict)
 
 
 def _expand(path: str | None) -> Path | None:
@@ -121,7 +124,26 @@ def validate(config: dict) -> Plan:
         raise ConfigError(one_line(msg)) from None
     return Plan(method, target, allocator, device, dtype, data_dir,
                 _expand(paths.get("cache_dir")) or Path.home() / ".cache" / "prunebench",
-                _expand(paths.get("results_dir")) or default_results_dir(), recovery, kv)
+                _expand(paths.get("results_dir")) or default_results_dir(), recovery, kv, param_defaults(config))
+
+
+def param_defaults(config: dict) -> dict[str, dict]:
+    """{"method" | "kv" | "allocator": {field: default}} of the parameter dataclasses the config
+    names. Run identity (harness.identity) drops a parameter at its default, so that a parameter
+    added later at its default leaves existing run ids unchanged; resolving the names here keeps
+    identity free of the registries. A name no registry holds has no defaults (validate reports it)."""
+    from harness.blocks.allocators import ALLOCATORS
+    from harness.kv import POLICIES
+    from harness.schema import defaults
+    from methods.registry import METHODS
+
+    out: dict[str, dict] = {}
+    for group, registry in (("method", METHODS), ("kv", POLICIES), ("allocator", ALLOCATORS)):
+        section = config.get(group)
+        name = section.get("name") if isinstance(section, dict) else None
+        cls = registry.get(name) if isinstance(name, str) and name in registry else None
+        out[group] = defaults(cls) if cls is not None and dataclasses.is_dataclass(cls) else {}
+    return out
 
 
 def default_results_dir() -> Path:

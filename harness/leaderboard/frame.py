@@ -228,8 +228,9 @@ def cell_config(config: dict) -> dict:
     """The config that identifies a cell: harness.identity's canonical form (fields at their default
     dropped, no seed) without the thread count (it moves only the last digits)."""
     from harness.identity import canonical
+    from harness.validate import param_defaults
 
-    c = canonical(config or {}, with_seed=False)["config"]
+    c = canonical(config or {}, param_defaults(config or {}), with_seed=False)["config"]
     if isinstance(c.get("runtime"), dict):
         c["runtime"] = {k: v for k, v in c["runtime"].items() if k != "threads"} or None
         if c["runtime"] is None:

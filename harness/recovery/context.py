@@ -87,7 +87,7 @@ def recovery_context(config: dict, plan, ctx: PruneContext, run_id: str, model_s
         split = ((config.get("eval") or {}).get("ppl") or {}).get("split") or corpus_of(ds).eval_split
         eval_texts.append((ds, split))
     return RecoveryContext(prune=ctx, run_id=run_id, device=plan.device, dtype=plan.dtype,
-                           data_dir=plan.data_dir, checkpoint_dir=base / run_id_for(resume_cfg),
+                           data_dir=plan.data_dir, checkpoint_dir=base / run_id_for(resume_cfg, plan.param_defaults),
                            eval_texts=eval_texts, model_cfg=dict(config["model"]),
                            model_sha256=model_sha256, prune_report=prune_report or {},
                            seed=int(config.get("seed", 0)))

@@ -80,6 +80,7 @@ def test_reindex_moves_an_earlier_identity_record_to_its_current_id(tmp_path):
     import json
 
     from harness.identity import reindex
+    from harness.validate import param_defaults
     from harness.records import record_path
 
     rec = run_experiment(tiny(tmp_path))
@@ -90,7 +91,7 @@ def test_reindex_moves_an_earlier_identity_record_to_its_current_id(tmp_path):
     path.unlink()
     old_path = path.with_name("00000000deadbeef.json")
     old_path.write_text(json.dumps(old))
-    assert reindex(tmp_path / "results") == [f"00000000deadbeef.json -> {rec['run_id']}.json"]
+    assert reindex(tmp_path / "results", param_defaults) == [f"00000000deadbeef.json -> {rec['run_id']}.json"]
     moved = json.loads(path.read_text())
     assert moved["previous_run_id"] == "00000000deadbeef" and moved["metrics"] == old["metrics"]
     assert not old_path.exists()

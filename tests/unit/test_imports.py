@@ -74,9 +74,8 @@ def test_harness_reaches_methods_only_in_validation_and_sweep_expansion():
                  for m, p in _modules().items() if m.startswith("harness") and m not in HARNESS_TO_METHODS}
     offenders = {m: i for m, i in offenders.items() if i}
     # Known exceptions, each a registry reach that belongs behind a harness-side registry:
-    # run identity reads a method's parameter defaults (config -> method, as validation does);
     # the leaderboard's coverage tables and pages list every registered method and its paper.
-    for known in ("harness.identity", "harness.leaderboard.frame",
+    for known in ("harness.leaderboard.frame",
                   "harness.leaderboard.site", "harness.leaderboard.tables"):
         offenders.pop(known, None)
     assert not offenders, offenders
