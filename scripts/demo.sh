@@ -14,7 +14,7 @@ if [ "$before" -gt 0 ]; then
 fi
 status=0
 $PY -m harness.sweep suite=demo paths.results_dir="$OUT" "$@" || status=$?   # exit 1 lists failed cells
-$PY -m harness.leaderboard --results "$OUT"
+$PY -m leaderboard --results "$OUT"
 after=$(count)
 echo "demo: $((after - before)) new records, $before reused; page: $OUT/leaderboard/index.html"
 exit $status

@@ -1,9 +1,9 @@
-"""`python -m harness.leaderboard`: builds with zero records, and names and skips a corrupt record."""
+"""`python -m leaderboard`: builds with zero records, and names and skips a corrupt record."""
 
 from __future__ import annotations
 
-from harness.leaderboard.__main__ import main
-from harness.leaderboard.load import load_records
+from leaderboard.__main__ import main
+from leaderboard.load import load_records
 
 
 def test_zero_records_still_build(tmp_path, capsys):

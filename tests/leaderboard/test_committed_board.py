@@ -15,7 +15,7 @@ RESULTS = Path(__file__).resolve().parents[2] / "results"
 
 @pytest.mark.skipif(not any(RESULTS.rglob("records/*.json")), reason="no committed records under results/")
 def test_committed_board(tmp_path, data_dir):
-    from harness.leaderboard.__main__ import build
+    from leaderboard.__main__ import build
     from methods.registry import available, build_method
 
     b = build(RESULTS, tmp_path / "site")

@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.leaderboard import plots, published, tables
-from harness.leaderboard.frame import cells_frame, runs_frame, status_counts
-from harness.leaderboard.load import load_records
+from leaderboard import plots, published, tables
+from leaderboard.frame import cells_frame, runs_frame, status_counts
+from leaderboard.load import load_records
 from tests.leaderboard.conftest import failed_variant
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
@@ -139,7 +139,7 @@ def test_published_numbers_only_beside_the_same_model_and_protocol(board):
 
 
 def test_rebuild_is_byte_identical(tmp_path):
-    from harness.leaderboard.__main__ import build
+    from leaderboard.__main__ import build
 
     a, b = build(FIXTURES, tmp_path / "a"), build(FIXTURES, tmp_path / "b")
     files = sorted(p.relative_to(a.out_dir) for p in a.out_dir.rglob("*") if p.is_file())

@@ -30,7 +30,7 @@ def _col(page, name, table="#overview"):
 def test_index_filter_sort_screenshot(results_copy, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from harness.leaderboard.__main__ import build
+    from leaderboard.__main__ import build
 
     b = build(results_copy)
     index = b.out_dir / "index.html"
@@ -88,9 +88,9 @@ def test_demo_results_page(tmp_path):
     """After `make demo`: the leaderboard of results/ loads, filters by every Type present and sorts."""
     from playwright.sync_api import sync_playwright
 
-    from harness.leaderboard.__main__ import build
-    from harness.leaderboard.frame import cells_frame, runs_frame
-    from harness.leaderboard.load import load_records
+    from leaderboard.__main__ import build
+    from leaderboard.frame import cells_frame, runs_frame
+    from leaderboard.load import load_records
 
     b = build(REPO_RESULTS, tmp_path / "site")  # into tmp: the test leaves results/ as the demo made it
     loaded = load_records(REPO_RESULTS)

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from harness.leaderboard.load import load_records
+from leaderboard.load import load_records
 from harness.run import run_experiment
 from tests.robustness.conftest import tiny
 
@@ -60,7 +60,7 @@ def test_string_seed_is_coerced_with_a_named_warning(results):
 
 
 def test_unparseable_seed_rejects_only_that_record(results):
-    from harness.leaderboard.__main__ import build
+    from leaderboard.__main__ import build
 
     path = _files(results)[0]
     rec = json.loads(path.read_text())
@@ -86,7 +86,7 @@ def test_impossible_perplexity_is_flagged_and_not_shown(results, bad):
 
 
 def test_check_record_fields_passes_a_real_record_unchanged(real_records):
-    from harness.leaderboard.load import check_record_fields
+    from leaderboard.load import check_record_fields
 
     rec = json.loads(_files(real_records)[0].read_text())
     out, warnings = check_record_fields(json.loads(json.dumps(rec)), "r")
@@ -104,7 +104,7 @@ def test_corrupt_record_is_named_and_skipped(results):
 
 
 def test_html_in_a_record_is_escaped(results):
-    from harness.leaderboard.__main__ import build
+    from leaderboard.__main__ import build
 
     path = _files(results)[1]
     rec = json.loads(path.read_text())

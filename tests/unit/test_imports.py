@@ -1,6 +1,7 @@
 """The project's modules form a tree: no import cycle among module-level imports, every module
-imports on its own in a fresh interpreter, and harness/ reaches into methods/ only where a config
-names a method (validation and sweep expansion)."""
+imports on its own in a fresh interpreter, harness/ reaches into methods/ only where a config
+names a method (validation and sweep expansion), and neither reaches into leaderboard/ (which
+consumes records, harness and the method registry)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("harness", "methods")
+PACKAGES = ("harness", "methods", "leaderboard")
 # the only harness modules that may import methods.*: they build a method from its config name
 HARNESS_TO_METHODS = {"harness.validate", "harness.sweep"}
 
@@ -73,11 +74,13 @@ def test_harness_reaches_methods_only_in_validation_and_sweep_expansion():
     offenders = {m: sorted(i for i in _imports(p, m, top_level_only=False) if i.split(".")[0] == "methods")
                  for m, p in _modules().items() if m.startswith("harness") and m not in HARNESS_TO_METHODS}
     offenders = {m: i for m, i in offenders.items() if i}
-    # Known exceptions, each a registry reach that belongs behind a harness-side registry:
-    # the leaderboard's coverage tables and pages list every registered method and its paper.
-    for known in ("harness.leaderboard.frame",
-                  "harness.leaderboard.site", "harness.leaderboard.tables"):
-        offenders.pop(known, None)
+    assert not offenders, offenders
+
+
+def test_harness_and_methods_never_import_the_leaderboard():
+    offenders = {m: sorted(i for i in _imports(p, m, top_level_only=False) if i.split(".")[0] == "leaderboard")
+                 for m, p in _modules().items() if m.split(".")[0] in ("harness", "methods")}
+    offenders = {m: i for m, i in offenders.items() if i}
     assert not offenders, offenders
 
 

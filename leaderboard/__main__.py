@@ -1,4 +1,4 @@
-"""`python -m harness.leaderboard --results results [--out results/leaderboard]`
+"""`python -m leaderboard --results results [--out results/leaderboard]`
 
 Builds, from every record under <results> (its records/ and every named result set below it):
 leaderboard.md, runs.csv (one row per run), cells.csv (one row per cell), tables/*.{md,csv,tex},
@@ -49,12 +49,12 @@ def _checks(results_dir: Path) -> dict:
 
 def build(results_dir: str | Path, out_dir: str | Path | None = None) -> Build:
     from harness.env import lock_state
-    from harness.leaderboard import plots as plots_mod
-    from harness.leaderboard import published
-    from harness.leaderboard import tables as T
-    from harness.leaderboard.frame import cells_frame, runs_frame
-    from harness.leaderboard.load import load_records
-    from harness.leaderboard.site import write_site
+    from leaderboard import plots as plots_mod
+    from leaderboard import published
+    from leaderboard import tables as T
+    from leaderboard.frame import cells_frame, runs_frame
+    from leaderboard.load import load_records
+    from leaderboard.site import write_site
 
     results_dir = Path(results_dir)
     out_dir = Path(out_dir) if out_dir else results_dir / "leaderboard"
@@ -102,7 +102,7 @@ def build(results_dir: str | Path, out_dir: str | Path | None = None) -> Build:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.leaderboard", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m leaderboard", description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results", help="results directory holding records/ (default: results)")
     parser.add_argument("--out", default=None, help="output directory (default: <results>/leaderboard)")
     args = parser.parse_args(argv)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.leaderboard.tables import Table, fmt_value
+from leaderboard.tables import Table, fmt_value
 
-PUBLISHED_DIR = Path(__file__).resolve().parents[2] / "conf" / "published"
+PUBLISHED_DIR = Path(__file__).resolve().parents[1] / "conf" / "published"
 
 
 def load_published(directory: Path = PUBLISHED_DIR) -> list[dict]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.leaderboard.frame import Frames
+from leaderboard.frame import Frames
 
 TYPE_ORDER = ("Unstructured", "Semi-structured", "Un/Semi-structured", "Structured", "Structured-Depth",
               "Structured-Channel+Depth", "Other", "Baseline")
@@ -324,7 +324,7 @@ def _other_components() -> list[tuple[str, str]]:
 
 
 def status(frames: Frames) -> list[Table]:
-    from harness.leaderboard.frame import status_counts
+    from leaderboard.frame import status_counts
 
     counts = status_counts(frames)
     df = frames.runs

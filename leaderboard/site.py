@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.leaderboard.frame import Frames
-from harness.leaderboard.tables import Table, fmt_value, slug
+from leaderboard.frame import Frames
+from leaderboard.tables import Table, fmt_value, slug
 
 FILTER_COLUMNS = ("Type", "Criteria", "Budget", "Data", "Retrain", "Weights", "Model", "Target", "Set")
 
@@ -228,7 +228,7 @@ def method_page(name: str, records: list[dict], cells: pd.DataFrame) -> str:
     if name in available():
         m = build_method(name)
         link, tags = m.paper_entry()
-        tests = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "tests" / "methods").glob(f"test_{name}*.py"))
+        tests = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "tests" / "methods").glob(f"test_{name}*.py"))
         body.append(_kv_table([("paper", m.paper), ("version (current code)", m.version),
                                ("on the Awesome-LLMs-Pruning list", link or "not on the list"),
                                ("reference implementation", m.reference),

@@ -1,4 +1,4 @@
-"""`python -m harness.table RESULTS_DIR [--metrics ppl,latency] [--columns ...] [--where key=value]`
+"""`python -m leaderboard.table RESULTS_DIR [--metrics ppl,latency] [--columns ...] [--where key=value]`
 
 One markdown row per record under RESULTS_DIR/records: what ran (method and its parameters, target,
 allocator, recovery, KV policy), its status, the measured sparsity and parameter counts, and every
@@ -17,8 +17,8 @@ MEASURED_COLUMNS = ("sparsity_blocks", "params_after")
 
 def table(results_dir: str, metrics: list[str] | None = None, columns: list[str] | None = None,
           where: list[str] | None = None) -> str:
-    from harness.leaderboard.frame import runs_frame
-    from harness.leaderboard.load import load_records
+    from leaderboard.frame import runs_frame
+    from leaderboard.load import load_records
 
     loaded = load_records(results_dir)
     frames = runs_frame(loaded.records, loaded.paths)
@@ -38,7 +38,7 @@ def table(results_dir: str, metrics: list[str] | None = None, columns: list[str]
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m harness.table", description=__doc__.splitlines()[2])
+    ap = argparse.ArgumentParser(prog="python -m leaderboard.table", description=__doc__.splitlines()[2])
     ap.add_argument("results_dir")
     ap.add_argument("--metrics", default="", help="comma-separated metric groups (ppl, zeroshot, latency, kv_ppl, ...)")
     ap.add_argument("--columns", default="", help="extra runs-frame columns, comma-separated (e.g. 'timing prune_s')")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.leaderboard.frame import Frames
-from harness.leaderboard.tables import slug
+from leaderboard.frame import Frames
+from leaderboard.tables import slug
 
 STABLE_RC = {"svg.hashsalt": "prunebench", "svg.fonttype": "path", "path.simplify": True}
 
@@ -45,7 +45,7 @@ def _save(fig, out_dir: Path, stem: str) -> list[Path]:
 
 
 def _proto(col: str) -> str:
-    from harness.leaderboard.tables import protocol_of
+    from leaderboard.tables import protocol_of
 
     return protocol_of(col)
 
@@ -296,7 +296,7 @@ def zeroshot_bars(frames: Frames, cells: pd.DataFrame, out_dir: Path, notes: lis
 
 def make_plots(frames: Frames, out_dir: Path, cells: pd.DataFrame | None = None) -> tuple[list[Path], list[str]]:
     """All figures; returns (files written, notes on figures not drawn)."""
-    from harness.leaderboard.frame import cells_frame
+    from leaderboard.frame import cells_frame
 
     cells = cells_frame(frames) if cells is None else cells
     notes: list[str] = []
