@@ -124,6 +124,7 @@ def _dir_bytes(path: Path) -> int:
 
 def _block_sparsity(model_dir: Path) -> tuple[float, float, int]:
     """(min, max) zero fraction over the block linears of a written model, read tensor by tensor."""
+    from harness.blocks.measure import count_zeros
     from harness.offload import SafetensorsStore
 
     store = SafetensorsStore.from_dir(model_dir)
@@ -131,7 +132,7 @@ def _block_sparsity(model_dir: Path) -> tuple[float, float, int]:
     for name in store.names():
         if ".layers." in name and name.endswith("proj.weight"):
             t = store.read(name)
-            fractions.append(float((t == 0).sum()) / t.numel())
+            fractions.append(count_zeros(t) / t.numel())
     return min(fractions), max(fractions), len(fractions)
 
 

@@ -297,7 +297,11 @@ class Residency:
             for pname, p in sub._parameters.items():
                 if p is not None:
                     own = ".".join(filter(None, (u.prefix, mname, pname)))
-                    yield sub, pname, p, self._canonical.get(own, own), own in self._canonical
+                    yield sub, pname, p, self.canonical_name(own), own in self._canonical
+
+    def canonical_name(self, name: str) -> str:
+        """The file name a parameter is stored under (a tied alias -> the tensor it shares)."""
+        return self._canonical.get(name, name)
 
     @property
     def streaming(self) -> bool:
@@ -479,10 +483,15 @@ class Residency:
         # from now on every unit streams from the written model
         self.store = SafetensorsStore.from_dir(out_dir)
         if self.materialized_reason is not None:
+            # one placeholder per tensor in the files: tied slots keep sharing one parameter, so
+            # the model's parameter count (and any tie-aware code) sees the same model as before
+            placeholders: dict[str, nn.Parameter] = {}
             for u in self.units:
-                for sub, pname, p, _, _ in list(self._slots(u)):
-                    sub._parameters[pname] = nn.Parameter(torch.empty(p.shape, dtype=p.dtype, device="meta"),
+                for sub, pname, p, name, _ in list(self._slots(u)):
+                    if name not in placeholders:
+                        placeholders[name] = nn.Parameter(torch.empty(p.shape, dtype=p.dtype, device="meta"),
                                                           requires_grad=p.requires_grad)
+                    sub._parameters[pname] = placeholders[name]
             self.materialized_reason = None
         if not self._hooks:
             self._hooks = True

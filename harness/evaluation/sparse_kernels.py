@@ -17,6 +17,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from harness.blocks.measure import count_zeros
+
 
 class CSRLinear(nn.Module):
     """nn.Linear with its weight [out, in] stored in CSR; inputs flattened to [tokens, in]."""
@@ -64,7 +66,7 @@ def sparse_kernel_weights(model: nn.Module, adapter, name: str):
             for child_name, lin in adapter.linears(block).items():
                 parent_name, _, child = child_name.rpartition(".")
                 parent = block.get_submodule(parent_name) if parent_name else block
-                zeros += int((lin.weight == 0).sum())
+                zeros += count_zeros(lin.weight)
                 total += lin.weight.numel()
                 setattr(parent, child, module(lin))
                 swapped.append((parent, child, lin))
