@@ -238,15 +238,18 @@ def cell_config(config: dict) -> dict:
     return c
 
 
-def _data(config: dict, roles=("calib", "eval", "recovery")) -> dict:
-    from harness.identity import data_files
+def _data(provenance: dict | None, roles=("calib", "eval", "recovery")) -> dict:
+    """The data files a run read, as its record's provenance states them ({'calib:c4/train': sha256, ...}).
+    Never recomputed from the config: that would hash whatever file this machine holds today."""
+    hashes = (provenance or {}).get("data_sha256") or {}
+    return {str(k): v for k, v in sorted(hashes.items()) if str(k).split(":")[0] in roles} \
+        if isinstance(hashes, dict) else {}
 
-    return {k: v for k, v in data_files(config or {}).items() if k.split(":")[0] in roles}
 
-
-def cell_id(config: dict, method_version: str | None = None) -> str:
-    """Runs differing only by seed (or thread count) share a cell; a new method version is a new cell."""
-    return run_id_for({"cell": cell_config(config), "data": _data(config), "method_version": method_version})
+def cell_id(config: dict, method_version: str | None = None, provenance: dict | None = None) -> str:
+    """Runs differing only by seed (or thread count) share a cell; a new method version is a new cell,
+    and so is a run on other data (the data hashes of the record's own provenance)."""
+    return run_id_for({"cell": cell_config(config), "data": _data(provenance), "method_version": method_version})
 
 
 def pruned_id(config: dict, method_version: str | None = None) -> str:
@@ -326,8 +329,11 @@ def flatten_record(record: dict, path: str | None = None, result_set: str | None
     before, after = measured.get("params_before"), measured.get("params_after")
     row = {
         # a cell never spans two result sets (their runs came from different code / machines)
-        "run_id": record["run_id"], "cell_id": run_id_for({"c": cell_id(config, method.get("version")),
-                                                           "set": result_set or ""}),
+        "run_id": record["run_id"],
+        "cell_id": run_id_for({"c": cell_id(config, method.get("version"), record.get("provenance")),
+                               "set": result_set or ""}),
+        "_cell_config": run_id_for({"c": cell_id(config, method.get("version")), "set": result_set or ""}),
+        "_cell_data": _data(record.get("provenance")),
         "pruned_id": pruned_id(config, method.get("version")), "status": record["status"],
         "eval_id": run_id_for({"eval": config.get("eval"), "kv": config.get("kv")})[:8],
         "error_stage": error.get("stage"), "error": (f"{error.get('type')}: {error.get('message')}"
@@ -388,6 +394,29 @@ class Frames:
                 and (s.headline or not headline) and c in self.runs.columns]
 
 
+def _within(small: dict, big: dict) -> bool:
+    return all(big.get(k) == v for k, v in small.items())
+
+
+def _join_partial_provenance(rows: list[dict]) -> None:
+    """A run that stopped early (a failed run) records only the data it read before it stopped; it
+    joins the cell of the same config whose recorded data hashes include every hash it has, when
+    exactly one such cell exists. Runs whose recorded hashes disagree stay in cells of their own."""
+    by_config: dict[str, list[dict]] = {}
+    for row in rows:
+        by_config.setdefault(row.pop("_cell_config"), []).append(row)
+    for group in by_config.values():
+        datas = [json.loads(d) for d in sorted({json.dumps(r["_cell_data"], sort_keys=True) for r in group})]
+        for row in group:
+            mine = row["_cell_data"]
+            hosts = [d for d in datas if d != mine and _within(mine, d)]
+            hosts = [h for h in hosts if not any(o != h and _within(h, o) for o in hosts)]   # the fullest
+            if len(hosts) == 1:
+                row["cell_id"] = next(r["cell_id"] for r in group if r["_cell_data"] == hosts[0])
+    for row in rows:
+        row.pop("_cell_data")
+
+
 def runs_frame(records: list[dict], paths: list | None = None, sets: list | None = None) -> Frames:
     rows, specs = [], {}
     for i, record in enumerate(records):
@@ -395,6 +424,7 @@ def runs_frame(records: list[dict], paths: list | None = None, sets: list | None
         rows.append(row)
         for s in row_specs:
             specs.setdefault(s.column, s)
+    _join_partial_provenance(rows)
     runs = pd.DataFrame(rows)
     if runs.empty:
         runs = pd.DataFrame(columns=["run_id", "cell_id", "status", "method", "label", *TAG_AXES, "group_type",
