@@ -47,7 +47,8 @@ def _checks(results_dir: Path) -> dict:
     return out
 
 
-def build(results_dir: str | Path, out_dir: str | Path | None = None) -> Build:
+def build(results_dir: str | Path, out_dir: str | Path | None = None, conclusions=None) -> Build:
+    """`conclusions`: the published-conclusions spec (harness.conclusions.load_conclusions(); default: the file's)."""
     from harness.env import lock_state
     from leaderboard import plots as plots_mod
     from leaderboard import published
@@ -76,7 +77,8 @@ def build(results_dir: str | Path, out_dir: str | Path | None = None) -> Build:
     sections = {"overview": [T.overview(frames, cells)], "coverage": T.coverage(frames, cells, _list_tags()),
                 "pattern": T.by_pattern(frames, cells), "zeroshot": T.zeroshot(frames, cells),
                 "latency": T.latency(frames, cells), "kv": T.kv(frames, cells),
-                "published": published.tables(loaded.records, published.load_published()),
+                "published": [published.conclusions_table(loaded.records, conclusions),
+                              *published.tables(loaded.records, published.load_published())],
                 "status": T.status(frames)}
     for tabs in sections.values():
         for t in tabs:

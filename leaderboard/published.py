@@ -75,3 +75,52 @@ def tables(records: list[dict], entries: list[dict]) -> list[Table]:
     return [Table("paper_vs_reproduced", "Paper vs reproduced", pd.DataFrame(matched, columns=cols_m), note_m),
             Table("as_reported", "As reported (no prunebench run of this model and protocol)",
                   pd.DataFrame(reported), "≈: quoted from secondary sources (conventions.md); treat as approximate.")]
+
+
+def _model_shown(records: list[dict], model: str) -> str:
+    """'smollm2-135m (SmolLM2-135M-Instruct.Q4_1.gguf)': the name and, when recorded, the weights file."""
+    for r in records:
+        m = r.get("model") or {}
+        if m.get("name") == model and (m.get("source") or {}).get("file"):
+            return f"{model} ({m['source']['file']})"
+    return model
+
+
+def _paper_figures(claim: dict) -> str:
+    parts = []
+    for f in claim["paper"].get("figures") or []:
+        approx = set(f.get("approximate") or [])
+        vals = ", ".join(f"{c} {v:g}{' (p)' if c in approx else ''}" for c, v in f["values"].items())
+        parts.append(f"{f['model']} ({f['protocol']}): {vals}")
+    return "; ".join(parts) or "none quoted in conventions.md"
+
+
+def conclusions_table(records: list[dict], spec=None) -> Table:
+    """Each published conclusion, the paper's model and figures, and whether it holds on the records
+    loaded (harness.conclusions decides; benchmarks/published_conclusions.py uses the same check)."""
+    from harness.conclusions import NOT_RUN, check_claims, load_conclusions, relation_text
+
+    spec = spec or load_conclusions()
+    rows = []
+    for res in check_claims(records, spec):
+        p = res.claim["paper"]
+        rows.append({
+            "Claim": res.claim["claim"],
+            "Paper": f"{p['name']} ({p['authors']}){', ' + p['where'] if p.get('where') else ''}, arXiv:{p['arxiv']}",
+            "Paper's model": p["model"], "Paper's figures": _paper_figures(res.claim),
+            "Checked": relation_text(res.claim),
+            "Reproduced on": _model_shown(records, res.model),
+            "Reproduced figures": ", ".join(f"{c} {v:.3f}" for c, v in res.values.items()) or "",
+            "Verdict": res.verdict + (f" (no record of {', '.join(res.missing)})" if res.verdict == NOT_RUN else ""),
+            "run_ids": ",".join(rid for ids in res.run_ids.values() for rid in ids),
+        })
+    models = sorted({r["Reproduced on"] for r in rows})
+    m = spec.metric
+    note = (f"The reproduced side is on {', '.join(models)}, not on the papers' models: the claim is checked "
+            f"on this model, the numbers are not comparable with the paper's. Metric: {m['evaluator']} "
+            f"{m['dataset']} ({m['protocol']}, seq {m['seq_len']}, {m['max_windows'] or 'all'} windows; lower is "
+            f"better), calibration {spec.calib_name} ({spec.calib['corpus']} {spec.calib['n_samples']}×"
+            f"{spec.calib['seq_len']}). A cell is matched on the record's method, target, calibration and "
+            "evaluation protocol at default parameters (not on its file name); several seeds give their mean. "
+            "(p): quoted in conventions.md from secondary sources. Claims: conf/published/conclusions.yaml.")
+    return Table("published_conclusions", "Published conclusions vs reproduced", pd.DataFrame(rows), note)
