@@ -93,12 +93,14 @@ def build(results_dir: str | Path, out_dir: str | Path | None = None, conclusion
     titles = [("All cells", "overview"), ("Coverage", "coverage"), ("By model and pattern", "pattern"),
               ("Zero-shot", "zeroshot"), ("Latency", "latency"), ("KV cache", "kv"),
               ("Paper vs reproduced", "published"), ("Status", "status")]
+    # skipped files named as a reader types them (no absolute machine path in a page)
+    rel_problems = [(Path(results_dir.name) / Path(p).relative_to(results_dir) if Path(p).is_relative_to(results_dir)
+                     else Path(p).name, why) for p, why in loaded.problems]
     md = out_dir / "leaderboard.md"
-    md.write_text(T.leaderboard_markdown([(t, sections[k]) for t, k in titles], header, loaded.problems,
-                                         result.plot_notes), encoding="utf-8")
+    md.write_text(T.leaderboard_markdown([(t, sections[k]) for t, k in titles], header, rel_problems,
+                                         result.plot_notes, result.warnings), encoding="utf-8")
     index = write_site(out_dir, frames, loaded.records, cells, sections, plot_files, result.plot_notes,
-                       [(Path(results_dir.name) / Path(p).relative_to(results_dir) if Path(p).is_relative_to(results_dir)
-                         else Path(p).name, why) for p, why in loaded.problems], lock, _checks(results_dir))
+                       rel_problems, lock, _checks(results_dir), result.warnings)
     result.files += [out_dir / "runs.csv", out_dir / "cells.csv", md, index]
     return result
 

@@ -30,7 +30,7 @@ img{max-width:640px;border:1px solid #ddd;margin:4px}
 table.lb th:first-child,table.lb td:first-child,table.lb th:nth-child(2),table.lb td:nth-child(2){position:sticky;background:#fff}
 table.lb th:first-child,table.lb td:first-child{left:0;min-width:7em} table.lb th:nth-child(2),table.lb td:nth-child(2){left:7.6em}
 table.lb th:first-child,table.lb th:nth-child(2){background:#f0f0f0} .cols label{font-size:12px;margin-right:.8em}
-.colhide{display:none}
+.colhide{display:none} .warnings{background:#fdecea;border:1px solid #e0a39b;padding:.2em .8em;font-size:13px}
 """
 
 # Sorting: numbers (the leading number of a cell like "12.3 ± 0.4" or "50%") before text; filtering:
@@ -169,18 +169,31 @@ def _section(title: str, tables: list[Table], links: dict, anchor: str, filterab
     return "\n".join(parts)
 
 
+def _warnings(problems: list, warnings: list[str]) -> str:
+    """The integrity warnings of the build, in view: record files skipped (unreadable, failing
+    validation, duplicate run ids) and record fields or values flagged (coerced, impossible)."""
+    parts = ['<div class="warnings" id="warnings"><h2>Warnings</h2>']
+    if not problems and not warnings:
+        parts.append("<p>None: every record file was read, validated and shown.</p>")
+    if problems:
+        parts.append(f"<h3>Skipped record files ({len(problems)})</h3><ul>" +
+                     "".join(f"<li><code>{e(str(p))}</code>: {e(why)}</li>" for p, why in problems) + "</ul>")
+    if warnings:
+        parts.append(f"<h3>Record fields and values ({len(warnings)})</h3><ul>" +
+                     "".join(f"<li>{e(w)}</li>" for w in warnings) + "</ul>")
+    return "".join(parts) + "</div>"
+
+
 def index_page(frames: Frames, sections: dict[str, list[Table]], plots: list[Path], plot_notes: list[str],
-               problems: list, out_dir: Path, lock: str | None = None) -> str:
+               problems: list, out_dir: Path, lock: str | None = None, warnings: list[str] | None = None) -> str:
     overview = sections["overview"][0]
     links = {"Method": method_href(0), "run_ids": run_href(0)}
     body = _header(frames, problems, lock)
-    toc = [("overview", "All cells"), ("coverage", "Coverage"), ("pattern", "By pattern"), ("zeroshot", "Zero-shot"),
+    toc = [("warnings", f"Warnings ({len(problems) + len(warnings or [])})"), ("overview", "All cells"), ("coverage", "Coverage"), ("pattern", "By pattern"), ("zeroshot", "Zero-shot"),
            ("latency", "Latency"), ("kv", "KV cache"), ("published", "Paper vs reproduced"), ("plots", "Plots"),
            ("status", "Status")]
     body.append("<p>" + " · ".join(f'<a href="#{a}">{e(t)}</a>' for a, t in toc) + "</p>")
-    if problems:
-        body.append("<h2>Skipped record files</h2><ul>" +
-                    "".join(f"<li><code>{e(str(p))}</code>: {e(why)}</li>" for p, why in problems) + "</ul>")
+    body.append(_warnings(problems, warnings or []))
     body.append('<h2 id="overview">All cells</h2>' + _filters(overview.frame) + _column_toggles(overview.frame) +
                 '<p class="note"><span id="shown"></span> cells shown</p>')
     body.append('<div class="scroll">' + render_table(overview.frame, "overview", links) + "</div>")
@@ -303,10 +316,11 @@ def run_page(record: dict, row: dict, metric_columns: list[str], check: dict | N
 
 def write_site(out_dir: Path, frames: Frames, records: list[dict], cells: pd.DataFrame,
                sections: dict[str, list[Table]], plots: list[Path], plot_notes: list[str], problems: list,
-               lock: str | None = None, checks: dict | None = None) -> Path:
+               lock: str | None = None, checks: dict | None = None, warnings: list[str] | None = None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     index = out_dir / "index.html"
-    index.write_text(index_page(frames, sections, plots, plot_notes, problems, out_dir, lock), encoding="utf-8")
+    index.write_text(index_page(frames, sections, plots, plot_notes, problems, out_dir, lock, warnings),
+                     encoding="utf-8")
     from methods.registry import available
 
     by_method: dict[str, list[dict]] = {name: [] for name in available()}

@@ -366,9 +366,15 @@ def write(table: Table, out_dir: Path) -> dict[str, Path]:
 
 
 def leaderboard_markdown(sections: list[tuple[str, list[Table]]], header: list[str], problems: list,
-                         plot_notes: list[str]) -> str:
-    """The whole leaderboard as one Markdown page."""
-    lines = ["# prunebench leaderboard", "", *header, ""]
+                         plot_notes: list[str], warnings: list[str] | None = None) -> str:
+    """The whole leaderboard as one Markdown page (its warnings first: skipped files, flagged values)."""
+    lines = ["# prunebench leaderboard", "", *header, "", "## Warnings", ""]
+    if not problems and not warnings:
+        lines += ["None: every record file was read, validated and shown.", ""]
+    if problems:
+        lines += ["### Skipped record files", ""] + [f"- `{p}`: {why}" for p, why in problems] + [""]
+    if warnings:
+        lines += ["### Record fields and values", ""] + [f"- {w}" for w in warnings] + [""]
     for title, tabs in sections:
         if not tabs:
             continue
@@ -376,8 +382,6 @@ def leaderboard_markdown(sections: list[tuple[str, list[Table]]], header: list[s
         for t in tabs:
             lines += [to_markdown(Table(t.name, t.title, t.frame.drop(columns=["run_ids"], errors="ignore"), t.note)),
                       ""]
-    if problems:
-        lines += ["## Skipped record files", ""] + [f"- `{p}`: {why}" for p, why in problems] + [""]
     if plot_notes:
         lines += ["## Plots not drawn", ""] + [f"- {note}" for note in plot_notes] + [""]
     return "\n".join(lines)
