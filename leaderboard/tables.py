@@ -9,7 +9,8 @@ latency       prefill ms and decode ms/token per setting, the kernel path, and t
 kv            KV-cache policies: bounded-cache perplexity and measured KV memory, labelled by policy.
 by pattern    per model × pattern × perplexity protocol: one row per method variant, levels as columns.
 coverage      every registered method (with "no result yet"), and the list's papers not implemented.
-published     paper vs reproduced (matching model and protocol) and the "as reported" numbers.
+published     paper vs reproduced (matching model and protocol) and the "as reported" numbers;
+              published conclusions vs reproduced (published.conclusions_table, harness/conclusions.py).
 status        runs per method × level and status, and every failed run with its error.
 """
 
