@@ -121,6 +121,7 @@ def conclusions_table(records: list[dict], spec=None) -> Table:
             f"{m['dataset']} ({m['protocol']}, seq {m['seq_len']}, {m['max_windows'] or 'all'} windows; lower is "
             f"better), calibration {spec.calib_name} ({spec.calib['corpus']} {spec.calib['n_samples']}×"
             f"{spec.calib['seq_len']}). A cell is matched on the record's method, target, calibration and "
-            "evaluation protocol at default parameters (not on its file name); several seeds give their mean. "
+            "evaluation protocol at default parameters (not on its file name); several runs of a cell (seeds, thread "
+            "counts) give their mean. "
             "(p): quoted in conventions.md from secondary sources. Claims: conf/published/conclusions.yaml.")
     return Table("published_conclusions", "Published conclusions vs reproduced", pd.DataFrame(rows), note)

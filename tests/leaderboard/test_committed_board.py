@@ -33,7 +33,14 @@ def test_committed_board(tmp_path, data_dir):
     missing = pd.read_csv(tables / "not_implemented.csv")
     assert len(missing) > 0 and set(missing["Status"]) == {"not implemented"}
     assert (tables / "paper_vs_reproduced.csv").is_file() and len(pd.read_csv(tables / "as_reported.csv")) > 0
+    from harness.conclusions import load_conclusions, relation_text
+
+    claims = pd.read_csv(tables / "published_conclusions.csv")
+    assert list(claims["Checked"]) == [relation_text(c) for c in load_conclusions().claims]
+    assert claims["Reproduced on"].str.startswith("smollm2-135m").all()
+    assert set(claims["Verdict"].str.split(" (", regex=False).str[0]) <= {"holds", "does not hold", "not run"}
     index = (tmp_path / "site" / "index.html").read_text()
-    assert "Paper vs reproduced" in index and "not implemented" in index and "dequantised from the Q4_1" in index
+    assert "Paper vs reproduced" in index and "Published conclusions vs reproduced" in index
+    assert "not implemented" in index and "dequantised from the Q4_1" in index
     for name in available():
         assert (tmp_path / "site" / "methods" / f"{name}.html").is_file(), name
