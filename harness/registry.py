@@ -77,6 +77,10 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         return len(self.names())
 
+    def items(self) -> list[tuple[str, T]]:
+        """(name, object) of every entry, lazy entries imported."""
+        return [(name, self.get(name)) for name in self.names()]
+
     def unknown(self, name: object) -> UnknownNameError:
         """The error for a name that is not registered: near matches first, then every name."""
         names = self.names()

@@ -320,7 +320,7 @@ def _other_components() -> list[tuple[str, str]]:
     """Listed papers implemented as a grid axis rather than a method (the OWL allocator)."""
     from harness.blocks import allocators
 
-    return [(getattr(cls, "listed", ""), name) for name, cls in getattr(allocators, "ALLOCATORS", {}).items()
+    return [(getattr(cls, "listed", ""), name) for name, cls in allocators.ALLOCATORS.items()
             if getattr(cls, "listed", "")]
 
 

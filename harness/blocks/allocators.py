@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from harness.blocks.context import PruneContext
+from harness.registry import Registry
 
 
 @dataclass
@@ -107,16 +108,9 @@ def keep_mean_within(ratios: torch.Tensor, lo: float, hi: float) -> torch.Tensor
     return r
 
 
-ALLOCATORS: dict[str, type] = {"uniform": Uniform, "owl": OWL}
+# name (== conf/allocator/<name>.yaml) -> allocator class
+ALLOCATORS: Registry = Registry("allocator", {"uniform": Uniform, "owl": OWL})
 
 
 def build_allocator(name: str, params: dict | None = None):
-    if name not in ALLOCATORS:
-        import difflib
-        near = difflib.get_close_matches(name, ALLOCATORS, n=3)
-        hint = f" (did you mean {', '.join(near)}?)" if near else ""
-        raise ValueError(f"unknown allocator {name!r}{hint}; known: {', '.join(sorted(ALLOCATORS))}")
-    try:
-        return ALLOCATORS[name](**(params or {}))
-    except TypeError as exc:
-        raise ValueError(f"bad parameters for allocator {name!r}: {exc}") from None
+    return ALLOCATORS.build(name, params)
