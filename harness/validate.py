@@ -89,7 +89,7 @@ def validate(config: dict) -> Plan:
             if section is None:
                 continue
             if name not in EVALUATORS:
-                raise ConfigError(f"unknown eval section {name!r}; known: {', '.join(sorted(EVALUATORS))}")
+                raise EVALUATORS.unknown(name)
             for ds in section.get("datasets", []) if name in ("ppl", "kv_ppl") else []:
                 check_available(ds, section.get("split") or corpus(ds).eval_split, data_dir)
             if name == "zeroshot":
