@@ -1,7 +1,7 @@
 """One registry idiom for every "name in the config -> code" lookup (methods, KV policies,
 evaluators, recoveries, allocators, importance metrics, statistics collectors).
 
-An entry is either the object itself or a "module:attribute" string imported on first use, so a
+An entry is either the object itself or a "module:attribute" (or "module") string imported on first use, so a
 registry of heavy modules costs nothing until a run asks for one. A `discover` callable fills
 the registry on first lookup (the methods package imports its modules); nothing registers at
 import time of this module. An unknown name raises the registry's `error` (a ConfigError) naming
@@ -93,9 +93,10 @@ class Registry(Generic[T]):
         if name not in self:
             raise self.unknown(name)
         entry = self._entries[name]
-        if isinstance(entry, str):
+        if isinstance(entry, str):   # "module:attribute", or "module" for the module itself
             module, _, attr = entry.partition(":")
-            entry = getattr(importlib.import_module(module), attr)
+            entry = importlib.import_module(module)
+            entry = getattr(entry, attr) if attr else entry
             if self._check is not None:
                 self._check(name, entry)
             self._entries[name] = entry

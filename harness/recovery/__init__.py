@@ -1,44 +1,40 @@
 """Recovery after pruning (the fourth grid axis), looked up by `recovery.name`.
 
-Each entry is "module:function" with signature
-`fn(model, tokenizer, params: dict, ctx: RecoveryContext) -> dict` (report for the record).
-`none` does nothing. The module may define `check(params)`, called during config validation.
-Shared machinery (budget, corpus, masks, resumable loop) is in harness/recovery/train.py.
+Each entry is a module with `recover(model, tokenizer, params: dict, ctx: RecoveryContext) -> dict`
+(report for the record), optionally `check(params)` (called during config validation) and
+`OWN_KEYS` (its config keys beside the shared budget). `none` does nothing. Shared machinery
+(budget, corpus, masks, resumable loop) is in harness/recovery/train.py.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Callable
 
-RECOVERIES: dict[str, str | None] = {
+from harness.registry import Registry
+
+# name (== conf/recovery/<name>.yaml) -> module, imported on first use (training pulls in peft)
+RECOVERIES: Registry = Registry("recovery", {
     "none": None,
-    "lora": "harness.recovery.lora:recover",
-    "partial": "harness.recovery.partial:recover",
-    "kd": "harness.recovery.kd:recover",
-    "replace": "harness.recovery.replace:recover",
-}
+    "lora": "harness.recovery.lora",
+    "partial": "harness.recovery.partial",
+    "kd": "harness.recovery.kd",
+    "replace": "harness.recovery.replace",
+})
 
 
 def get_recovery(name: str) -> Callable | None:
-    if name not in RECOVERIES:
-        raise KeyError(f"unknown recovery {name!r}; known: {', '.join(sorted(RECOVERIES))}")
-    target = RECOVERIES[name]
-    if target is None:
-        return None
-    module, func = target.split(":")
-    return getattr(importlib.import_module(module), func)
+    module = RECOVERIES.get(name)
+    return None if module is None else module.recover
 
 
 def check_recovery(params: dict, eval_texts: list[tuple[str, str]], data_dir=None) -> None:
     """Validation-time checks (budget, corpus != evaluation text); raises a one-line ConfigError."""
     name = params.get("name", "none")
-    target = RECOVERIES.get(name)
-    if target is None:
+    module = RECOVERIES.get(name)
+    if module is None:
         return
     from harness.recovery.train import check_not_eval_text, parse_budget
 
-    module = importlib.import_module(target.split(":")[0])
     check = getattr(module, "check", None)
     if check is not None:
         check(params)
