@@ -14,10 +14,10 @@ size 1 this is the LLM Surgeon's empirical-Fisher K-FAC factors (`--use_iad`, `-
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import nn
+
+from harness.registry import Registry
 
 
 class InputCovariance:
@@ -46,13 +46,9 @@ class OutputGradCovariance(InputCovariance):
     side = "output_grad"
 
 
-BACKWARD_COLLECTORS: dict[str, Callable[[int, object], object]] = {
-    "input_cov": InputCovariance, "output_grad_cov": OutputGradCovariance}
-
-
-def register_backward_collector(name: str, factory: Callable[[int, object], object]) -> None:
-    """A factory(features, device) whose `side` is "input" or "output_grad"."""
-    BACKWARD_COLLECTORS[name] = factory
+# statistic name -> factory(features, device) whose `side` is "input" or "output_grad"
+BACKWARD_COLLECTORS: Registry = Registry("backward statistic", {
+    "input_cov": InputCovariance, "output_grad_cov": OutputGradCovariance})
 
 
 def collect_backward_statistics(model: nn.Module, linears: dict[str, nn.Linear],
@@ -65,17 +61,17 @@ def collect_backward_statistics(model: nn.Module, linears: dict[str, nn.Linear],
     that read the same input (input-side statistics are computed once per group and shared, not
     copied); every name must be in exactly one group. The model's requires_grad flags are restored.
     """
-    unknown = [s for s in statistics if s not in BACKWARD_COLLECTORS]
-    if unknown:
-        raise KeyError(f"unknown backward statistics {unknown}; known: {', '.join(BACKWARD_COLLECTORS)}")
+    for s in statistics:
+        if s not in BACKWARD_COLLECTORS:
+            raise BACKWARD_COLLECTORS.unknown(s)
     grouped = [n for g in input_groups for n in g]
     if sorted(grouped) != sorted(linears):
         raise ValueError("input_groups must partition the observed linears")
-    in_stats = [s for s in statistics if BACKWARD_COLLECTORS[s].side == "input"]
-    out_stats = [s for s in statistics if BACKWARD_COLLECTORS[s].side == "output_grad"]
-    in_cols = {g: [BACKWARD_COLLECTORS[s](linears[g[0]].in_features, device) for s in in_stats]
+    in_stats = [s for s in statistics if BACKWARD_COLLECTORS.get(s).side == "input"]
+    out_stats = [s for s in statistics if BACKWARD_COLLECTORS.get(s).side == "output_grad"]
+    in_cols = {g: [BACKWARD_COLLECTORS.get(s)(linears[g[0]].in_features, device) for s in in_stats]
                for g in input_groups}
-    out_cols = {n: [BACKWARD_COLLECTORS[s](lin.out_features, device) for s in out_stats]
+    out_cols = {n: [BACKWARD_COLLECTORS.get(s)(lin.out_features, device) for s in out_stats]
                 for n, lin in linears.items()}
     first_of_group = {g[0]: g for g in input_groups}
     handles = []

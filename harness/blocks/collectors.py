@@ -6,9 +6,9 @@ norm is computed once per distinct input and shared by the group's members.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
+
+from harness.registry import Registry
 
 
 class InputNorm:
@@ -88,13 +88,10 @@ class Hessian:
         return {"hessian": self.xtx.mul_(2.0 / max(self.n_samples, 1))}
 
 
-COLLECTORS: dict[str, Callable[[int, object], object]] = {"input_norm": InputNorm, "hessian": Hessian,
-                                                          "input_sum": InputSum,
-                                                          "input_var": InputVariance}
+# statistic name (a WeightPruner's `statistics`) -> collector factory(in_features, device)
+COLLECTORS: Registry = Registry("statistic", {"input_norm": InputNorm, "hessian": Hessian,
+                                              "input_sum": InputSum, "input_var": InputVariance})
 
 
 def make_collector(name: str, in_features: int, device):
-    if name not in COLLECTORS:
-        raise KeyError(f"unknown statistic {name!r}; known: {', '.join(COLLECTORS)}")
-    return COLLECTORS[name](in_features, device)
-
+    return COLLECTORS.get(name)(in_features, device)
