@@ -129,11 +129,11 @@ class Depth(StructuredMethod):
 
     def __post_init__(self):
         if self.metric not in METRICS:
-            raise ValueError(f"unknown depth metric {self.metric!r}; one of {', '.join(sorted(METRICS))}")
+            raise METRICS.unknown(self.metric)
 
     @property
     def needs_calibration(self) -> bool:  # type: ignore[override]
-        return METRICS[self.metric][1]
+        return METRICS.get(self.metric).needs_calibration
 
     @property
     def streams_blocks(self) -> bool:  # type: ignore[override]
@@ -157,7 +157,7 @@ class Depth(StructuredMethod):
     def surgery(self, model: nn.Module, ctx: PruneContext) -> None:
         n = len(ctx.adapter.blocks(model))
         unit, k = units_to_remove(n, ctx)
-        fn, needs_data, span = METRICS[self.metric]
+        fn, needs_data, span = METRICS.get(self.metric)
         ids = ctx.calibration.input_ids if (needs_data and ctx.calibration is not None) else None
         if needs_data and ids is None:
             raise ValueError(f"depth metric {self.metric} needs calibration data")

@@ -27,7 +27,7 @@ import collections
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 from torch import nn
@@ -35,6 +35,7 @@ from torch import nn
 from harness.adapters import FamilyAdapter
 from harness.blocks.capture import capture_block_inputs
 from harness.offload import session
+from harness.registry import Registry
 
 UNITS = ("block", "attn", "mlp")
 
@@ -278,20 +279,26 @@ def shapley(probe: UnitProbe, n: int = 1) -> torch.Tensor:
     return total / probe.shapley_rounds
 
 
-# name -> (function, needs calibration, span metric)
-METRICS: dict[str, tuple[Callable[[UnitProbe, int], torch.Tensor], bool, bool]] = {
-    "block_influence": (_pairwise(block_influence), True, False),
-    "angular": (_span(angular_distance), True, True),
-    "streamline_cosine": (_span(lambda x, y: float(1.0 - _cos(x, y).mean())), True, True),
-    "rel_l1": (_pairwise(lambda x, y: relative_lp(x, y, 1)), True, False),
-    "rel_l2": (_pairwise(lambda x, y: relative_lp(x, y, 2)), True, False),
-    "reverse": (reverse_order, False, False),
-    "random": (random_order, False, False),
-    "magnitude": (magnitude, False, False),
-    "taylor": (taylor, True, False),
-    "ppl_drop": (ppl_drop, True, False),
-    "shapley": (shapley, True, False),
-}
+class Metric(NamedTuple):
+    score: Callable[[UnitProbe, int], torch.Tensor]
+    needs_calibration: bool
+    span: bool            # scores windows of n contiguous units (see select_units)
+
+
+# name (a depth method's `metric`) -> Metric
+METRICS: Registry = Registry("depth metric", {
+    "block_influence": Metric(_pairwise(block_influence), True, False),
+    "angular": Metric(_span(angular_distance), True, True),
+    "streamline_cosine": Metric(_span(lambda x, y: float(1.0 - _cos(x, y).mean())), True, True),
+    "rel_l1": Metric(_pairwise(lambda x, y: relative_lp(x, y, 1)), True, False),
+    "rel_l2": Metric(_pairwise(lambda x, y: relative_lp(x, y, 2)), True, False),
+    "reverse": Metric(reverse_order, False, False),
+    "random": Metric(random_order, False, False),
+    "magnitude": Metric(magnitude, False, False),
+    "taylor": Metric(taylor, True, False),
+    "ppl_drop": Metric(ppl_drop, True, False),
+    "shapley": Metric(shapley, True, False),
+})
 
 
 def select_units(scores: torch.Tensor, k: int, span: bool) -> list[int]:
