@@ -41,6 +41,7 @@ def test_lazy_entries_import_on_first_use():
     import json
 
     assert reg.get("encoder") is json.JSONEncoder
+    assert Registry("widget", {"module": "json"}).get("module") is json   # a module entry (recoveries)
     lazy = Registry("widget", {"x": "harness_no_such_module_for_test:X"})
     assert "x" in lazy and "harness_no_such_module_for_test" not in sys.modules   # listing imports nothing
 
