@@ -110,7 +110,9 @@ def conclusions_table(records: list[dict], spec=None) -> Table:
             "Paper's model": p["model"], "Paper's figures": _paper_figures(res.claim),
             "Checked": relation_text(res.claim),
             "Reproduced on": _model_shown(records, res.model),
-            "Reproduced figures": ", ".join(f"{c} {v:.3f}" for c, v in res.values.items()) or "",
+            "Reproduced figures": ", ".join(f"{c} {v:.3f}" + (f" (mean of {len(res.run_ids[c])})"
+                                                                   if len(res.run_ids[c]) > 1 else "")
+                                            for c, v in res.values.items()),
             "Verdict": res.verdict + (f" (no record of {', '.join(res.missing)})" if res.verdict == NOT_RUN else ""),
             "run_ids": ",".join(rid for ids in res.run_ids.values() for rid in ids),
         })
