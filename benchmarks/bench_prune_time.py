@@ -33,6 +33,37 @@ CELLS = {
 }
 
 
+def selection(args) -> None:
+    """Wanda's per-row 50% mask on each LLaMA-3-8B block linear shape: harness.blocks.masks'
+    selection (kthvalue + ties in index order) against the references' stable sort, side by side
+    in one process, with the masks compared for equality."""
+    import time
+
+    import torch
+
+    from harness.blocks.masks import keep_unstructured
+
+    torch.set_num_threads(args.threads)
+    shapes = {"q_proj/o_proj": (4096, 4096), "k_proj/v_proj": (1024, 4096), "gate/up_proj": (14336, 4096),
+              "down_proj": (4096, 14336)}
+    print(f"threads={args.threads}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print("| linear | shape | stable sort s | selection s | speed-up | masks equal |")
+    print("|---|---|---|---|---|---|")
+    g = torch.Generator().manual_seed(0)
+    for name, shape in shapes.items():
+        score = torch.randn(shape, generator=g).abs()
+        k = shape[1] // 2
+        t0 = time.perf_counter()
+        ref = torch.ones_like(score, dtype=torch.bool).scatter_(
+            1, torch.sort(score, dim=1, stable=True).indices[:, :k], False)
+        t_sort = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        got = keep_unstructured(score, 0.5, "row")
+        t_sel = time.perf_counter() - t0
+        print(f"| {name} | {shape[0]}x{shape[1]} | {t_sort:.2f} | {t_sel:.2f} | {t_sort / t_sel:.1f}x | "
+              f"{torch.equal(got, ref)} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results-dir", default="results/tmp/bench_prune_time")
@@ -44,8 +75,13 @@ def main() -> None:
     parser.add_argument("--share-only", type=int, metavar="K", help="SparseGPT sharing on K blocks only")
     parser.add_argument("--stack-only", type=int, metavar="K",
                         help="SparseGPT stacked q/k/v and gate/up reconstruction vs per linear, K blocks")
+    parser.add_argument("--selection", action="store_true",
+                        help="per-row mask selection vs stable sort on LLaMA-3-8B linear shapes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.selection:
+        selection(args)
+        return
     if args.share_only:
         share_only(args)
         return

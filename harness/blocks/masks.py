@@ -1,7 +1,7 @@
 """Mask helpers. A *keep mask* is a bool tensor shaped like the weight: True = weight survives.
 
-Scores are "importance": higher means keep. All selections prune an exact count (ties broken by a
-stable sort), so achieved sparsity equals the target to the element.
+Scores are "importance": higher means keep. All selections prune an exact count (ties broken as a
+stable sort breaks them), so achieved sparsity equals the target to the element.
 """
 
 from __future__ import annotations
@@ -10,28 +10,44 @@ import torch
 from torch import nn
 
 
+def lowest_k(score: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask [rows, cols] of the k lowest scores of each row, ties taken in index order: exactly
+    the first k of a stable ascending sort (what the references prune), without sorting.
+
+    A selection (kthvalue, O(cols) per row) finds each row's k-th smallest value t; the mask is
+    every score < t plus the first (k - #below) scores == t. On a 4096 x 14336 down_proj this is
+    ~4x faster than `torch.sort(stable=True)` (benchmarks/bench_prune_time.py --selection).
+    NaN scores fall back to the sort (NaN sorts last there; kthvalue would not say so)."""
+    rows, cols = score.shape
+    if k <= 0:
+        return torch.zeros_like(score, dtype=torch.bool)
+    if k >= cols:
+        return torch.ones_like(score, dtype=torch.bool)
+    if torch.isnan(score).any():
+        low = torch.zeros_like(score, dtype=torch.bool)
+        return low.scatter_(1, torch.sort(score, dim=1, stable=True).indices[:, :k], True)
+    t = torch.kthvalue(score, k, dim=1, keepdim=True).values           # [rows, 1]
+    low = score < t                                                     # [rows, cols]
+    tie = score == t
+    # ties in index order, as many as the k-th place still needs (>= 1 per row)
+    need = k - low.sum(dim=1, keepdim=True, dtype=torch.int32)          # [rows, 1]
+    low |= tie & (tie.cumsum(dim=1, dtype=torch.int32) <= need)
+    return low
+
+
 def keep_unstructured(score: torch.Tensor, sparsity: float, group: str = "row") -> torch.Tensor:
-    """Prune the `sparsity` fraction with the lowest score.
+    """Prune the `sparsity` fraction with the lowest score (ties: lower index pruned first).
 
     group="row": per output row (Wanda's comparison group), int(cols*sparsity) pruned in each row.
     group="layer": over the whole matrix (magnitude pruning's comparison group).
     """
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-    keep = torch.ones_like(score, dtype=torch.bool)
     if group == "row":
-        k = int(score.shape[1] * sparsity)
-        if k:
-            idx = torch.sort(score, dim=1, stable=True).indices[:, :k]  # [rows, k]
-            keep.scatter_(1, idx, False)
-    elif group == "layer":
-        k = int(score.numel() * sparsity)
-        if k:
-            idx = torch.sort(score.flatten(), stable=True).indices[:k]
-            keep.view(-1)[idx] = False
-    else:
-        raise ValueError(f"unknown comparison group {group!r}")
-    return keep
+        return ~lowest_k(score, int(score.shape[1] * sparsity))
+    if group == "layer":
+        return ~lowest_k(score.reshape(1, -1), int(score.numel() * sparsity)).reshape(score.shape)
+    raise ValueError(f"unknown comparison group {group!r}")
 
 
 def keep_nm(score: torch.Tensor, n: int, m: int) -> torch.Tensor:

@@ -47,3 +47,28 @@ def test_nm_violations_counts_dense_groups():
 def test_bad_sparsity_rejected():
     with pytest.raises(ValueError):
         keep_unstructured(torch.rand(2, 2), 1.0)
+
+
+@pytest.mark.parametrize("levels", [3, 50, None], ids=["heavy-ties", "some-ties", "no-ties"])
+@pytest.mark.parametrize("group", ["row", "layer"])
+def test_selection_equals_the_stable_sort(levels, group):
+    """The selection prunes exactly the first k of a stable ascending sort (the references' mask),
+    ties included: scores quantised to a few levels make most rows cut through a run of ties."""
+    g = torch.Generator().manual_seed(7)
+    score = torch.rand(37, 96, generator=g)
+    if levels is not None:
+        score = (score * levels).floor()
+    for sparsity in (0.0, 0.01, 0.5, 0.6, 0.97):
+        flat = score if group == "row" else score.reshape(1, -1)
+        k = int(flat.shape[1] * sparsity)
+        expect = torch.ones_like(flat, dtype=torch.bool)
+        expect.scatter_(1, torch.sort(flat, dim=1, stable=True).indices[:, :k], False)
+        got = keep_unstructured(score, sparsity, group)
+        assert torch.equal(got, expect.reshape(score.shape)), (sparsity, group)
+
+
+def test_selection_with_nan_scores_prunes_as_the_sort():
+    score = torch.tensor([[0.3, float("nan"), 0.1, 0.2], [float("nan"), float("nan"), 0.5, 0.5]])
+    expect = torch.ones_like(score, dtype=torch.bool)
+    expect.scatter_(1, torch.sort(score, dim=1, stable=True).indices[:, :3], False)
+    assert torch.equal(keep_unstructured(score, 0.75, "row"), expect)
