@@ -141,7 +141,10 @@ class CCE(StructuredMethod):
         if ctx.calibration is None:
             raise ValueError("cce needs calibration data")
         adapter = ctx.adapter
-        plan = plan_width(model.config, ctx.target.ratio, ("heads", "mlp"))
+        # heads="query": query heads go within their KV group and every group stays (its stated GQA
+        # coupling, which the least-squares compensation below covers); plan_width's default
+        # removes whole KV groups, which this method neither scores nor compensates
+        plan = plan_width(model.config, ctx.target.ratio, ("heads", "mlp"), heads="query")
         attn_cov, mlp_cov = consumer_input_covariances(model, adapter, ctx.calibration.input_ids,
                                                        ctx.batch_size, ctx.device)
         n_q, n_kv, hd = surgery.head_layout(model.config)
