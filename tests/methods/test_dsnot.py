@@ -1,6 +1,6 @@
 """DSnoT: with exact-error acceptance (a prunebench option) prune-and-grow never raises a layer's
 reconstruction error over the base mask; every row's sparsity stays exact. Parity with the
-reference's default run is tests/parity/test_dsnot_parity.py."""
+reference's default run is tests/parity/test_dsnot.py."""
 
 from __future__ import annotations
 
