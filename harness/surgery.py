@@ -173,6 +173,34 @@ def drop_blocks(model: nn.Module, adapter: FamilyAdapter, indices: Iterable[int]
     return kept
 
 
+def insert_block(model: nn.Module, adapter: FamilyAdapter, position: int, block: nn.Module,
+                 layer_config: dict) -> None:
+    """Insert decoder `block` at `position` of the block list (LLM-Streamline's replacement layer
+    where its span was): every block's KV-cache slot and the per-layer config lists follow, and
+    `layer_config` gives the new block's entry of each per-layer list (its source block's)."""
+    layers = list(adapter.blocks(model))
+    n = len(layers)
+    cfg = model.config
+    if not 0 <= position <= n:
+        raise SurgeryError(f"insert position {position} out of range 0..{n}")
+    if getattr(cfg, "mlp_only_layers", None) or (getattr(cfg, "decoder_sparse_step", None) or 1) != 1 \
+            or any(dropped_sublayers(cfg).values()):
+        raise SurgeryError("cannot insert a block into a config that names layers by index (MoE dense-layer "
+                           "lists, dropped sublayers)")
+    per = per_layer_config(cfg, n)
+    if set(per) - set(layer_config):
+        raise SurgeryError(f"the inserted block needs its entries of {sorted(set(per) - set(layer_config))}")
+    new = nn.ModuleList(layers[:position] + [block] + layers[position:])
+    for new_idx, blk in enumerate(new):
+        for mod in blk.modules():
+            if isinstance(getattr(mod, "layer_idx", None), int):
+                mod.layer_idx = new_idx
+    _set(model, adapter.layers, new)
+    for key, values in per.items():
+        setattr(cfg, key, values[:position] + [layer_config[key]] + values[position:])
+    cfg.num_hidden_layers = n + 1
+
+
 def _replace_sublayer(block: nn.Module, adapter: FamilyAdapter, sublayer: str) -> None:
     if sublayer == "attn":
         layer_idx = getattr(adapter.attention(block), "layer_idx", 0)

@@ -4,12 +4,28 @@ Chen et al. 2024, "Compressing Large Language Models by Streamlining the Unimpor
 (LLM-Streamline, arXiv:2403.19135; reference: github.com/RUCKBReasoning/LLM-Streamline). After a
 contiguous span of blocks [a, b) is removed, a lightweight network is trained so that, fed the dense
 model's hidden state entering block a, it reproduces the dense hidden state leaving block b-1
-(MSE; `loss: token_normalized_mse` is an option), and runs where the span was (attached to the neighbouring kept block, see `attach`). `module: linear` is one hidden x hidden linear layer
-(identity-initialised); `module: ffn` is a residual pre-norm MLP copied from the span's last block
-with its down projection zeroed, so both start as the layer-pruned model and only improve on it.
-Differences from the reference: each maximal contiguous run of removed blocks gets its own module
-(the paper removes one span); training uses the recovery budget's corpus rather than the paper's
-SlimPajama sample; the teacher is the dense model reloaded from the run's source.
+(MSE; `loss: token_normalized_mse` is an option), and runs where the span was.
+
+`module: layer` (default, the reference's: train_lightweightnetwork.py `init_layer`, and its
+README: "the parameter weights of the first pruned layer are inherited for training, as this
+approach produces better results compared to using FFN or SwiGLU") is one full decoder layer
+initialised from the span's *first* block, trained on the span's input hidden states with the
+kwargs that block received in the dense forward (rotary position embeddings, causal mask,
+position ids), then inserted into the decoder list where the span was (a real block: KV-cache
+slot, config and save/reload as any other, `harness.surgery.insert_block`).
+prunebench variants, attached to the neighbouring kept block (see `attach`): `module: linear`, one
+hidden x hidden linear layer (identity-initialised); `module: ffn`, a residual pre-norm MLP copied
+from the span's last block with its down projection zeroed (the reference's MLP example trains a
+freshly initialised 2-layer ReLU MLP instead, inheriting nothing); both start as the layer-pruned
+model and only improve on it.
+Differences from the reference: the replacement layer is added on top of the depth target's
+removed blocks (the reference picks a span one block longer than the count it removes and
+replaces it by one layer; here the depth method removes n blocks and one layer comes back, so the
+model keeps n-1 fewer blocks; `params_added` reports it); each maximal contiguous run of removed
+blocks gets its own module (the paper removes one span); training uses the recovery budget (steps,
+corpus; the reference: SlimPajama, AdamW lr 2e-4, weight decay 1e-3, one epoch) and keeps the last
+state (the reference keeps the best validation epoch); the teacher is the dense model reloaded
+from the run's source.
 """
 
 from __future__ import annotations
@@ -23,7 +39,9 @@ from harness.recovery.train import finish, start, train
 from harness.errors import ConfigError
 
 OWN_KEYS = {"module", "loss"}
-MODULES = ("linear", "ffn")
+MODULES = ("layer", "linear", "ffn")
+# the block kwargs a replacement layer is trained with: the dense forward's, minus the KV cache
+_NO_CACHE = ("hidden_states", "past_key_values", "past_key_value", "use_cache")
 LOSSES = ("mse", "token_normalized_mse")
 
 
@@ -31,7 +49,7 @@ def check(params: dict) -> None:
     from harness.recovery.train import parse_budget
 
     parse_budget(params, OWN_KEYS, "replace")
-    if params.get("module", "linear") not in MODULES:
+    if params.get("module", "layer") not in MODULES:
         raise ConfigError(f"recovery replace: module must be one of {', '.join(MODULES)}")
     if params.get("loss", "mse") not in LOSSES:
         raise ConfigError(f"recovery replace: loss must be one of {', '.join(LOSSES)}")
@@ -91,6 +109,8 @@ def attach(block: nn.Module, core: nn.Module, where: str) -> None:
 
 
 def _build_core(kind: str, teacher, adapter, span: tuple[int, int], hidden: int) -> nn.Module:
+    if kind == "layer":   # the reference's: a copy of the span's first block, weights and all
+        return copy.deepcopy(adapter.blocks(teacher)[span[0]])
     if kind == "linear":
         lin = nn.Linear(hidden, hidden, bias=True)
         with torch.no_grad():
@@ -113,10 +133,12 @@ class _Stop(Exception):
     pass
 
 
-def _boundary_states(teacher, adapter, spans, x: torch.Tensor) -> tuple[list, list]:
-    """Dense hidden states entering block a and leaving block b-1 for every span; [batch, seq, hidden]."""
+def _boundary_states(teacher, adapter, spans, x: torch.Tensor) -> tuple[list, list, list]:
+    """Dense hidden states entering block a and leaving block b-1 for every span
+    ([batch, seq, hidden]), and the other kwargs block a received (position embeddings, mask)."""
     blocks = adapter.blocks(teacher)
     ins: dict[int, torch.Tensor] = {}
+    kws: dict[int, dict] = {}
     outs: dict[int, torch.Tensor] = {}
     last = max(b for _, b in spans) - 1
     handles = []
@@ -124,6 +146,7 @@ def _boundary_states(teacher, adapter, spans, x: torch.Tensor) -> tuple[list, li
     def pre(idx):
         def hook(module, args, kwargs):
             ins[idx] = args[0] if args else kwargs["hidden_states"]
+            kws[idx] = {k: v for k, v in kwargs.items() if k not in _NO_CACHE}
         return hook
 
     def post(idx):
@@ -138,13 +161,13 @@ def _boundary_states(teacher, adapter, spans, x: torch.Tensor) -> tuple[list, li
         handles.append(blocks[b - 1].register_forward_hook(post(b - 1), with_kwargs=True))
     try:
         with torch.no_grad():
-            teacher(input_ids=x)
+            teacher(input_ids=x, use_cache=False)
     except _Stop:
         pass
     finally:
         for h in handles:
             h.remove()
-    return [ins[a] for a, _ in spans], [outs[b - 1] for _, b in spans]
+    return [ins[a] for a, _ in spans], [outs[b - 1] for _, b in spans], [kws[a] for a, _ in spans]
 
 
 def recover(model, tokenizer, params: dict, ctx) -> dict:
@@ -161,7 +184,7 @@ def recover(model, tokenizer, params: dict, ctx) -> dict:
         raise ValueError(f"recovery replace: pruned model has {len(adapter.blocks(model))} blocks, expected "
                          f"{n_dense} - {len(set(removed))} removed (blocks must be physically removed)")
     spans = contiguous_spans(removed)
-    kind = params.get("module", "linear")
+    kind = params.get("module", "layer")
     loss_kind = params.get("loss", "mse")
     hidden = adapter.embedding(teacher).weight.shape[1]
     ref = next(model.parameters())
@@ -171,11 +194,15 @@ def recover(model, tokenizer, params: dict, ctx) -> dict:
         p.requires_grad_(True)
     cores.train()
 
-    def loss_fn(x):  # x: [batch, seq_len]
-        h_in, h_out = _boundary_states(teacher, adapter, spans, x)
-        return sum(hidden_loss(core(hi), ho, loss_kind) for core, hi, ho in zip(cores, h_in, h_out)) / len(spans)
+    def run_core(core, h, kw):   # h: [batch, seq, hidden]
+        return adapter.block_output(core(h, **kw)) if kind == "layer" else core(h)
 
-    with torch.no_grad():  # the starting point: identity, i.e. the layer-pruned model
+    def loss_fn(x):  # x: [batch, seq_len]
+        h_in, h_out, kws = _boundary_states(teacher, adapter, spans, x)
+        return sum(hidden_loss(run_core(core, hi, kw), ho, loss_kind)
+                   for core, hi, ho, kw in zip(cores, h_in, h_out, kws)) / len(spans)
+
+    with torch.no_grad():  # the starting point: the first pruned block (layer) or the layer-pruned model
         x0 = s.corpus.heldout[: s.budget.batch_size].to(ctx.device)
         mse_before = float(loss_fn(x0))
     stats = train(trainable, loss_fn, s.corpus.train, s.budget, ctx.checkpoint_dir, "replace", device=ctx.device)
@@ -188,12 +215,19 @@ def recover(model, tokenizer, params: dict, ctx) -> dict:
     # the first kept block when the span starts the stack). position = kept blocks before the span.
     removed_set = set(removed)
     blocks = adapter.blocks(model)
-    for (a, b), core in zip(spans, cores):
-        position = sum(1 for i in range(a) if i not in removed_set)
-        if position > 0:
-            attach(blocks[position - 1], core, "post")
-        else:
-            attach(blocks[0], core, "pre")
+    positions = [sum(1 for i in range(a) if i not in removed_set) for a, _ in spans]
+    if kind == "layer":   # a real decoder block where its span was; later spans shift by the earlier inserts
+        from harness.surgery import insert_block, per_layer_config
+
+        teacher_layers = per_layer_config(teacher.config, n_dense)
+        for k, ((a, _), core, position) in enumerate(zip(spans, cores, positions)):
+            insert_block(model, adapter, position + k, core, {key: v[a] for key, v in teacher_layers.items()})
+    else:
+        for core, position in zip(cores, positions):
+            if position > 0:
+                attach(blocks[position - 1], core, "post")
+            else:
+                attach(blocks[0], core, "pre")
     del teacher
     s.report |= stats | {"replace": {"module": kind, "loss": loss_kind, "spans": [list(sp) for sp in spans],
                                      "params_added": sum(p.numel() for p in trainable.values()),
