@@ -107,8 +107,13 @@ class BlockCache:
 
 
 
+# statistics whose accumulation changed (cached values of an older order are not reused)
+_STATS_VERSION = {"input_norm": 2}   # 2: the reference's running-mean order
+
+
 def stats_key(statistics: tuple[str, ...], shared: bool) -> str:
-    return "-".join(sorted(statistics)) + ("" if shared else "-per-linear")
+    names = sorted(f"{s}@{_STATS_VERSION[s]}" if s in _STATS_VERSION else s for s in statistics)
+    return "-".join(names) + ("" if shared else "-per-linear")
 
 
 def block_cache(cache_dir: Path | None, model_sha256: str | None, tokens_sha256: str | None,

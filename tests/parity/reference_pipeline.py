@@ -39,7 +39,7 @@ class RunningStats:
         self.sum_row *= scale
         self.H *= scale
         self.n += 1
-        self.scaler_row += x.pow(2).sum(0) / self.n
+        self.scaler_row += torch.norm(x.t(), p=2, dim=1) ** 2 / self.n   # wanda's add_batch expression
         self.sum_row += x.sum(0) / self.n
         xs = (2 / self.n) ** 0.5 * x
         self.H += xs.t() @ xs
