@@ -33,14 +33,14 @@ class StructuredMethod(Method):
         raise NotImplementedError
 
     def prune(self, model: nn.Module, ctx: PruneContext) -> dict:
-        from harness.prefill import prefill_latency
+        from harness.evaluation.latency import prefill_probe
 
         latency = {}
         if self.latency_repeats:
-            latency["before"] = prefill_latency(model, repeats=self.latency_repeats, seed=ctx.seed)
+            latency["before"] = prefill_probe(model, repeats=self.latency_repeats, seed=ctx.seed)
         self.surgery(model, ctx)
         if self.latency_repeats:
-            latency["after"] = prefill_latency(model, repeats=self.latency_repeats, seed=ctx.seed)
+            latency["after"] = prefill_probe(model, repeats=self.latency_repeats, seed=ctx.seed)
             latency["speedup"] = latency["before"]["median_s"] / latency["after"]["median_s"]
             ctx.report["latency"] = latency
         ctx.report["config_after"] = {k: getattr(model.config, k, None) for k in (

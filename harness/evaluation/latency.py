@@ -111,15 +111,40 @@ def _timed(fn, device: str, warmup: int, repeats: int) -> list[float]:
     return times
 
 
+def _vocab(model) -> int:
+    config = model.config
+    return config.get_text_config().vocab_size if hasattr(config, "get_text_config") else config.vocab_size
+
+
+def _random_ids(vocab: int, batch: int, length: int, device, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (batch, length), generator=g).to(device)   # [b, L]
+
+
 @torch.no_grad()
 def prefill_latency(model, batch: int, prompt_len: int, vocab: int, device: str, warmup: int, repeats: int,
                     seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab, (batch, prompt_len), generator=g).to(device)   # [b, L]
+    ids = _random_ids(vocab, batch, prompt_len, device, seed)
     times = _timed(lambda: model(ids, use_cache=True), device, warmup, repeats)
     s = spread(times)
     return {"batch": batch, "prompt_len": prompt_len, "seconds": s,
             "tokens_per_s_median": batch * prompt_len / s["median"]}
+
+
+PREFILL_PROBE = {"name": "prefill_cpu", "version": "1"}
+
+
+@torch.no_grad()
+def prefill_probe(model: nn.Module, seq_len: int = 512, warmup: int = 1, repeats: int = 5, seed: int = 0) -> dict:
+    """Prefill time of one 1 x seq_len forward without KV cache (protocol `prefill_cpu` v1), timed
+    like the latency evaluator: structured methods record it before and after surgery in
+    `prune_report.latency`, so the speed-up shows in the pruning run itself."""
+    device = next(model.parameters()).device
+    ids = _random_ids(_vocab(model), 1, seq_len, device, seed)
+    times = _timed(lambda: model(ids, use_cache=False), str(device), warmup, repeats)
+    return {"protocol": PREFILL_PROBE, "batch": 1, "seq_len": seq_len, "warmup": warmup, "repeats": repeats,
+            "threads": torch.get_num_threads(), "median_s": statistics.median(times), "min_s": min(times),
+            "times_s": times}
 
 
 @torch.no_grad()
@@ -128,8 +153,7 @@ def decode_latency(model, batch: int, prompt_len: int, new_tokens: int, vocab: i
     """Per repeat: an untimed prefill of prompt_len, then `new_tokens` single-token steps timed."""
     from transformers import DynamicCache
 
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab, (batch, prompt_len), generator=g).to(device)
+    ids = _random_ids(vocab, batch, prompt_len, device, seed)
     per_token = []
     for i in range(warmup + repeats):
         cache = DynamicCache(config=model.config)
@@ -150,8 +174,7 @@ def decode_latency(model, batch: int, prompt_len: int, new_tokens: int, vocab: i
 
 def measure(model, section: dict, device: str, seed: int = 0) -> dict:
     adapter = adapter_for(model)
-    vocab = model.config.get_text_config().vocab_size if hasattr(model.config, "get_text_config") \
-        else model.config.vocab_size
+    vocab = _vocab(model)
     warmup, repeats = int(section.get("warmup", 2)), int(section.get("repeats", 5))
     pre, dec = section.get("prefill") or {}, section.get("decode") or {}
     p = next(model.parameters())
