@@ -47,7 +47,6 @@ class LoadedModel:
     device: str
     load_s: float
     cache_hit: bool = False
-    notes: list[str] = field(default_factory=list)
     residency: Any = None          # harness.offload.Residency: where the weights live
     offload_plan: dict = field(default_factory=dict)   # predicted peaks behind the offload mode
 

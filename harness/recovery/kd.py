@@ -68,7 +68,7 @@ def _correct_teacher(teacher, s, params: dict, ctx) -> dict:
     params_t = dict(teacher.named_parameters())
     for p in params_t.values():
         p.requires_grad_(True)
-    set_train_mode(teacher, budget, ctx.device)
+    set_train_mode(teacher, budget)
 
     def loss_fn(x):
         return teacher(input_ids=x, labels=x).loss
@@ -101,7 +101,7 @@ def recover(model, tokenizer, params: dict, ctx) -> dict:
         trainable = {k: p for k, p in model.named_parameters() if k.startswith(prefixes)}
     for k, p in model.named_parameters():
         p.requires_grad_(k in trainable)
-    set_train_mode(model, s.budget, ctx.device)
+    set_train_mode(model, s.budget)
 
     def loss_fn(x):  # x: [batch, seq_len]
         with torch.no_grad():

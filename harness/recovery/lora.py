@@ -40,7 +40,7 @@ def recover(model, tokenizer, params: dict, ctx) -> dict:
                         bias="none", task_type="CAUSAL_LM")
     torch.manual_seed(b.seed)  # LoRA A init
     peft_model = get_peft_model(model, config)
-    set_train_mode(peft_model, b, ctx.device)
+    set_train_mode(peft_model, b)
     if b.gradient_checkpointing:
         peft_model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks need a grad input
     trainable = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}

@@ -56,7 +56,7 @@ def recover(model, tokenizer, params: dict, ctx) -> dict:
                  if n.startswith(prefixes) or (pattern is not None and pattern.search(n))}
     for n, p in model.named_parameters():
         p.requires_grad_(n in trainable)
-    set_train_mode(model, s.budget, ctx.device)
+    set_train_mode(model, s.budget)
 
     def loss_fn(x):  # x: [batch, seq_len]
         return model(input_ids=x, labels=x).loss

@@ -363,7 +363,7 @@ def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], tor
             "train_loss_curve": [round(x, 5) for x in losses]}
 
 
-def set_train_mode(model: nn.Module, b: Budget, device: str) -> None:
+def set_train_mode(model: nn.Module, b: Budget) -> None:
     model.train()
     model.config.use_cache = False
     if b.gradient_checkpointing:
