@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = "1"
-STATUSES = ("ok", "failed", "skipped")
+STATUSES = ("ok", "failed")
 from harness.identity import NON_SEMANTIC_KEYS  # noqa: E402,F401 - kept importable from here
 REQUIRED_KEYS = ("schema_version", "run_id", "status", "method", "model", "target", "config", "env")
 

@@ -9,7 +9,7 @@ Each cell is one of: done | failed | missing | queued (claimed by a sweep, its j
 with the Slurm job id once known) | running (with its current stage, how long it has been in it,
 the latest step such as `prune sparsegpt 12/30, ETA 4m10s`, pid, host and Slurm job id) | stale (a
 marker left by a process that died) | invalid (a cell the grid names but validation rejects, never
-launched) | skipped.
+launched).
 Exit status: 0 when every valid cell is done, 1 otherwise, 2 for a bad suite."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from harness.env import configure_offline
-    from harness.sweep import (DONE, INVALID, SKIPPED, HelpRequested, SuiteError, expand_suite, format_table,
+    from harness.sweep import (DONE, INVALID, HelpRequested, SuiteError, expand_suite, format_table,
                                parse_args, summary, usage)
 
     configure_offline(True)
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_table(suite))
     print(f"prunebench: suite {suite.name} ({suite.results_dir}): {summary(suite)}")
-    return 0 if all(c.state in (DONE, INVALID, SKIPPED) for c in suite.cells) else 1
+    return 0 if all(c.state in (DONE, INVALID) for c in suite.cells) else 1
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ queued / failed counts and the Slurm job ids; PRUNEBENCH_QUIET=1 drops the bar, 
 
 1. expand the suite's `hydra.sweeper.params` (plus sweep overrides from the command line) into cells
    exactly as Hydra's basic sweeper would, and compose each cell's config;
-2. give each cell its run_id (harness.records.run_id_for) and its state: `ok`/`failed`/`skipped`
+2. give each cell its run_id (harness.records.run_id_for) and its state: `ok`/`failed`
    from its record, `running` from a live marker, `invalid` when validation rejects the config
    (e.g. dense x nm_2_4: such cells are listed with the reason and never launched), else `missing`;
 3. launch the cells without an `ok` record (failed ones only with retry_failed=true, live ones
@@ -51,8 +51,8 @@ log = logging.getLogger("prunebench.sweep")
 
 LAUNCHERS = {"basic": "basic", "local": "local", "slurm": "slurm"}   # short names; plugin names pass through
 SWEEP_ARGS = ("suite", "launcher", "retry_failed", "dry_run")
-DONE, FAILED, MISSING, RUNNING, QUEUED, STALE, INVALID, SKIPPED = (
-    "done", "failed", "missing", "running", "queued", "stale", "invalid", "skipped")
+DONE, FAILED, MISSING, RUNNING, QUEUED, STALE, INVALID = (
+    "done", "failed", "missing", "running", "queued", "stale", "invalid")
 
 
 class HelpRequested(Exception):
@@ -332,7 +332,7 @@ def refresh_states(suite: Suite) -> None:
                 cell.state, cell.detail = FAILED, f"unreadable record: {exc}"
                 continue
             status = cell.record["status"]
-            cell.state = {"ok": DONE, "failed": FAILED, "skipped": SKIPPED}[status]
+            cell.state = {"ok": DONE, "failed": FAILED}[status]
             err = cell.record.get("error") or {}
             if err:
                 cell.detail = f"{err.get('stage')}: {err.get('type')}: {str(err.get('message'))[:200]}"
@@ -611,7 +611,7 @@ class SweepMonitor:
         self._tag_queued(jobs)
         n = len(self.suite.cells)
         c = summary(self.suite)
-        finished = c.get(DONE, 0) + c.get(FAILED, 0) + c.get(SKIPPED, 0)
+        finished = c.get(DONE, 0) + c.get(FAILED, 0)
         shown = ", ".join(jobs[:8]) + (f", ... ({len(jobs)} jobs)" if len(jobs) > 8 else "")
         line = (f"prunebench: sweep {self.suite.name}: {c.get(DONE, 0)}/{n} done, {c.get(RUNNING, 0)} running, "
                 f"{c.get(QUEUED, 0) + c.get(MISSING, 0) + c.get(STALE, 0)} queued, {c.get(FAILED, 0)} failed"
@@ -674,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(suite))
     for warning in identical_seed_draws(suite):
         print(f"prunebench: WARNING: {warning}", file=sys.stderr)
-    bad = [c for c in suite.cells if c.state not in (DONE, INVALID, SKIPPED)]
+    bad = [c for c in suite.cells if c.state not in (DONE, INVALID)]
     counts = summary(suite)
     print(f"prunebench: suite {suite.name}: {counts}")
     if not opts["dry_run"] and bad:

@@ -512,11 +512,11 @@ ID_COLUMNS = ("cell_id", "group_type", "type", "method", "label", "variant", "me
 
 
 def cells_frame(frames: Frames) -> pd.DataFrame:
-    """One row per cell: `<col>` mean, `<col> std` (only over >1 seed), `n_ok`/`n_failed`/`n_skipped`,
+    """One row per cell: `<col>` mean, `<col> std` (only over >1 seed), `n_ok`/`n_failed`,
     seeds (the seed values that ran), run ids, provenance flags."""
     df = frames.runs
     if df.empty:
-        return pd.DataFrame(columns=[*ID_COLUMNS, "n_ok", "n_failed", "n_skipped", "seeds", "n_seeds", "run_ids"])
+        return pd.DataFrame(columns=[*ID_COLUMNS, "n_ok", "n_failed", "seeds", "n_seeds", "run_ids"])
     ids = [c for c in ID_COLUMNS if c in df.columns]
     out = []
     for _, g in df.groupby("cell_id", sort=False, dropna=False):
@@ -525,7 +525,6 @@ def cells_frame(frames: Frames) -> pd.DataFrame:
         ok = g[g["status"] == "ok"]
         seeds = sorted(ok["seed"].dropna().unique())
         row.update({"n_ok": len(ok), "n_failed": int((g["status"] == "failed").sum()),
-                    "n_skipped": int((g["status"] == "skipped").sum()),
                     "seeds": ",".join(str(s) for s in sorted(g["seed"].dropna().unique())),
                     "n_seeds": len(seeds),
                     "run_ids": ",".join(g["run_id"]), "sparsity_blocks": ok["sparsity_blocks"].mean(),
@@ -547,12 +546,12 @@ def cells_frame(frames: Frames) -> pd.DataFrame:
 
 
 def status_counts(frames: Frames) -> pd.DataFrame:
-    """Runs per model × method × level and status, so gaps (failed / skipped cells) are visible."""
+    """Runs per model × method × level and status, so gaps (failed cells) are visible."""
     df = frames.runs
     if df.empty:
-        return pd.DataFrame(columns=["model", "method", "level", "ok", "failed", "skipped"])
+        return pd.DataFrame(columns=["model", "method", "level", "ok", "failed"])
     t = (df.groupby(["model", "label", "level", "status"]).size().unstack("status", fill_value=0)
-         .reindex(columns=["ok", "failed", "skipped"], fill_value=0).reset_index()
+         .reindex(columns=["ok", "failed"], fill_value=0).reset_index()
          .rename(columns={"label": "method"}))
     t.columns.name = None
     return t

@@ -139,7 +139,7 @@ def _header(frames: Frames, problems: list, lock: str | None) -> list[str]:
     st = frames.runs["status"].value_counts().to_dict() if n else {}
     flagged = int(frames.runs["flags"].fillna("").str.len().gt(0).sum()) if n and "flags" in frames.runs else 0
     locks = sorted({v for v in frames.runs.get("lock_sha256", pd.Series(dtype=str)).dropna()}) if n else []
-    return [f'<p>{n} records: {st.get("ok", 0)} ok, {st.get("failed", 0)} failed, {st.get("skipped", 0)} skipped; '
+    return [f'<p>{n} records: {st.get("ok", 0)} ok, {st.get("failed", 0)} failed; '
             f'{len(problems)} record files skipped. <a href="leaderboard.md">Markdown</a> · '
             f'<a href="runs.csv">runs.csv</a> · <a href="cells.csv">cells.csv</a> · '
             f'<a href="tables/">tables (md/csv/tex)</a></p>',

@@ -102,8 +102,7 @@ def _identity(c: pd.DataFrame) -> pd.DataFrame:
 
 def _tail(out: pd.DataFrame, c: pd.DataFrame) -> pd.DataFrame:
     out["Seeds"] = _seeds(c)
-    out["Runs"] = [f"{ok} ok" + (f", {f} failed" if f else "") + (f", {s} skipped" if s else "")
-                   for ok, f, s in zip(c["n_ok"], c["n_failed"], c["n_skipped"])]
+    out["Runs"] = [f"{ok} ok" + (f", {f} failed" if f else "") for ok, f in zip(c["n_ok"], c["n_failed"])]
     out["Set"] = c["result_set"].fillna("")
     out["Flags"] = c["flags"].fillna("")
     out["run_ids"] = c["run_ids"]
@@ -260,7 +259,7 @@ def by_pattern(frames: Frames, cells: pd.DataFrame) -> list[Table]:
                     elif len(lv) > 1:   # two cells on one row would be a merge: refuse, name them
                         row[level] = "cells " + ", ".join(lv["cell_id"].str[:6])
                     elif lv["n_ok"].iloc[0] == 0:
-                        row[level] = "failed" if lv["n_failed"].iloc[0] else "skipped"
+                        row[level] = "failed"   # a cell exists only with a record: ok or failed
                     else:
                         row[level] = fmt_value(lv[col].iloc[0], _std(lv, col).iloc[0])
                 rows.append(row)
