@@ -1,5 +1,5 @@
-"""Input errors: a config, a target, a data set, a model source, a method name or a suite that
-cannot run. Each is a `ConfigError` with a one-line message, raised before anything expensive.
+"""Input errors: a config value, a target, a data set, a model source, a method name, a suite, a
+results directory, an export format or an evaluate input that cannot run. Each is a `ConfigError` with a one-line message, raised before anything expensive.
 
 A leaf module (imports nothing from the project), so every layer can raise these without an
 import cycle; validation lets them through unchanged instead of catching and re-wrapping.
@@ -37,6 +37,10 @@ class UnknownMethodError(UnknownNameError):
 
 class SuiteError(ConfigError):
     """A suite that cannot be expanded (unknown suite, bad sweep syntax)."""
+
+
+class SchemaError(ConfigError):
+    """A config value of the wrong type or out of range (harness.schema); the message names the key."""
 
 
 def one_line(message: str) -> str:

@@ -25,10 +25,12 @@ import sys
 import time
 from pathlib import Path
 
+from harness.errors import ConfigError
+
 log = logging.getLogger("prunebench.evaluate")
 
 
-class EvaluateError(ValueError):
+class EvaluateError(ConfigError):
     """Bad input to harness.evaluate (one line)."""
 
 
@@ -183,7 +185,6 @@ def evaluate(path: str | Path, overrides: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from harness.env import configure_offline, offline_from_argv
     from harness.progress import configure_quiet
-    from harness.validate import ConfigError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or any(a in ("-h", "--help", "help") for a in argv):
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         record = evaluate(paths[0], [a for a in argv if "=" in a])
-    except (EvaluateError, ConfigError) as exc:
+    except ConfigError as exc:   # EvaluateError included
         print(f"prunebench: evaluate error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     summary = {k: v for k, v in record["metrics"].items() if k != "ppl"}

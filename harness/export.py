@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 FORMATS = ("safetensors", "compressed")
@@ -38,12 +40,16 @@ class ExportError(ValueError):
     """A model that cannot be saved in the requested format (one line)."""
 
 
+class ExportFormatError(ExportError, ConfigError):
+    """output.format unknown or unfit for the target: an input error, found during validation."""
+
+
 def check_format(fmt: str, pattern: str) -> None:
     """Validation before any work: the format exists and fits the target's pattern."""
     if fmt not in FORMATS:
-        raise ExportError(f"output.format must be one of {', '.join(FORMATS)} (got {fmt!r})")
+        raise ExportFormatError(f"output.format must be one of {', '.join(FORMATS)} (got {fmt!r})")
     if fmt == "compressed" and pattern not in COMPRESSIBLE_PATTERNS:
-        raise ExportError(f"output.format=compressed stores unstructured and N:M sparsity; a {pattern!r} "
+        raise ExportFormatError(f"output.format=compressed stores unstructured and N:M sparsity; a {pattern!r} "
                           f"target removes weights physically: use output.format=safetensors")
 
 

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.errors import ConfigError
+
 SCHEMA_VERSION = "1"
 STATUSES = ("ok", "failed")
 from harness.identity import NON_SEMANTIC_KEYS  # noqa: E402,F401 - kept importable from here
@@ -159,7 +161,7 @@ def write_atomic(path: Path, text: str) -> None:
 MIN_FREE_BYTES = 16 << 20
 
 
-class ResultsDirError(OSError):
+class ResultsDirError(ConfigError):
     """The results directory cannot take a record; one line, raised before any work."""
 
 

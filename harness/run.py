@@ -118,19 +118,15 @@ def run_experiment(cfg) -> dict:
 
     threads = configure_runtime(runtime.get("threads"), runtime.get("offline", True))
 
-    from harness.errors import ConfigError
     from harness.identity import IDENTITY_VERSION
-    from harness.records import ResultsDirError, check_writable, existing_status, read_record, record_path, run_id_for
+    from harness.records import check_writable, existing_status, read_record, record_path, run_id_for
     from harness.schema import resolve_seeds
     from harness.validate import validate
 
     config = resolve_seeds(config)  # the top-level seed drives calib / recovery unless they pin one
     plan = validate(config)  # ConfigError before anything expensive
     run_id = run_id_for(config, plan.param_defaults)
-    try:
-        check_writable(plan.results_dir)  # a full or read-only disk is found now, not after the work
-    except ResultsDirError as exc:
-        raise ConfigError(str(exc)) from None
+    check_writable(plan.results_dir)  # a full or read-only disk is found now, not after the work (ConfigError)
     status = existing_status(plan.results_dir, run_id)
     retry_failed = bool(config.get("retry_failed", True))
     if not config.get("force") and (status == "ok" or (status == "failed" and not retry_failed)):

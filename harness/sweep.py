@@ -188,13 +188,13 @@ def grid_incompatibility(config: dict) -> str | None:
     """Why a cartesian-grid cell can never run (a method that cannot produce the target's pattern,
     e.g. dense x nm_2_4); such cells are `invalid` and not launched. Any other config error stops the
     launch (missing data, bad values: those are mistakes, not grid shape)."""
-    from harness.targets import Target, TargetError
-    from methods.registry import UnknownMethodError, build_method
+    from harness.targets import Target
+    from methods.registry import build_method
 
     try:
         method = build_method(config["method"]["name"], config["method"].get("params") or {})
         target = Target.from_config(config["target"])
-    except (UnknownMethodError, TargetError, KeyError, ValueError):
+    except (KeyError, ValueError):   # input errors (ConfigError) included
         return None  # validate() reports it
     if target.pattern not in method.patterns:
         return (f"method {method.name} cannot produce pattern {target.pattern!r} "

@@ -44,12 +44,9 @@ def validate(config: dict) -> Plan:
     from harness.targets import Target
     from methods.registry import build_method
 
-    from harness.schema import SchemaError, check_config
+    from harness.schema import check_config
 
-    try:
-        check_config(config)   # every numeric field of every group, one line naming the key
-    except SchemaError as exc:
-        raise ConfigError(str(exc)) from None
+    check_config(config)   # every numeric field of every group: a SchemaError (ConfigError) naming the key
     try:
         method_cfg = config["method"]
         method = build_method(method_cfg["name"], method_cfg.get("params") or {})

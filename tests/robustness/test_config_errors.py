@@ -72,3 +72,28 @@ def test_cli_unknown_method_is_one_line_with_near_match(tmp_path):
     proc = cli("model=tiny-llama", "method=wandaa", f"paths.results_dir={tmp_path}")
     assert proc.returncode == 2
     assert first_line(proc.stderr).startswith("prunebench: config error: unknown method 'wandaa'; did you mean wanda")
+
+
+def test_every_input_error_is_a_config_error():
+    """Validation and the CLIs catch ConfigError alone: an input error of another base would escape
+    as a traceback (or be re-wrapped, losing its type)."""
+    from harness.errors import ConfigError, DataError, ModelSourceError, SchemaError, SuiteError, TargetError, \
+        UnknownMethodError
+    from harness.evaluate import EvaluateError
+    from harness.evaluation.lm_eval_tasks import TaskDataError
+    from harness.export import ExportFormatError
+    from harness.records import ResultsDirError
+
+    for cls in (TargetError, DataError, ModelSourceError, UnknownMethodError, SuiteError, SchemaError, TaskDataError,
+                ResultsDirError, ExportFormatError, EvaluateError):
+        assert issubclass(cls, ConfigError), cls
+
+
+@pytest.mark.parametrize("overrides,cls", [(["eval.ppl.seq_len=abc"], "SchemaError"),
+                                           (["output.format=zip"], "ExportFormatError")])
+def test_input_errors_keep_their_type_and_one_line(tmp_path, overrides, cls):
+    from harness.validate import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        run_experiment(tiny(tmp_path, *overrides))
+    assert type(info.value).__name__ == cls and "\n" not in str(info.value)
