@@ -39,6 +39,7 @@ from torch import nn
 from torch.func import functional_call
 
 from harness.blocks.loop import BlockContext
+from harness.blocks.masks import wanda_score
 from harness.targets import Target
 from methods.base import WeightPruner
 from methods.registry import register
@@ -103,7 +104,7 @@ class BESA(WeightPruner):
         total = sum(lin.weight.numel() for lin in lins.values())
         for name, lin in lins.items():
             w = lin.weight.detach().float()
-            score = w.abs() * blk.stats[name]["input_norm"].reshape(1, -1)
+            score = wanda_score(w, blk.stats[name]["input_norm"])
             frac[name] = rank_fraction(score)                                             # [out, in]
             c = cands.to(w.device)
             bucket[name] = torch.searchsorted(c, frac[name].contiguous(), right=True)      # [out, in]

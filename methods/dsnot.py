@@ -37,7 +37,7 @@ from torch import nn
 
 from harness.blocks.context import PruneContext
 from harness.blocks.loop import BlockContext
-from harness.blocks.masks import keep_unstructured
+from harness.blocks.masks import keep_unstructured, wanda_score
 from harness.targets import Target, TargetError
 from methods.base import WeightPruner
 from methods.registry import build_method, register
@@ -190,7 +190,7 @@ class DSnoT(WeightPruner):
     def refine_linear(self, linear: nn.Linear, stats: dict[str, torch.Tensor], sparsity: float) -> None:
         dense = linear.weight.data.float().clone()                 # [out, in]
         keep = keep_unstructured(self._base.score(dense, stats), sparsity, "row")
-        importance = dense.abs() * stats["input_norm"].reshape(1, -1)   # Wanda score, as the reference
+        importance = wanda_score(dense, stats["input_norm"])   # the Wanda score, as the reference
         keep, swaps = dsnot_refine(dense, keep, importance, stats["input_sum"], stats.get("input_var"),
                                    self.max_cycles, self.update_threshold, self.pow_of_var_regrowing,
                                    self.same_sign_stop, stats["hessian"] if self.exact_acceptance else None)

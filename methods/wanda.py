@@ -16,14 +16,10 @@ from typing import ClassVar
 
 import torch
 
+from harness.blocks.masks import wanda_score
 from methods.base import WeightPruner
 from methods.registry import register
 from methods.tags import Tags
-
-
-def wanda_score(weight: torch.Tensor, input_norm: torch.Tensor) -> torch.Tensor:
-    """|W| [out, in] scaled by the input-channel norm [in]."""
-    return weight.abs() * input_norm.reshape(1, -1)
 
 
 @register

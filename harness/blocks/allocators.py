@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from harness.blocks.context import PruneContext
+from harness.blocks.masks import wanda_score
 from harness.registry import Registry
 
 
@@ -58,7 +59,7 @@ class OWL:
         ratios: list[float] = []
 
         def visit(blk) -> None:
-            scores = [(lin.weight.detach().float().abs() * blk.stats[name]["input_norm"].reshape(1, -1)).flatten()
+            scores = [wanda_score(lin.weight.detach().float(), blk.stats[name]["input_norm"]).flatten()
                       for name, lin in blk.linears.items()]
             pooled = torch.cat(scores)                       # every Wanda score of the block
             # exact count / size (a float32 mean of the booleans rounds at ~1e-7)

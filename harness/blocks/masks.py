@@ -10,6 +10,12 @@ import torch
 from torch import nn
 
 
+def wanda_score(weight: torch.Tensor, input_norm: torch.Tensor) -> torch.Tensor:
+    """The Wanda score |W| [out, in] scaled by the input-channel norm ‖x‖ [in]: Wanda's criterion,
+    OWL's outlier statistic, BESA's ranking and DSnoT's importance all read this one definition."""
+    return weight.abs() * input_norm.reshape(1, -1)
+
+
 def lowest_k(score: torch.Tensor, k: int) -> torch.Tensor:
     """Bool mask [rows, cols] of the k lowest scores of each row, ties taken in index order: exactly
     the first k of a stable ascending sort (what the references prune), without sorting.
