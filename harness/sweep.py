@@ -189,6 +189,7 @@ def grid_incompatibility(config: dict) -> str | None:
     e.g. dense x nm_2_4); such cells are `invalid` and not launched. Any other config error stops the
     launch (missing data, bad values: those are mistakes, not grid shape)."""
     from harness.targets import Target
+    from harness.validate import grid_mismatch
     from methods.registry import build_method
 
     try:
@@ -196,13 +197,7 @@ def grid_incompatibility(config: dict) -> str | None:
         target = Target.from_config(config["target"])
     except (KeyError, ValueError):   # input errors (ConfigError) included
         return None  # validate() reports it
-    if target.pattern not in method.patterns:
-        return (f"method {method.name} cannot produce pattern {target.pattern!r} "
-                f"(supports: {', '.join(sorted(method.patterns))})")
-    alloc = (config.get("allocator") or {}).get("name", "uniform")
-    if alloc != "uniform" and target.pattern != "unstructured":
-        return f"allocator {alloc} applies to unstructured targets only"
-    return None
+    return grid_mismatch(method, target.pattern, (config.get("allocator") or {}).get("name", "uniform"))
 
 
 def check_options(suite: str, overrides) -> None:

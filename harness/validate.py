@@ -51,13 +51,11 @@ def validate(config: dict) -> Plan:
         method_cfg = config["method"]
         method = build_method(method_cfg["name"], method_cfg.get("params") or {})
         target = Target.from_config(config["target"])
-        if target.pattern not in method.patterns:
-            raise ConfigError(f"method {method.name} cannot produce pattern {target.pattern!r} "
-                              f"(supports: {', '.join(sorted(method.patterns))})")
         alloc_cfg = config.get("allocator") or {"name": "uniform"}
+        mismatch = grid_mismatch(method, target.pattern, alloc_cfg["name"])
+        if mismatch:
+            raise ConfigError(mismatch)
         allocator = build_allocator(alloc_cfg["name"], alloc_cfg.get("params") or {})
-        if alloc_cfg["name"] != "uniform" and target.pattern != "unstructured":
-            raise ConfigError(f"allocator {alloc_cfg['name']} applies to unstructured targets only")
         model_cfg = config["model"]
         runtime = config.get("runtime", {})
         check_source(model_cfg["source"], bool(model_cfg.get("allow_pickle", False)),
@@ -141,6 +139,15 @@ def param_defaults(config: dict) -> dict[str, dict]:
         cls = registry.get(name) if isinstance(name, str) and name in registry else None
         out[group] = defaults(cls) if cls is not None and dataclasses.is_dataclass(cls) else {}
     return out
+
+
+def grid_mismatch(method, pattern: str, allocator: str) -> str | None:
+    """Why a method × target pattern × allocator combination can never run, or None. Validation
+    raises it; a sweep lists such grid cells as invalid instead of launching them."""
+    mismatch = method.pattern_mismatch(pattern)
+    if not mismatch and allocator != "uniform" and pattern != "unstructured":
+        mismatch = f"allocator {allocator} applies to unstructured targets only"
+    return mismatch
 
 
 def default_results_dir() -> Path:

@@ -36,11 +36,18 @@ class Method(Card):
     # materialises the whole model on the host (Residency.materialize) for this method.
     streams_blocks: ClassVar[bool] = False
 
+    def pattern_mismatch(self, pattern: str) -> str | None:
+        """Why this method cannot produce a target pattern, or None; validation, the sweep's invalid
+        cells and `check` all ask here, so the rule and its message exist once."""
+        if pattern in self.patterns:
+            return None
+        return f"method {self.name} cannot produce pattern {pattern!r} (supports: {', '.join(sorted(self.patterns))})"
+
     def check(self, model: nn.Module, ctx: PruneContext) -> None:
         """Cheap checks against the loaded model, before calibration (raise TargetError)."""
-        if ctx.target.pattern not in self.patterns:
-            raise TargetError(f"method {self.name} cannot produce pattern {ctx.target.pattern!r} "
-                              f"(supports: {', '.join(sorted(self.patterns))})")
+        mismatch = self.pattern_mismatch(ctx.target.pattern)
+        if mismatch:
+            raise TargetError(mismatch)
 
     def prune(self, model: nn.Module, ctx: PruneContext) -> dict:
         raise NotImplementedError
