@@ -29,14 +29,14 @@ def main() -> None:
 
     from harness.config import compose_config
     from harness.data import eval_text, resolve_data_dir
-    from harness.env import resolve_device, resolve_dtype
+    from harness.env import default_cache_dir, resolve_device, resolve_dtype
     from harness.evaluation.ppl import tokenize_windows, window_nll
     from harness.models import load_model
 
     device = resolve_device(args.device)
     cfg = compose_config(["model=smollm2-135m"])
     lm = load_model(cfg.model.name, dict(cfg.model.source), resolve_dtype("auto", device), device,
-                    cfg.paths.cache_dir or f"{__import__('pathlib').Path.home()}/.cache/prunebench")
+                    cfg.paths.cache_dir or default_cache_dir())
     text, _ = eval_text("wikitext2", None, resolve_data_dir(None))
     windows = tokenize_windows(lm.tokenizer, text, args.seq_len, args.windows)   # [n, seq]
     n_tokens = windows.numel()

@@ -123,7 +123,6 @@ def main() -> None:
 
 def share_only(args) -> None:
     import copy
-    from pathlib import Path
 
     import torch
 
@@ -133,13 +132,14 @@ def share_only(args) -> None:
     from harness.calibration import sample_calibration
     from harness.config import compose_config
     from harness.data import resolve_data_dir
+    from harness.env import default_cache_dir
     from harness.models import load_model
     from harness.targets import Target
     from methods.registry import build_method
 
     torch.set_num_threads(args.threads)
     cfg = compose_config([f"calib={args.calib}", "model=smollm2-135m"])
-    loaded = load_model(cfg.model.name, dict(cfg.model.source), torch.float32, "cpu", Path.home() / ".cache" / "prunebench")
+    loaded = load_model(cfg.model.name, dict(cfg.model.source), torch.float32, "cpu", default_cache_dir())
     c = cfg.calib
     calib = sample_calibration(loaded.tokenizer, c.corpus, c.split, c.n_samples, c.seq_len, c.seed, resolve_data_dir(None))
     results = {}
@@ -162,19 +162,17 @@ def share_only(args) -> None:
 
 
 def _first_blocks(args):
-    from pathlib import Path
-
     import torch
 
     from harness.calibration import sample_calibration
     from harness.config import compose_config
     from harness.data import resolve_data_dir
+    from harness.env import default_cache_dir
     from harness.models import load_model
 
     torch.set_num_threads(args.threads)
     cfg = compose_config([f"calib={args.calib}", "model=smollm2-135m"])
-    import os
-    cache = Path(os.environ.get("PRUNEBENCH_CACHE", Path.home() / ".cache" / "prunebench"))
+    cache = default_cache_dir()
     loaded = load_model(cfg.model.name, dict(cfg.model.source), torch.float32, "cpu", cache)
     c = cfg.calib
     calib = sample_calibration(loaded.tokenizer, c.corpus, c.split, c.n_samples, c.seq_len, c.seed,

@@ -26,11 +26,12 @@ SECTION = {"warmup": 2, "repeats": 5, "prefill": {"batch": [1, 16], "prompt_len"
 def load(device: str, dtype: torch.dtype):
     try:
         from harness.config import compose_config
+        from harness.env import default_cache_dir
         from harness.models import load_model
 
         cfg = compose_config(["model=smollm2-135m"])
         m = load_model(cfg.model.name, dict(cfg.model.source), torch.float32, "cpu",
-                       __import__("pathlib").Path.home() / ".cache" / "prunebench").model
+                       default_cache_dir()).model
         weights = "smollm2-135m (gguf)"
     except Exception as exc:  # noqa: BLE001 - no GGUF on this machine: same geometry, random weights
         from transformers import LlamaConfig, LlamaForCausalLM

@@ -31,14 +31,14 @@ def main() -> None:
     from harness.calibration import sample_calibration
     from harness.config import compose_config
     from harness.data import resolve_data_dir
+    from harness.env import default_cache_dir
     from harness.models import load_model
     from methods.sparsegpt import inverse_hessian_factor, sparsegpt_prune
     from methods.wanda import wanda_score
-    from pathlib import Path
 
     cfg = compose_config(["model=smollm2-135m"])
     loaded = load_model(cfg.model.name, dict(cfg.model.source), torch.float32, "cpu",
-                        Path.home() / ".cache" / "prunebench")
+                        default_cache_dir())
     model, tok = loaded.model, loaded.tokenizer
     adapter = adapter_for(model)
     data = resolve_data_dir(None)

@@ -255,7 +255,9 @@ def main() -> None:
     if not args.dir:
         parser.error("--dir is required for build and run")
     if args.action == "build":
-        cache = Path(os.environ.get("PRUNEBENCH_CACHE", Path.home() / ".cache" / "prunebench"))
+        from harness.env import default_cache_dir
+
+        cache = default_cache_dir()
         build(Path(args.dir), LLAMA3_8B, args.seed, cache)
     elif args.action == "run":
         run(args)

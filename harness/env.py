@@ -20,6 +20,12 @@ TRACKED_LIBRARIES = (
 )
 
 
+def default_cache_dir() -> Path:
+    """Where models, block statistics and converted task data are cached when paths.cache_dir is not
+    set: $PRUNEBENCH_CACHE, else ~/.cache/prunebench (conf/paths/default.yaml reads the same variable)."""
+    return Path(os.environ.get("PRUNEBENCH_CACHE") or Path.home() / ".cache" / "prunebench").expanduser()
+
+
 def configure_offline(offline: bool = True) -> None:
     """Set the HF offline switches. Must run before `datasets`/`transformers` are imported,
     otherwise `datasets` reaches for the network for every dataset it builds. Offline (the default:

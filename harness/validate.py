@@ -37,7 +37,7 @@ def validate(config: dict) -> Plan:
     from harness.blocks.allocators import build_allocator
     from harness.calibration import MODES
     from harness.data import check_available, corpus, resolve_data_dir
-    from harness.env import resolve_device, resolve_dtype
+    from harness.env import default_cache_dir, resolve_device, resolve_dtype
     from harness.evaluation import EVALUATORS
     from harness.models import check_source
     from harness.recovery import check_recovery, get_recovery
@@ -118,7 +118,7 @@ def validate(config: dict) -> Plan:
         msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
         raise ConfigError(one_line(msg)) from None
     return Plan(method, target, allocator, device, dtype, data_dir,
-                _expand(paths.get("cache_dir")) or Path.home() / ".cache" / "prunebench",
+                _expand(paths.get("cache_dir")) or default_cache_dir().resolve(),
                 _expand(paths.get("results_dir")) or default_results_dir(), recovery, kv, param_defaults(config))
 
 

@@ -16,6 +16,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from harness.env import default_cache_dir  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 TINY_LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True)
@@ -37,7 +39,7 @@ def _threads():
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
     """Shared model cache (the dequantized SmolLM2 copy is reused across sessions)."""
-    return Path(os.environ.get("PRUNEBENCH_CACHE", Path.home() / ".cache" / "prunebench"))
+    return default_cache_dir()
 
 
 @pytest.fixture(scope="session")

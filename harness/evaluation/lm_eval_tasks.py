@@ -28,7 +28,6 @@ import argparse
 import bz2
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -270,10 +269,6 @@ def prepare_tasks(names: list[str], data_dir: Path | None, out_dir: Path) -> tup
     return include, {n: {"data_file": str(i["path"]), "rows": i["rows"], "sources_sha256": i["sources_sha256"],
                          "split": TASKS[n].split, "builtin": TASKS[n].builtin, "note": TASKS[n].note}
                      for n, i in info.items()}
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("PRUNEBENCH_CACHE", Path.home() / ".cache" / "prunebench"))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from harness.evaluation.lm_eval_tasks import HUB_NAMES, default_cache_dir, prepare_tasks
+from harness.env import default_cache_dir
+from harness.evaluation.lm_eval_tasks import HUB_NAMES, prepare_tasks
 
 PROTOCOL = "lm-eval-zeroshot"
 PROTOCOL_VERSION = "1"

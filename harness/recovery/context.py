@@ -52,12 +52,13 @@ class RecoveryContext:
             model, tokenizer = self.teacher_factory()
             info = {"source": "factory"}
         else:
+            from harness.env import default_cache_dir
             from harness.models import load_model
 
             if self.model_cfg is None:
                 raise ValueError("no model config to reload the dense teacher from")
             loaded = load_model(self.model_cfg["name"], self.model_cfg["source"], self.dtype, self.device,
-                                self.prune.cache_dir or Path.home() / ".cache" / "prunebench",
+                                self.prune.cache_dir or default_cache_dir(),
                                 allow_pickle=bool(self.model_cfg.get("allow_pickle", False)), seed=self.seed)
             if self.model_sha256 and loaded.sha256 != self.model_sha256:
                 raise ValueError(f"teacher weights sha256 {loaded.sha256[:12]} differ from the pruned "
