@@ -15,7 +15,6 @@ The record holds the sha256 of the actual token ids.
 from __future__ import annotations
 
 import json
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,8 @@ from pathlib import Path
 import torch
 
 from harness.data import CORPORA, DataError, load_rows
-from harness.digests import drop, sidecar, verify_file, write_file_digest
+from harness.digests import drop, verify_file
+from harness.files import write_atomic
 from harness.hashing import sha256_text, sha256_tokens
 
 MODES = ("reference", "stream")
@@ -123,11 +123,6 @@ def sample_calibration(tokenizer, corpus: str, split: str, n_samples: int, seq_l
         else:
             ids = _stream_draw(CORPORA[corpus].joiner.join(rows.rows), tokenizer, n_samples, seq_len, seed)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            torch.save(ids, tmp)
-            write_file_digest(tmp)
-            os.replace(sidecar(tmp), sidecar(path))
-            os.replace(tmp, path)
+            write_atomic(path, lambda tmp: torch.save(ids, tmp), digest=True)
     return CalibrationSet(ids, corpus, split, n_samples, seq_len, seed, mode, sha256_tokens(ids),
                           rows.sha256, rows.source, rows.variant, reused)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
+from harness.files import write_atomic
 from harness.hashing import sha256_file
 
 log = logging.getLogger(__name__)
@@ -29,10 +29,7 @@ def sidecar(path: Path) -> Path:
 def write_file_digest(path: Path) -> str:
     """Hash `path` and store the digest beside it (atomically); returns the digest."""
     digest = sha256_file(path)
-    side = sidecar(path)
-    tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
-    tmp.write_text(digest + "\n")
-    os.replace(tmp, side)
+    write_atomic(sidecar(path), digest + "\n")
     return digest
 
 

@@ -38,6 +38,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from harness.files import write_atomic
+
 log = logging.getLogger(__name__)
 
 MODES = ("none", "cpu", "disk", "auto")
@@ -393,9 +395,7 @@ class Residency:
             self.staging = Path(tempfile.mkdtemp(prefix="prunebench-staging-"))
         self.staging.mkdir(parents=True, exist_ok=True)
         path = self._staged(u)
-        tmp = path.with_name("." + path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, path)
+        write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
         self.store.update_file(path)
 
     def _staged(self, u: _Unit) -> Path:

@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_save:
         import json
 
-        from harness.records import write_atomic
+        from harness.files import write_atomic
 
         path = Path(args.record).resolve().parent.parent / "reproductions" / f"{Path(args.record).stem}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

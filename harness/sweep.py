@@ -224,7 +224,7 @@ def marker_path(results_dir: Path, run_id: str) -> Path:
 
 
 def write_marker(results_dir: Path, run_id: str, **extra) -> Path:
-    from harness.records import write_atomic
+    from harness.files import write_atomic
     from harness.run import launcher_ids
 
     info = {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
@@ -592,7 +592,7 @@ class SweepMonitor:
             except (OSError, ValueError):
                 continue
             if info.get("submitted") and info.get("slurm_job") != job:
-                from harness.records import write_atomic
+                from harness.files import write_atomic
 
                 write_atomic(path, json.dumps({**info, "slurm_job": job}) + "\n")
 

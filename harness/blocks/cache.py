@@ -18,25 +18,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from harness.blocks.capture import BlockInputs, move_shared
-from harness.digests import drop, sidecar, verify_file, write_file_digest
+from harness.digests import drop, verify_file
+from harness.files import write_atomic
 
 CACHE_VERSION = "2"   # 2: each block's own kwargs
 
 
 def _save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    write_file_digest(tmp)
-    os.replace(sidecar(tmp), sidecar(path))
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(obj, tmp), digest=True)
 
 
 def _load(path: Path):

@@ -226,7 +226,7 @@ def _digest(paths: list[Path]) -> str:
 def convert_task(name: str, data_dir: Path, out_dir: Path) -> dict:
     """Write the converted JSONL for one task into out_dir (atomic, skipped when present);
     returns {path, rows, sha256 of the sources}."""
-    from harness.records import write_atomic
+    from harness.files import write_atomic
 
     task = TASKS[name]
     sources = source_paths(task, data_dir)
@@ -259,7 +259,7 @@ def prepare_tasks(names: list[str], data_dir: Path | None, out_dir: Path) -> tup
     info = {name: convert_task(name, data_dir, data_out) for name in names}
     key = hashlib.sha256("".join(f"{n}:{info[n]['sources_sha256']}" for n in sorted(names)).encode()).hexdigest()
     include = out_dir / "yaml" / key[:16]
-    from harness.records import write_atomic
+    from harness.files import write_atomic
 
     for name in names:
         target = include / f"{name}.yaml"

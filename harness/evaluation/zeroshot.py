@@ -75,7 +75,7 @@ def summarize(out: dict) -> dict:
 
 def write_samples(path: Path, out: dict) -> int:
     """One JSON line per (task, doc): the doc id, target, per-choice log-likelihoods and metrics."""
-    from harness.records import write_atomic
+    from harness.files import write_atomic
 
     lines = []
     for task, samples in out.get("samples", {}).items():
