@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from harness.recovery.train import (apply_masks, finish, parse_budget, set_eval_mode, set_train_mode, start,
-                                    train)
+from harness.recovery.train import (apply_masks, block_prefixes, finish, last_blocks, parse_budget, set_eval_mode,
+                                    set_train_mode, start, train)
 from harness.errors import ConfigError
 
 OWN_KEYS = {"temperature", "kl_weight", "ce_weight", "trainable", "teacher_correction_steps",
@@ -96,8 +96,7 @@ def recover(model, tokenizer, params: dict, ctx) -> dict:
     if choice == "all":
         trainable = dict(model.named_parameters())
     else:
-        n = len(ctx.adapter.blocks(model))
-        prefixes = tuple(f"{ctx.adapter.block_prefix(i)}." for i in range(max(0, n - int(choice)), n))
+        prefixes = block_prefixes(ctx.adapter, last_blocks(len(ctx.adapter.blocks(model)), int(choice)))
         trainable = {k: p for k, p in model.named_parameters() if k.startswith(prefixes)}
     for k, p in model.named_parameters():
         p.requires_grad_(k in trainable)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 
-from harness.recovery.train import apply_masks, finish, set_eval_mode, set_train_mode, start, train
+from harness.recovery.train import (apply_masks, block_prefixes, finish, last_blocks, set_eval_mode, set_train_mode,
+                                    start, train)
 from harness.errors import ConfigError
 
 OWN_KEYS = {"last_k", "blocks", "include"}
@@ -41,8 +42,7 @@ def select_blocks(n_blocks: int, params: dict) -> list[int]:
         return chosen
     if params.get("last_k") is None:
         return []
-    k = min(int(params["last_k"]), n_blocks)
-    return list(range(n_blocks - k, n_blocks))
+    return last_blocks(n_blocks, int(params["last_k"]))
 
 
 def recover(model, tokenizer, params: dict, ctx) -> dict:
@@ -50,7 +50,7 @@ def recover(model, tokenizer, params: dict, ctx) -> dict:
     s = start(model, tokenizer, params, ctx, OWN_KEYS, "partial")
     blocks = ctx.adapter.blocks(model)
     chosen = select_blocks(len(blocks), params)
-    prefixes = tuple(f"{ctx.adapter.block_prefix(i)}." for i in chosen)
+    prefixes = block_prefixes(ctx.adapter, chosen)
     pattern = re.compile(params["include"]) if params.get("include") else None
     trainable = {n: p for n, p in model.named_parameters()
                  if n.startswith(prefixes) or (pattern is not None and pattern.search(n))}

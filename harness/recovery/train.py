@@ -363,6 +363,16 @@ def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], tor
             "train_loss_curve": [round(x, 5) for x in losses]}
 
 
+def last_blocks(n_blocks: int, k: int) -> list[int]:
+    """Indices of the last k of n_blocks blocks (all of them when k >= n_blocks)."""
+    return list(range(max(0, n_blocks - k), n_blocks))
+
+
+def block_prefixes(adapter, indices) -> tuple[str, ...]:
+    """Parameter-name prefixes of the given blocks (with the trailing '.', so block 1 never matches 10)."""
+    return tuple(f"{adapter.block_prefix(i)}." for i in indices)
+
+
 def set_train_mode(model: nn.Module, b: Budget) -> None:
     model.train()
     model.config.use_cache = False
