@@ -281,3 +281,25 @@ def test_preempted_run_resumes_when_run_again(tmp_path, data_dir):
     assert again["status"] == "ok", again["error"]
     assert again["recovery"]["resumed_from_step"] == 3
     assert again["measured"]["sparsity_blocks"] == pytest.approx(0.5)
+
+
+def test_budget_defaults_equal_the_shared_recovery_yaml():
+    """conf/recovery/_budget.yaml is what every recovery inherits; run identity drops a key at the
+    Budget default, so the two must agree for a key left out to mean the key at its YAML value."""
+    import dataclasses
+
+    import yaml
+
+    from harness.config import CONF_DIR
+    from harness.recovery.train import Budget
+
+    shared = yaml.safe_load((CONF_DIR / "recovery" / "_budget.yaml").read_text())
+    declared = {f.name: f.default for f in dataclasses.fields(Budget)}
+    assert set(shared) - {"name"} == set(declared)
+    assert shared["seed"] is None   # null: the run's top-level seed, filled in before Budget sees it
+    assert {k: v for k, v in shared.items() if k not in ("name", "seed")} == \
+        {k: v for k, v in declared.items() if k != "seed"}
+    for path in sorted((CONF_DIR / "recovery").glob("*.yaml")):
+        y = yaml.safe_load(path.read_text())
+        if path.stem not in ("_budget", "none"):
+            assert y["defaults"] == ["_budget", "_self_"], path.name
