@@ -33,82 +33,25 @@ def _expand(path: str | None) -> Path | None:
 
 
 def validate(config: dict) -> Plan:
-    """Check the resolved config; returns the objects the run needs. No model is loaded."""
-    from harness.blocks.allocators import build_allocator
-    from harness.calibration import MODES
-    from harness.data import check_available, corpus, resolve_data_dir
-    from harness.env import default_cache_dir, resolve_device, resolve_dtype
-    from harness.evaluation import EVALUATORS
-    from harness.models import check_source
-    from harness.recovery import check_recovery, get_recovery
-    from harness.targets import Target
-    from methods.registry import build_method
-
+    """Check the resolved config; returns the objects the run needs. No model is loaded. The stages
+    run in this order and the first error wins: schema, method x target x allocator, model source
+    and runtime, calibration and evaluation data, output format, recovery and KV policy, lengths."""
+    from harness.data import resolve_data_dir
+    from harness.env import default_cache_dir
     from harness.schema import check_config
 
     check_config(config)   # every numeric field of every group: a SchemaError (ConfigError) naming the key
     try:
-        method_cfg = config["method"]
-        method = build_method(method_cfg["name"], method_cfg.get("params") or {})
-        target = Target.from_config(config["target"])
-        alloc_cfg = config.get("allocator") or {"name": "uniform"}
-        mismatch = grid_mismatch(method, target.pattern, alloc_cfg["name"])
-        if mismatch:
-            raise ConfigError(mismatch)
-        allocator = build_allocator(alloc_cfg["name"], alloc_cfg.get("params") or {})
-        model_cfg = config["model"]
-        runtime = config.get("runtime", {})
-        check_source(model_cfg["source"], bool(model_cfg.get("allow_pickle", False)),
-                     offline=bool(runtime.get("offline", True)))
-        device = resolve_device(runtime.get("device", "auto"))
-        dtype = resolve_dtype(runtime.get("dtype", "auto"), device)
-        from harness.offload import MODES as OFFLOAD_MODES
-
-        if runtime.get("offload", "auto") not in OFFLOAD_MODES:
-            raise ConfigError(f"runtime.offload must be one of {', '.join(OFFLOAD_MODES)}, got {runtime.get('offload')!r}")
-        if runtime.get("max_memory_gb") is not None and not float(runtime["max_memory_gb"]) > 0:
-            raise ConfigError(f"runtime.max_memory_gb must be > 0, got {runtime['max_memory_gb']}")
-        prune_cfg = config.get("prune", {})
-        if prune_cfg.get("propagation", "pruned") not in PROPAGATIONS:
-            raise ConfigError(f"prune.propagation must be one of {PROPAGATIONS}")
+        method, target, allocator = _method_target_allocator(config)
+        device, dtype = _runtime(config)
         paths = config.get("paths", {})
         data_dir = resolve_data_dir(paths.get("data_dir"))
-        calib = config.get("calib") or {}
-        if method.needs_calibration or getattr(allocator, "needs_calibration", False):
-            if calib.get("mode", "reference") not in MODES:
-                raise ConfigError(f"calib.mode must be one of {MODES}")
-            if int(calib.get("n_samples", 0)) < 1 or int(calib.get("seq_len", 0)) < 2:
-                raise ConfigError("calib.n_samples must be >= 1 and calib.seq_len >= 2")
-            check_available(calib["corpus"], calib.get("split", "train"), data_dir)
-        for name, section in (config.get("eval") or {}).items():
-            if section is None:
-                continue
-            if name not in EVALUATORS:
-                raise EVALUATORS.unknown(name)
-            for ds in section.get("datasets", []) if name in ("ppl", "kv_ppl") else []:
-                check_available(ds, section.get("split") or corpus(ds).eval_split, data_dir)
-            if name == "zeroshot":
-                from harness.evaluation.lm_eval_tasks import check_local_tasks
-
-                check_local_tasks(section, data_dir)
-        output = config.get("output") or {}
-        if output.get("save_model") or output.get("format", "safetensors") != "safetensors":
-            from harness.export import check_format
-
-            check_format(output.get("format") or "safetensors", target.pattern)
-        recovery_cfg = config.get("recovery") or {"name": "none"}
-        recovery = get_recovery(recovery_cfg["name"])
-        kv = build_kv_policy(config.get("kv"))
-        if kv is None and getattr(method, "is_kv_policy", False):
-            kv = method   # method=h2o alone: the method is the policy
-        ppl = (config.get("eval") or {}).get("ppl") or {}
-        check_recovery(recovery_cfg, [(ds, ppl.get("split") or corpus(ds).eval_split)
-                                      for ds in ppl.get("datasets", [])], data_dir)
-        if kv is not None:
-            check_kv_evaluated(kv, config.get("eval") or {})
         uses_calib = method.needs_calibration or getattr(allocator, "needs_calibration", False)
+        _check_data(config, uses_calib, data_dir)
+        _check_output(config, target.pattern)
+        recovery, kv = _recovery_and_kv(config, method, data_dir)
         if uses_calib:
-            check_calib_not_eval(calib, config.get("eval") or {})
+            check_calib_not_eval(config.get("calib") or {}, config.get("eval") or {})
         check_lengths(config, uses_calib)
     except ConfigError as exc:  # TargetError, DataError, ... : already input errors, kept as raised
         if str(exc) != one_line(str(exc)):
@@ -141,13 +84,105 @@ def param_defaults(config: dict) -> dict[str, dict]:
     return out
 
 
-def grid_mismatch(method, pattern: str, allocator: str) -> str | None:
-    """Why a method × target pattern × allocator combination can never run, or None. Validation
-    raises it; a sweep lists such grid cells as invalid instead of launching them."""
-    mismatch = method.pattern_mismatch(pattern)
-    if not mismatch and allocator != "uniform" and pattern != "unstructured":
-        mismatch = f"allocator {allocator} applies to unstructured targets only"
-    return mismatch
+def _method_target_allocator(config: dict) -> tuple[Any, Any, Any]:
+    from harness.blocks.allocators import build_allocator
+    from harness.targets import Target
+    from methods.registry import build_method
+
+    method_cfg = config["method"]
+    method = build_method(method_cfg["name"], method_cfg.get("params") or {})
+    target = Target.from_config(config["target"])
+    mismatch = method.pattern_mismatch(target.pattern)
+    if mismatch:
+        raise ConfigError(mismatch)
+    alloc_cfg = config.get("allocator") or {"name": "uniform"}
+    allocator = build_allocator(alloc_cfg["name"], alloc_cfg.get("params") or {})
+    mismatch = allocator_mismatch(alloc_cfg["name"], target.pattern)
+    if mismatch:
+        raise ConfigError(mismatch)
+    return method, target, allocator
+
+
+def _runtime(config: dict) -> tuple[str, Any]:
+    """The model source is loadable as configured; device, dtype, offload and propagation are known."""
+    from harness.env import resolve_device, resolve_dtype
+    from harness.models import check_source
+    from harness.offload import MODES as OFFLOAD_MODES
+
+    model_cfg = config["model"]
+    runtime = config.get("runtime", {})
+    check_source(model_cfg["source"], bool(model_cfg.get("allow_pickle", False)),
+                 offline=bool(runtime.get("offline", True)))
+    device = resolve_device(runtime.get("device", "auto"))
+    dtype = resolve_dtype(runtime.get("dtype", "auto"), device)
+    if runtime.get("offload", "auto") not in OFFLOAD_MODES:
+        raise ConfigError(f"runtime.offload must be one of {', '.join(OFFLOAD_MODES)}, got {runtime.get('offload')!r}")
+    if runtime.get("max_memory_gb") is not None and not float(runtime["max_memory_gb"]) > 0:
+        raise ConfigError(f"runtime.max_memory_gb must be > 0, got {runtime['max_memory_gb']}")
+    prune_cfg = config.get("prune", {})
+    if prune_cfg.get("propagation", "pruned") not in PROPAGATIONS:
+        raise ConfigError(f"prune.propagation must be one of {PROPAGATIONS}")
+    return device, dtype
+
+
+def _check_data(config: dict, uses_calib: bool, data_dir: Path | None) -> None:
+    """Calibration settings and every evaluated data set are available offline."""
+    from harness.calibration import MODES
+    from harness.data import check_available, corpus
+    from harness.evaluation import EVALUATORS
+
+    calib = config.get("calib") or {}
+    if uses_calib:
+        if calib.get("mode", "reference") not in MODES:
+            raise ConfigError(f"calib.mode must be one of {MODES}")
+        if int(calib.get("n_samples", 0)) < 1 or int(calib.get("seq_len", 0)) < 2:
+            raise ConfigError("calib.n_samples must be >= 1 and calib.seq_len >= 2")
+        check_available(calib["corpus"], calib.get("split", "train"), data_dir)
+    for name, section in (config.get("eval") or {}).items():
+        if section is None:
+            continue
+        if name not in EVALUATORS:
+            raise EVALUATORS.unknown(name)
+        for ds in section.get("datasets", []) if name in ("ppl", "kv_ppl") else []:
+            check_available(ds, section.get("split") or corpus(ds).eval_split, data_dir)
+        if name == "zeroshot":
+            from harness.evaluation.lm_eval_tasks import check_local_tasks
+
+            check_local_tasks(section, data_dir)
+
+
+def _check_output(config: dict, pattern: str) -> None:
+    output = config.get("output") or {}
+    if output.get("save_model") or output.get("format", "safetensors") != "safetensors":
+        from harness.export import check_format
+
+        check_format(output.get("format") or "safetensors", pattern)
+
+
+def _recovery_and_kv(config: dict, method, data_dir: Path | None) -> tuple[Any, Any]:
+    """The recovery (its budget and corpus checked, never an evaluated text) and the KV policy."""
+    from harness.data import corpus
+    from harness.recovery import check_recovery, get_recovery
+
+    recovery_cfg = config.get("recovery") or {"name": "none"}
+    recovery = get_recovery(recovery_cfg["name"])
+    kv = build_kv_policy(config.get("kv"))
+    if kv is None and getattr(method, "is_kv_policy", False):
+        kv = method   # method=h2o alone: the method is the policy
+    ppl = (config.get("eval") or {}).get("ppl") or {}
+    check_recovery(recovery_cfg, [(ds, ppl.get("split") or corpus(ds).eval_split)
+                                  for ds in ppl.get("datasets", [])], data_dir)
+    if kv is not None:
+        check_kv_evaluated(kv, config.get("eval") or {})
+    return recovery, kv
+
+
+def allocator_mismatch(allocator: str, pattern: str) -> str | None:
+    """Why an allocator cannot serve a target pattern, or None (validation raises it; a sweep lists
+    the grid cell as invalid, with Method.pattern_mismatch)."""
+    if allocator != "uniform" and pattern != "unstructured":
+        return f"allocator {allocator} applies to unstructured targets only"
+    return None
 
 
 def default_results_dir() -> Path:
