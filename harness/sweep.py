@@ -119,61 +119,23 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
 
 def expand_suite(name: str, overrides: list[str] = (), launcher: str = "basic") -> Suite:
     """All cells of a suite with their run ids and current states (nothing is run)."""
-    from hydra import compose, initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
 
-    from harness.config import CONF_DIR, _without_hydra
-    from harness.records import run_id_for
-    from harness.errors import ConfigError
-    from harness.validate import validate
+    from harness.config import CONF_DIR
 
     parser = OverridesParser.create()
     try:
         user = parser.parse_overrides(list(overrides))
     except HydraException as exc:
         raise SuiteError(" ".join(str(exc).split())) from None
-    fixed = [o.input_line for o in user if not o.is_sweep_override()]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="sweep"):
-        try:
-            hcfg = compose("config", overrides=[f"+suite={name}", f"hydra/launcher={LAUNCHERS.get(launcher, launcher)}",
-                                                *fixed], return_hydra_config=True)
-        except HydraException as exc:
-            raise SuiteError(" ".join(str(exc).split())) from None
-        params = OmegaConf.to_container(hcfg.hydra.sweeper.params or {}, resolve=False)
-        # A command-line override of a swept key replaces the suite's values (Hydra's own rule);
-        # sweep overrides of other keys add dimensions.
-        dims: OrderedDict[str, str] = OrderedDict((k, f"{k}={v}") for k, v in params.items())
-        for o in user:
-            key = o.get_key_element()
-            if o.is_sweep_override() or key in dims:
-                dims[key] = o.input_line
-        base = [f"+suite={name}", f"hydra/launcher={LAUNCHERS.get(launcher, launcher)}"] + [o.input_line for o in user
-                                     if not o.is_sweep_override() and o.get_key_element() not in dims]
+        base, dims = _suite_dimensions(name, user, launcher)
         check_options(name, parser.parse_overrides(list(dims.values())))
-        combos = BasicSweeper.split_arguments(parser.parse_overrides(list(dims.values())), None)[0]
-        cells: list[Cell] = []
-        seen: set[str] = set()
-        errors: list[str] = []
-        for combo in combos or [[]]:
-            cell = Cell(overrides=list(combo))
-            cfg = _without_hydra(compose("config", overrides=base + cell.overrides))
-            cell.config = OmegaConf.to_container(cfg, resolve=True)
-            cell.run_id = run_id_for(cell.config)
-            if cell.run_id in seen:  # two spellings of one experiment: one cell
-                continue
-            seen.add(cell.run_id)
-            cell.invalid = grid_incompatibility(cell.config)
-            if cell.invalid is None:
-                try:
-                    validate(cell.config)
-                except ConfigError as exc:  # not a grid-design gap: the whole launch stops
-                    errors.append(f"{' '.join(cell.overrides) or '(no overrides)'}: {exc}")
-            cells.append(cell)
+        cells, errors = _compose_cells(base, parser.parse_overrides(list(dims.values())))
     GlobalHydra.instance().clear()
     if errors:
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
@@ -184,12 +146,72 @@ def expand_suite(name: str, overrides: list[str] = (), launcher: str = "basic") 
     return suite
 
 
+def _suite_dimensions(name: str, user, launcher: str) -> tuple[list[str], OrderedDict[str, str]]:
+    """(overrides every cell shares, {swept key: its sweep override}) from the suite's
+    hydra.sweeper.params and the command line. Runs inside initialize_config_dir."""
+    from hydra import compose
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    head = [f"+suite={name}", f"hydra/launcher={LAUNCHERS.get(launcher, launcher)}"]
+    fixed = [o.input_line for o in user if not o.is_sweep_override()]
+    try:
+        hcfg = compose("config", overrides=[*head, *fixed], return_hydra_config=True)
+    except HydraException as exc:
+        raise SuiteError(" ".join(str(exc).split())) from None
+    params = OmegaConf.to_container(hcfg.hydra.sweeper.params or {}, resolve=False)
+    # A command-line override of a swept key replaces the suite's values (Hydra's own rule);
+    # sweep overrides of other keys add dimensions.
+    dims: OrderedDict[str, str] = OrderedDict((k, f"{k}={v}") for k, v in params.items())
+    for o in user:
+        key = o.get_key_element()
+        if o.is_sweep_override() or key in dims:
+            dims[key] = o.input_line
+    base = head + [o.input_line for o in user if not o.is_sweep_override() and o.get_key_element() not in dims]
+    return base, dims
+
+
+def _compose_cells(base: list[str], swept) -> tuple[list[Cell], list[str]]:
+    """One cell per combination of the swept values, exactly as Hydra's basic sweeper splits them;
+    two spellings of one run id are one cell. Returns the cells and the config errors of the cells
+    that are not invalid by grid design. Runs inside initialize_config_dir."""
+    from hydra import compose
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from omegaconf import OmegaConf
+
+    from harness.config import _without_hydra
+    from harness.errors import ConfigError
+    from harness.records import run_id_for
+    from harness.validate import validate
+
+    combos = BasicSweeper.split_arguments(swept, None)[0]
+    cells: list[Cell] = []
+    seen: set[str] = set()
+    errors: list[str] = []
+    for combo in combos or [[]]:
+        cell = Cell(overrides=list(combo))
+        cfg = _without_hydra(compose("config", overrides=base + cell.overrides))
+        cell.config = OmegaConf.to_container(cfg, resolve=True)
+        cell.run_id = run_id_for(cell.config)
+        if cell.run_id in seen:  # two spellings of one experiment: one cell
+            continue
+        seen.add(cell.run_id)
+        cell.invalid = grid_incompatibility(cell.config)
+        if cell.invalid is None:
+            try:
+                validate(cell.config)
+            except ConfigError as exc:  # not a grid-design gap: the whole launch stops
+                errors.append(f"{' '.join(cell.overrides) or '(no overrides)'}: {exc}")
+        cells.append(cell)
+    return cells, errors
+
+
 def grid_incompatibility(config: dict) -> str | None:
     """Why a cartesian-grid cell can never run (a method that cannot produce the target's pattern,
     e.g. dense x nm_2_4); such cells are `invalid` and not launched. Any other config error stops the
     launch (missing data, bad values: those are mistakes, not grid shape)."""
     from harness.targets import Target
-    from harness.validate import grid_mismatch
+    from harness.validate import allocator_mismatch
     from methods.registry import build_method
 
     try:
@@ -197,7 +219,8 @@ def grid_incompatibility(config: dict) -> str | None:
         target = Target.from_config(config["target"])
     except (KeyError, ValueError):   # input errors (ConfigError) included
         return None  # validate() reports it
-    return grid_mismatch(method, target.pattern, (config.get("allocator") or {}).get("name", "uniform"))
+    return method.pattern_mismatch(target.pattern) or \
+        allocator_mismatch((config.get("allocator") or {}).get("name", "uniform"), target.pattern)
 
 
 def check_options(suite: str, overrides) -> None:
