@@ -313,31 +313,12 @@ def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], tor
     sched = get_scheduler(b.schedule, opt, num_warmup_steps=b.warmup_steps, num_training_steps=b.steps)
     fingerprint = _fingerprint(b, names, tag)
     ckpt = checkpoint_dir / tag if checkpoint_dir is not None else None
-    start, losses, resumed_from = 0, [], None
-    if ckpt is not None and (ckpt / "fingerprint.txt").is_file():
-        if (ckpt / "fingerprint.txt").read_text() == fingerprint:
-            start, losses = _load(ckpt, params, opt, sched)
-            resumed_from = start
-            log.info("recovery %s: resumed from step %d (%s)", tag, start, ckpt)
-        else:
-            log.warning("recovery %s: checkpoint %s is from another budget; starting over", tag, ckpt)
+    start, losses, resumed_from = _resume(ckpt, fingerprint, params, opt, sched, tag)
     bar = Progress(f"recovery {tag}", total=b.steps, unit="step", kind="recovery_step", initial=start).start()
     try:
         for step in range(start, b.steps):
-            total = 0.0
-            base = step * b.windows_per_step
-            for micro in range(b.grad_accum):
-                x = windows[base + micro * b.batch_size: base + (micro + 1) * b.batch_size].to(device)
-                with torch.autocast(torch.device(device).type, dtype=getattr(torch, b.autocast or "float32"),
-                                    enabled=b.autocast is not None):
-                    loss = loss_fn(x) / b.grad_accum
-                loss.backward()
-                total += float(loss.detach())
-            if b.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(trainable, b.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            total = _optimizer_step(windows[step * b.windows_per_step:(step + 1) * b.windows_per_step], loss_fn,
+                                    trainable, opt, sched, b, device)
             if after_step is not None:
                 after_step()
             losses.append(total)
@@ -357,6 +338,43 @@ def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], tor
             checkpoint_dir.rmdir()
     elif ckpt is not None and b.keep_checkpoints:
         _save(ckpt, params, opt, sched, b.steps, losses, fingerprint)
+    return _train_summary(b, losses, resumed_from, trainable)
+
+
+def _resume(ckpt: Path | None, fingerprint: str, params: dict[str, nn.Parameter], opt, sched,
+            tag: str) -> tuple[int, list[float], int | None]:
+    """(first step, losses so far, step resumed from or None): a checkpoint of another budget is ignored."""
+    if ckpt is None or not (ckpt / "fingerprint.txt").is_file():
+        return 0, [], None
+    if (ckpt / "fingerprint.txt").read_text() != fingerprint:
+        log.warning("recovery %s: checkpoint %s is from another budget; starting over", tag, ckpt)
+        return 0, [], None
+    start, losses = _load(ckpt, params, opt, sched)
+    log.info("recovery %s: resumed from step %d (%s)", tag, start, ckpt)
+    return start, losses, start
+
+
+def _optimizer_step(windows: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor],
+                    trainable: list[nn.Parameter], opt, sched, b: Budget, device: str) -> float:
+    """One optimizer step over b.grad_accum micro-batches of `windows` ([batch*accum, seq_len]);
+    returns the step's loss (the sum of the scaled micro-batch losses)."""
+    total = 0.0
+    for micro in range(b.grad_accum):
+        x = windows[micro * b.batch_size:(micro + 1) * b.batch_size].to(device)     # [batch, seq_len]
+        with torch.autocast(torch.device(device).type, dtype=getattr(torch, b.autocast or "float32"),
+                            enabled=b.autocast is not None):
+            loss = loss_fn(x) / b.grad_accum
+        loss.backward()
+        total += float(loss.detach())
+    if b.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(trainable, b.max_grad_norm)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return total
+
+
+def _train_summary(b: Budget, losses: list[float], resumed_from: int | None, trainable: list[nn.Parameter]) -> dict:
     k = max(1, min(8, len(losses) // 4))
     return {"steps": b.steps, "resumed_from_step": resumed_from, "trainable_params": sum(p.numel() for p in trainable),
             "train_loss_first": sum(losses[:k]) / k, "train_loss_last": sum(losses[-k:]) / k,
