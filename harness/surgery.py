@@ -23,6 +23,7 @@ prune_hidden       keep residual-stream (embedding) channels across the whole mo
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -263,17 +264,69 @@ def load_pruned(path: str | Path, **kwargs) -> nn.Module:
 
 
 # -------------------------------------------------------------------------------------------------
+# coupled groups: what width pruning removes together
+
+@dataclass(frozen=True)
+class Member:
+    """One tensor of a coupled group: the module at `path` (under the group's root: a block, or the
+    model for hidden channels) and the weight dimension the group's index runs along (0: rows of a
+    linear / entries of a norm, 1: columns)."""
+    path: str
+    dim: int
+    kind: str = "linear"        # linear | norm | embedding | head
+
+
+def block_group(adapter: FamilyAdapter, axis: str) -> tuple[Member, ...]:
+    """The linears of a block whose rows/columns i form one prunable unit, as Torch-Pruning's Group:
+      heads  query-head channels: q_proj rows, o_proj columns
+      kv     KV-head channels: k_proj and v_proj rows
+      mlp    MLP channels: rows of the MLP input linears (gate/up), columns of the output (down)
+    Scoring (LLM-Pruner) sums importance over these members; prune_heads / prune_mlp_channels slice
+    exactly these, so what is scored is what is removed."""
+    if axis == "heads":
+        return (Member(f"{adapter.attn}.{adapter.attn_inputs[0]}", 0), Member(f"{adapter.attn}.{adapter.attn_output}", 1))
+    if axis == "kv":
+        return tuple(Member(f"{adapter.attn}.{n}", 0) for n in adapter.attn_inputs[1:3])
+    if axis == "mlp":
+        return (*(Member(f"{adapter.mlp}.{n}", 0) for n in adapter.mlp_inputs),
+                Member(f"{adapter.mlp}.{adapter.mlp_output}", 1))
+    raise ValueError(f"block group axis must be heads, kv or mlp, got {axis!r}")
+
+
+def hidden_group(model: nn.Module, adapter: FamilyAdapter) -> tuple[Member, ...]:
+    """Residual-stream channel i everywhere (paths under the model), block by block: the block's
+    linears (columns of those reading the stream, rows of those writing it) and its stream norms;
+    then the final norm, the embedding's columns and, when not tied to it, the LM head's columns.
+    LLM-Pruner's channel mode scores these members; prune_hidden slices them."""
+    d = adapter.embedding(model).weight.shape[1]
+    out = []
+    for i, block in enumerate(adapter.blocks(model)):
+        prefix = adapter.block_prefix(i)
+        out += [Member(f"{prefix}.{n}", 1 if adapter.reads_stream(n) else 0) for n in adapter.linears(block)]
+        out += [Member(f"{prefix}.{n}", 0, "norm") for n, mod in block.named_modules() if _is_stream_norm(mod, d)]
+    out += [Member(f"{adapter.final_norm}.{n}".rstrip("."), 0, "norm")
+            for n, mod in FamilyAdapter._get(model, adapter.final_norm).named_modules() if _is_stream_norm(mod, d)]
+    out.append(Member(adapter.embed, 1, "embedding"))
+    if adapter.head(model).weight is not adapter.embedding(model).weight:
+        out.append(Member(adapter.lm_head, 1, "head"))
+    return tuple(out)
+
+
+def _slice_along(lin: nn.Linear, idx: torch.Tensor, dim: int) -> nn.Linear:
+    return _slice_linear(lin, rows=idx) if dim == 0 else _slice_linear(lin, cols=idx)
+
+
+# -------------------------------------------------------------------------------------------------
 # width
 
 def prune_mlp_channels(block: nn.Module, adapter: FamilyAdapter, keep_idx) -> None:
-    """Keep MLP channels `keep_idx`: rows of gate/up (the input linears), columns of down."""
+    """Keep MLP channels `keep_idx` in every member of the block's MLP group (block_group "mlp")."""
     _require(adapter)
     mlp = adapter.mlp_module(block)
     first = getattr(mlp, adapter.mlp_inputs[0])
     idx = _index(keep_idx, first.out_features, "MLP channels").to(first.weight.device)
-    for name in adapter.mlp_inputs:
-        setattr(mlp, name, _slice_linear(getattr(mlp, name), rows=idx))
-    setattr(mlp, adapter.mlp_output, _slice_linear(getattr(mlp, adapter.mlp_output), cols=idx))
+    for m in block_group(adapter, "mlp"):
+        _set(block, m.path, _slice_along(FamilyAdapter._get(block, m.path), idx, m.dim))
     if hasattr(mlp, "intermediate_size"):
         mlp.intermediate_size = idx.numel()
 
@@ -294,7 +347,7 @@ def prune_heads(block: nn.Module, adapter: FamilyAdapter, head_dim: int, n_kv: i
     Query head h belongs to KV group h // group_size (transformers' repeat_kv layout)."""
     _require(adapter)
     attn = adapter.attention(block)
-    q, k, v, o = (getattr(attn, n) for n in (*adapter.attn_inputs, adapter.attn_output))
+    q, k = (getattr(attn, n) for n in adapter.attn_inputs[:2])
     n_q = q.out_features // head_dim
     group = n_q // n_kv
     if n_q % n_kv or k.out_features != n_kv * head_dim:
@@ -311,11 +364,9 @@ def prune_heads(block: nn.Module, adapter: FamilyAdapter, head_dim: int, n_kv: i
         return torch.tensor([h * head_dim + c for h in heads for c in range(head_dim)], dtype=torch.long,
                             device=q.weight.device)
 
-    q_idx, kv_idx = channels(q_heads), channels(kv)
-    setattr(attn, adapter.attn_inputs[0], _slice_linear(q, rows=q_idx))
-    setattr(attn, adapter.attn_inputs[1], _slice_linear(k, rows=kv_idx))
-    setattr(attn, adapter.attn_inputs[2], _slice_linear(v, rows=kv_idx))
-    setattr(attn, adapter.attn_output, _slice_linear(o, cols=q_idx))
+    for axis, idx in (("heads", channels(q_heads)), ("kv", channels(kv))):
+        for m in block_group(adapter, axis):
+            _set(block, m.path, _slice_along(FamilyAdapter._get(block, m.path), idx, m.dim))
     attn.head_dim = head_dim
     attn.num_key_value_groups = len(q_heads) // len(kv)
     for name, value in (("num_heads", len(q_heads)), ("num_key_value_heads", len(kv))):
@@ -332,18 +383,17 @@ def set_head_config(config, n_q: int, n_kv: int, head_dim: int) -> None:
     config.num_key_value_heads = n_kv
 
 
-def _stream_norms(model: nn.Module, adapter: FamilyAdapter, d: int) -> list[nn.Module]:
-    """Every norm over the residual stream's d channels: the final norm and, in each block, the
-    norms in front of and behind the sublayers (Gemma's pre/post feed-forward norms, OLMo-2's
-    output norms). Per-head q/k norms (Qwen3, Gemma-3) span head_dim channels and are left alone."""
-    out = []
-    roots = [FamilyAdapter._get(model, adapter.final_norm)] + list(adapter.blocks(model))
-    for root in roots:
-        for mod in root.modules():
-            w = getattr(mod, "weight", None)
-            if (_is_norm_module(mod) and isinstance(w, torch.Tensor) and w.dim() == 1 and w.numel() == d):
-                out.append(mod)
-    return out
+def _stream_norms(model: nn.Module, adapter: FamilyAdapter) -> list[nn.Module]:
+    """The norms of the hidden-channel group: the final norm and, in each block, the norms in front
+    of and behind the sublayers (Gemma's pre/post feed-forward norms, OLMo-2's output norms)."""
+    return [FamilyAdapter._get(model, m.path) for m in hidden_group(model, adapter) if m.kind == "norm"]
+
+
+def _is_stream_norm(mod: nn.Module, d: int) -> bool:
+    """A norm over the residual stream's d channels; per-head q/k norms (Qwen3, Gemma-3) span
+    head_dim channels and are not."""
+    w = getattr(mod, "weight", None)
+    return _is_norm_module(mod) and isinstance(w, torch.Tensor) and w.dim() == 1 and w.numel() == d
 
 
 def _is_norm_module(mod: nn.Module) -> bool:
@@ -378,8 +428,7 @@ def hidden_blocker(model: nn.Module, adapter: FamilyAdapter) -> str:
     """Why hidden-channel pruning cannot apply ("" when it can): checked before any surgery."""
     if not adapter.supports_surgery:
         return adapter.width_blocker
-    d = adapter.embedding(model).weight.shape[1]
-    if any(norm_kind(n) == "centered" for n in _stream_norms(model, adapter, d)):
+    if any(norm_kind(n) == "centered" for n in _stream_norms(model, adapter)):
         return (f"hidden-channel pruning needs RMS norms; family {adapter.family!r} has mean-centred "
                 f"LayerNorms, whose statistics change when channels are removed")
     return ""
@@ -401,7 +450,8 @@ def prune_hidden(model: nn.Module, adapter: FamilyAdapter, keep_idx) -> None:
     idx = _index(keep_idx, d, "hidden channels").to(emb.weight.device)
     d_new = idx.numel()
     _check_loadable(d_new, model.config.num_attention_heads)
-    norms = _stream_norms(model, adapter, d)
+    group = hidden_group(model, adapter)
+    norms = [FamilyAdapter._get(model, m.path) for m in group if m.kind == "norm"]
     kinds = {id(n): norm_kind(n) for n in norms}
     if "centered" in kinds.values():
         raise SurgeryError(f"hidden-channel pruning needs RMS norms; family {adapter.family!r} has "
@@ -422,10 +472,10 @@ def prune_hidden(model: nn.Module, adapter: FamilyAdapter, keep_idx) -> None:
             emb.embed_scale.fill_(math.sqrt(d_new))
             if hasattr(emb, "scalar_embed_scale"):
                 emb.scalar_embed_scale = math.sqrt(d_new)
+        for m in group:
+            if m.kind == "linear":
+                _set(model, m.path, _slice_along(FamilyAdapter._get(model, m.path), idx, m.dim))
         for block in adapter.blocks(model):
-            for name, lin in adapter.linears(block).items():
-                cut = _slice_linear(lin, cols=idx) if adapter.reads_stream(name) else _slice_linear(lin, rows=idx)
-                _set(block, name, cut)
             if hasattr(block, "hidden_size"):
                 block.hidden_size = d_new
         for norm in norms:

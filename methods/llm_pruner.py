@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from harness import surgery
+from harness.adapters import FamilyAdapter
 from harness.blocks.context import PruneContext
 from harness.blocks.gradients import calibration_gradients
 from harness.width import apply_width, plan_width
@@ -64,35 +65,23 @@ def taylor_group_scores(model: nn.Module, adapter, grads: dict, fisher: dict | N
             out = out - 0.5 * w * w * fisher[n]
         return out
 
+    def group_score(root: nn.Module, members) -> torch.Tensor:
+        # the members of a coupled group are exactly what surgery removes (harness.surgery)
+        return sum(_reduce(s(FamilyAdapter._get(root, m.path).weight), m.dim, vector) for m in members)
+
     n_q, n_kv, hd = surgery.head_layout(model.config)
     heads, mlps, kvs = [], [], []
-    hidden = torch.zeros(model.config.hidden_size, dtype=torch.float64) if "hidden" in axes else None
     for blk in adapter.blocks(model):
-        lin = adapter.linears(blk)
-        q, o = lin[f"{adapter.attn}.{adapter.attn_inputs[0]}"], lin[f"{adapter.attn}.{adapter.attn_output}"]
         if "heads" in axes:
-            per = _reduce(s(q.weight), 0, vector) + _reduce(s(o.weight), 1, vector)   # [n_q * hd]
-            heads.append(per.view(n_q, hd).sum(1).double())
-            k, v = (lin[f"{adapter.attn}.{n}"] for n in adapter.attn_inputs[1:3])
-            kv = _reduce(s(k.weight), 0, vector) + _reduce(s(v.weight), 0, vector)    # [n_kv * hd]
-            kvs.append(kv.view(n_kv, hd).sum(1).double())
+            heads.append(group_score(blk, surgery.block_group(adapter, "heads")).view(n_q, hd).sum(1).double())
+            kvs.append(group_score(blk, surgery.block_group(adapter, "kv")).view(n_kv, hd).sum(1).double())
         if "mlp" in axes:
-            ins = [lin[f"{adapter.mlp}.{n}"] for n in adapter.mlp_inputs]
-            down = lin[f"{adapter.mlp}.{adapter.mlp_output}"]
-            mlps.append((sum(_reduce(s(m.weight), 0, vector) for m in ins) + _reduce(s(down.weight), 1, vector)).double())
-        if hidden is not None:
-            for name, m in lin.items():
-                reads = name.endswith(adapter.attn_inputs) or name.endswith(adapter.mlp_inputs)
-                hidden += _reduce(s(m.weight), 1 if reads else 0, vector).double()
-            for path in filter(None, dict.fromkeys((adapter.attn_norm, adapter.mlp_norm))):
-                hidden += _reduce(s(adapter._get(blk, path).weight), 0, vector).double()
-    if hidden is not None:
-        hidden += _reduce(s(adapter._get(model, adapter.final_norm).weight), 0, vector).double()
-        emb = adapter.embedding(model).weight
-        hidden += _reduce(s(emb), 1, vector).double()   # [V, D]: a column per channel
-        head = adapter.head(model).weight
-        if head is not emb:
-            hidden += _reduce(s(head), 1, vector).double()
+            mlps.append(group_score(blk, surgery.block_group(adapter, "mlp")).double())
+    hidden = None
+    if "hidden" in axes:   # summed member by member in float64 (a [V, D] embedding adds a column per channel)
+        hidden = torch.zeros(model.config.hidden_size, dtype=torch.float64)
+        for m in surgery.hidden_group(model, adapter):
+            hidden += _reduce(s(FamilyAdapter._get(model, m.path).weight), m.dim, vector).double()
     return (torch.stack(heads) if heads else None, torch.stack(mlps) if mlps else None, hidden,
             torch.stack(kvs) if kvs else None)
 
