@@ -210,8 +210,7 @@ def grid_incompatibility(config: dict) -> str | None:
     """Why a cartesian-grid cell can never run (a method that cannot produce the target's pattern,
     e.g. dense x nm_2_4); such cells are `invalid` and not launched. Any other config error stops the
     launch (missing data, bad values: those are mistakes, not grid shape)."""
-    from harness.targets import Target
-    from harness.validate import allocator_mismatch
+    from harness.targets import Target, allocator_mismatch, pattern_mismatch
     from methods.registry import build_method
 
     try:
@@ -219,7 +218,7 @@ def grid_incompatibility(config: dict) -> str | None:
         target = Target.from_config(config["target"])
     except (KeyError, ValueError):   # input errors (ConfigError) included
         return None  # validate() reports it
-    return method.pattern_mismatch(target.pattern) or \
+    return pattern_mismatch(method, target.pattern) or \
         allocator_mismatch((config.get("allocator") or {}).get("name", "uniform"), target.pattern)
 
 

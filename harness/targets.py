@@ -21,6 +21,23 @@ PATTERNS = ("none", "unstructured", "nm", "blocks", "sublayers", "width", "rows_
 SCOPES = ("block_linears",)
 
 
+def pattern_mismatch(component, pattern: str) -> str | None:
+    """Why a method or KV policy (anything with `name` and `patterns`) cannot produce a target
+    pattern, or None. Validation raises it, a sweep lists the grid cell as invalid and
+    Method.check raises it as TargetError: one rule, one message."""
+    if pattern in component.patterns:
+        return None
+    return (f"method {component.name} cannot produce pattern {pattern!r} "
+            f"(supports: {', '.join(sorted(component.patterns))})")
+
+
+def allocator_mismatch(allocator: str, pattern: str) -> str | None:
+    """Why an allocator cannot serve a target pattern, or None (raised and listed like pattern_mismatch)."""
+    if allocator != "uniform" and pattern != "unstructured":
+        return f"allocator {allocator} applies to unstructured targets only"
+    return None
+
+
 
 @dataclass(frozen=True)
 class Target:

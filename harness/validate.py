@@ -86,13 +86,13 @@ def param_defaults(config: dict) -> dict[str, dict]:
 
 def _method_target_allocator(config: dict) -> tuple[Any, Any, Any]:
     from harness.blocks.allocators import build_allocator
-    from harness.targets import Target
+    from harness.targets import Target, allocator_mismatch, pattern_mismatch
     from methods.registry import build_method
 
     method_cfg = config["method"]
     method = build_method(method_cfg["name"], method_cfg.get("params") or {})
     target = Target.from_config(config["target"])
-    mismatch = method.pattern_mismatch(target.pattern)
+    mismatch = pattern_mismatch(method, target.pattern)
     if mismatch:
         raise ConfigError(mismatch)
     alloc_cfg = config.get("allocator") or {"name": "uniform"}
@@ -175,14 +175,6 @@ def _recovery_and_kv(config: dict, method, data_dir: Path | None) -> tuple[Any, 
     if kv is not None:
         check_kv_evaluated(kv, config.get("eval") or {})
     return recovery, kv
-
-
-def allocator_mismatch(allocator: str, pattern: str) -> str | None:
-    """Why an allocator cannot serve a target pattern, or None (validation raises it; a sweep lists
-    the grid cell as invalid, with Method.pattern_mismatch)."""
-    if allocator != "uniform" and pattern != "unstructured":
-        return f"allocator {allocator} applies to unstructured targets only"
-    return None
 
 
 def default_results_dir() -> Path:

@@ -23,7 +23,7 @@ from harness.card import Card
 from harness.blocks.loop import BlockContext, block_loop
 from harness.blocks.masks import apply_keep_mask, keep_for_target
 from harness.offload import session
-from harness.targets import Target, TargetError
+from harness.targets import Target, TargetError, pattern_mismatch
 
 
 class Method(Card):
@@ -36,16 +36,9 @@ class Method(Card):
     # materialises the whole model on the host (Residency.materialize) for this method.
     streams_blocks: ClassVar[bool] = False
 
-    def pattern_mismatch(self, pattern: str) -> str | None:
-        """Why this method cannot produce a target pattern, or None; validation, the sweep's invalid
-        cells and `check` all ask here, so the rule and its message exist once."""
-        if pattern in self.patterns:
-            return None
-        return f"method {self.name} cannot produce pattern {pattern!r} (supports: {', '.join(sorted(self.patterns))})"
-
     def check(self, model: nn.Module, ctx: PruneContext) -> None:
         """Cheap checks against the loaded model, before calibration (raise TargetError)."""
-        mismatch = self.pattern_mismatch(ctx.target.pattern)
+        mismatch = pattern_mismatch(self, ctx.target.pattern)
         if mismatch:
             raise TargetError(mismatch)
 
