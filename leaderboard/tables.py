@@ -334,7 +334,7 @@ def status(frames: Frames) -> list[Table]:
         pd.DataFrame(columns=fail_cols)
     failed["error"] = failed["error"].fillna("").astype(str).str.slice(0, 200)
     return [Table("status", "Runs per cell and status", counts),
-            Table("failed", "Failed and skipped runs", failed.reset_index(drop=True))]
+            Table("failed", "Failed runs", failed.reset_index(drop=True))]
 
 
 def slug(text: str) -> str:
