@@ -69,3 +69,25 @@ def test_committed_records_hold_no_machine_path():
     for f in files:
         walk(json.loads(f.read_text()), f.name)
     assert not found, found[:5]
+
+
+def test_write_atomic_is_all_or_nothing(tmp_path):
+    """Records, markers and cache entries share one atomic write: a writer that dies leaves neither
+    the file nor a temp file; with digest=True the sidecar verifies the file it sits beside."""
+    from harness.digests import verify_file
+    from harness.files import write_atomic
+
+    target = tmp_path / "entries" / "x.pt"
+
+    def dies(path):
+        path.write_bytes(b"half")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        write_atomic(target, dies, digest=True)
+    assert list(target.parent.iterdir()) == []
+    write_atomic(target, lambda path: path.write_bytes(b"whole"), digest=True)
+    assert target.read_bytes() == b"whole" and verify_file(target)
+    write_atomic(tmp_path / "r.json", "{}\n")
+    assert (tmp_path / "r.json").read_text() == "{}\n" and sorted(p.name for p in tmp_path.iterdir()) == \
+        ["entries", "r.json"]
