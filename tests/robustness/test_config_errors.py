@@ -78,14 +78,14 @@ def test_every_input_error_is_a_config_error():
     """Validation and the CLIs catch ConfigError alone: an input error of another base would escape
     as a traceback (or be re-wrapped, losing its type)."""
     from harness.errors import ConfigError, DataError, ModelSourceError, SchemaError, SuiteError, TargetError, \
-        UnknownMethodError
+        UnknownMethodError, UnknownNameError
     from harness.evaluate import EvaluateError
     from harness.evaluation.lm_eval_tasks import TaskDataError
     from harness.export import ExportFormatError
     from harness.records import ResultsDirError
 
-    for cls in (TargetError, DataError, ModelSourceError, UnknownMethodError, SuiteError, SchemaError, TaskDataError,
-                ResultsDirError, ExportFormatError, EvaluateError):
+    for cls in (TargetError, DataError, ModelSourceError, UnknownNameError, UnknownMethodError, SuiteError, SchemaError,
+                TaskDataError, ResultsDirError, ExportFormatError, EvaluateError):
         assert issubclass(cls, ConfigError), cls
 
 
