@@ -43,7 +43,8 @@ class Result:
     verdict: str                                        # HOLDS / FAILS / NOT_RUN
     values: dict[str, float] = field(default_factory=dict)      # cell -> mean metric
     run_ids: dict[str, list[str]] = field(default_factory=dict)  # cell -> its records
-    missing: list[str] = field(default_factory=list)    # cells without a record
+    missing: list[str] = field(default_factory=list)    # cells without an ok record
+    failed: dict[str, list[str]] = field(default_factory=dict)   # cell -> its failed runs (no ok record)
 
 
 def _yaml(path: Path) -> dict:
@@ -109,9 +110,18 @@ def metric_value(record: dict, spec: Spec) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
-def cell_of(record: dict, spec: Spec) -> str | None:
-    """The name of the cell this record is a run of, or None."""
-    if record.get("status") != "ok":
+def _eval_matches(record: dict, spec: Spec) -> bool:
+    """A failed run has no metric: its config's evaluation section must be the claims' protocol."""
+    m = spec.metric
+    section = ((record.get("config") or {}).get("eval") or {}).get(m["evaluator"]) or {}
+    return (m["dataset"] in (section.get("datasets") or []) and section.get("seq_len") == m["seq_len"]
+            and section.get("max_windows") == m["max_windows"])
+
+
+def cell_of(record: dict, spec: Spec, failed: bool = False) -> str | None:
+    """The name of the cell this record is a run of, or None (failed=True: of a failed run, matched
+    on its config's evaluation section since it holds no metric)."""
+    if record.get("status") != ("failed" if failed else "ok"):
         return None
     method = (record.get("method") or {}).get("name")
     target = (record.get("target") or {}).get("name")
@@ -121,7 +131,7 @@ def cell_of(record: dict, spec: Spec) -> str | None:
     calib = record.get("calibration")   # None: a data-free method read no calibration data
     if calib is not None and any(calib.get(k) != v for k, v in spec.calib.items() if v is not None):
         return None
-    if metric_value(record, spec) is None or not _at_defaults(record):
+    if (not _eval_matches(record, spec) if failed else metric_value(record, spec) is None) or not _at_defaults(record):
         return None
     return names[0]
 
@@ -149,13 +159,16 @@ def check_claims(records: list[dict], spec: Spec, models: list[str] | None = Non
     """One Result per claim and per model: the models that have a record of any claim cell (or
     `models`), or the spec's own model when none has."""
     found: dict[str, dict[str, list[tuple[float, str]]]] = {}
+    failed: dict[str, dict[str, list[str]]] = {}
     for r in records:
+        model = str((r.get("model") or {}).get("name"))
         name = cell_of(r, spec)
         if name is not None:
-            model = str((r.get("model") or {}).get("name"))
             found.setdefault(model, {}).setdefault(name, []).append((metric_value(r, spec), str(r["run_id"])))
+        elif (name := cell_of(r, spec, failed=True)) is not None:
+            failed.setdefault(model, {}).setdefault(name, []).append(str(r["run_id"]))
     out = []
-    for model in models or sorted(found) or [spec.model]:
+    for model in models or sorted(set(found) | set(failed)) or [spec.model]:
         cells = found.get(model, {})
         for claim in spec.claims:
             values, run_ids = {}, {}
@@ -165,5 +178,6 @@ def check_claims(records: list[dict], spec: Spec, models: list[str] | None = Non
                     values[n] = sum(v for v, _ in runs) / len(runs)
                     run_ids[n] = [rid for _, rid in runs]
             verdict, missing = check(claim, values)
-            out.append(Result(claim, model, verdict, values, run_ids, missing))
+            fails = {n: sorted(failed[model][n]) for n in missing if n in failed.get(model, {})}
+            out.append(Result(claim, model, verdict, values, run_ids, missing, fails))
     return out

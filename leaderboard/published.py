@@ -95,6 +95,13 @@ def _paper_figures(claim: dict) -> str:
     return "; ".join(parts) or "none quoted in conventions.md"
 
 
+def _why_not_run(res) -> str:
+    """'dsnot_60 failed (1 run); no record of wanda_60'."""
+    parts = [f"{c} failed ({len(ids)} run{'s' if len(ids) > 1 else ''})" for c, ids in res.failed.items()]
+    absent = [c for c in res.missing if c not in res.failed]
+    return "; ".join(parts + ([f"no record of {', '.join(absent)}"] if absent else []))
+
+
 def conclusions_table(records: list[dict], spec=None) -> Table:
     """Each published conclusion, the paper's model and figures, and whether it holds on the records
     loaded (harness.conclusions decides; benchmarks/published_conclusions.py uses the same check)."""
@@ -113,8 +120,9 @@ def conclusions_table(records: list[dict], spec=None) -> Table:
             "Reproduced figures": ", ".join(f"{c} {v:.3f}" + (f" (mean of {len(res.run_ids[c])})"
                                                                    if len(res.run_ids[c]) > 1 else "")
                                             for c, v in res.values.items()),
-            "Verdict": res.verdict + (f" (no record of {', '.join(res.missing)})" if res.verdict == NOT_RUN else ""),
-            "run_ids": ",".join(rid for ids in res.run_ids.values() for rid in ids),
+            "Verdict": res.verdict + (f" ({_why_not_run(res)})" if res.verdict == NOT_RUN else ""),
+            "run_ids": ",".join([rid for ids in res.run_ids.values() for rid in ids] +
+                                [rid for ids in res.failed.values() for rid in ids]),
         })
     models = sorted({r["Reproduced on"] for r in rows})
     m = spec.metric

@@ -113,6 +113,26 @@ def test_a_record_is_matched_by_its_contents_not_its_file_name(claim_results, tm
     assert all(res.run_ids.get("wanda_50") == [decoys[0]["run_id"]] for res in medium if "wanda_50" in res.run_ids)
 
 
+def test_a_cell_whose_only_run_failed_is_named_as_failed(claim_results, tmp_path):
+    from tests.leaderboard.conftest import failed_variant
+
+    root, _ = claim_results
+    ok = _by_cell(root)["wanda_4_8"][0]
+    failed = failed_variant(ok)   # what run_experiment writes when the run fails (its config unchanged)
+    dst = tmp_path / "results" / "records"
+    shutil.copytree(root / "records", dst)
+    (dst / f"{ok['run_id']}.json").unlink()
+    (dst / f"{failed['run_id']}.json").write_text(json.dumps(failed))
+    res = {r.claim["id"]: r for r in check_claims(load_records(tmp_path / "results").records, _spec())}
+    assert res["nm_order"].verdict == NOT_RUN and res["nm_order"].failed == {"wanda_4_8": [failed["run_id"]]}
+    from leaderboard.published import conclusions_table
+
+    table = conclusions_table(load_records(tmp_path / "results").records, _spec()).frame.set_index("Checked")
+    row = table.loc["wanda_2_4 > wanda_4_8 and wanda_4_8 > wanda_50"]
+    assert row["Verdict"] == "not run (wanda_4_8 failed (1 run))" and failed["run_id"] in row["run_ids"].split(",")
+    assert table.loc["dsnot_60 ≤ wanda_60", "Verdict"] == "not run (no record of dsnot_60)"
+
+
 def test_each_claim_holds_on_its_papers_own_figures():
     spec = load_conclusions()
     complete = 0
