@@ -140,7 +140,7 @@ def evaluate_saved(source: dict, model_dir: Path, config: dict) -> dict:
         t = time.perf_counter()
         ectx = EvalContext(device=plan.device, data_dir=plan.data_dir, run_dir=plan.results_dir / "records",
                            run_id=run_id, seed=int(config.get("seed", 0)), threads=threads,
-                           extras={"kv": plan.kv, "cache_dir": plan.cache_dir})
+                           kv=plan.kv, cache_dir=plan.cache_dir)
         for name, section in (config.get("eval") or {}).items():
             if section is not None:
                 record["metrics"].update(get_evaluator(name)(model, tokenizer, section, ectx))

@@ -298,7 +298,7 @@ def _evaluate(config: dict, plan, state: RunState) -> None:
 
     ectx = EvalContext(device=plan.device, data_dir=plan.data_dir, run_dir=plan.results_dir / "records",
                        run_id=state.run_id, seed=state.seed, threads=state.threads,
-                       extras={"kv": plan.kv, "cache_dir": plan.cache_dir})
+                       kv=plan.kv, cache_dir=plan.cache_dir)
     loaded = state.load.loaded
     for name, section in (config.get("eval") or {}).items():
         if section is None:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,4 +13,5 @@ class EvalContext:
     run_id: str | None = None
     seed: int = 0
     threads: int | None = None
-    extras: dict[str, Any] = field(default_factory=dict)   # e.g. KV policy, dense reference
+    kv: Any = None                     # the run's KV-cache policy (harness.kv.POLICIES); None: the full cache
+    cache_dir: Path | None = None      # the harness cache (lm-eval's request cache, ...)

@@ -73,7 +73,7 @@ def measure(model, tokenizer, context: int, new_tokens: int, policy=None, chunk:
 
 def evaluate(model, tokenizer, section: dict, ctx) -> dict:
     """section: {context, new_tokens, chunk, source: wikitext2|random}"""
-    policy = (ctx.extras or {}).get("kv")
+    policy = ctx.kv
     return {"kv_memory": measure(model, tokenizer, int(section.get("context", 512)),
                                  int(section.get("new_tokens", 16)), policy, int(section.get("chunk", 64)),
                                  ctx.device, section.get("source", "wikitext2"), ctx.data_dir, ctx.seed)}

@@ -1,6 +1,6 @@
 """Bounded-cache perplexity: WikiText-2 (or any ppl corpus) windows fed in chunks through a
 DynamicCache evicted to the KV policy's capacity after each chunk (harness.kv.bounded). The policy
-comes from the run's `kv` config group (ctx.extras["kv"]); none = the full cache, which equals the
+comes from the run's `kv` config group (ctx.kv); none = the full cache, which equals the
 plain perplexity. Reports the KV bytes and tokens held at the end of each window next to the
 analytic full-cache bytes for the same context."""
 
@@ -15,7 +15,7 @@ from harness.kv.cache import analytic_kv_bytes
 
 def evaluate(model, tokenizer, section: dict, ctx) -> dict:
     """section: {datasets: [wikitext2], seq_len, max_windows, chunk}"""
-    policy = (ctx.extras or {}).get("kv")
+    policy = ctx.kv
     dtype = next(model.parameters()).dtype
     results = {}
     for name in section.get("datasets", ["wikitext2"]):

@@ -95,7 +95,7 @@ def evaluate(model, tokenizer, section: dict, ctx) -> dict:
     t0 = time.perf_counter()
     limit = section.get("limit")
     names = list(section["tasks"])
-    cache_dir = ctx.extras.get("cache_dir") if ctx.extras else None
+    cache_dir = ctx.cache_dir
     out = run_lm_eval(model, tokenizer, names, limit=limit, batch_size=int(section.get("batch_size", 8)),
                       max_length=int(section.get("max_length", 2048)),
                       bootstrap_iters=int(section.get("bootstrap_iters", 100)),
