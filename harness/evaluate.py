@@ -139,11 +139,10 @@ def evaluate_saved(source: dict, model_dir: Path, config: dict) -> dict:
         stage("evaluate")
         t = time.perf_counter()
         ectx = EvalContext(device=plan.device, data_dir=plan.data_dir, run_dir=plan.results_dir / "records",
-                           run_id=run_id, seed=int(config.get("seed", 0)), threads=threads,
+                           run_id=run_id, seed=plan.seed, threads=threads,
                            kv=plan.kv, cache_dir=plan.cache_dir)
-        for name, section in (config.get("eval") or {}).items():
-            if section is not None:
-                record["metrics"].update(get_evaluator(name)(model, tokenizer, section, ectx))
+        for name, section in plan.evals:
+            record["metrics"].update(get_evaluator(name)(model, tokenizer, section, ectx))
         for name, r in record["metrics"].get("ppl", {}).items():
             record["provenance"].setdefault("data_sha256", {})[f"eval:{name}/{r['split']}"] = r["data_sha256"]
         record["timing"]["eval_s"] = time.perf_counter() - t

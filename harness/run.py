@@ -135,13 +135,13 @@ def run_experiment(cfg) -> dict:
 
     t_start = time.perf_counter()
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    state = RunState(run_id=run_id, seed=int(config.get("seed", 0)), threads=threads,
+    state = RunState(run_id=run_id, seed=plan.seed, threads=threads,
                      env=_env_block(plan.device) | {"threads": threads, "dtype": str(plan.dtype)})
     # described before any stage runs: a method's describe() must not see what pruning did
     described = {"identity_version": IDENTITY_VERSION, "method": plan.method.describe(),
                  "target": plan.target.describe(),
                  "kv": plan.kv.describe() if plan.kv is not None else {"name": "none"}}
-    described["tags"] = _run_tags(plan, described["method"], (config.get("recovery") or {}).get("name", "none"))
+    described["tags"] = _run_tags(plan, described["method"], plan.recovery_plan.name)
     from harness.records import pruning_id_for
     from harness.tracking import start_run, track_run
 
@@ -150,14 +150,14 @@ def run_experiment(cfg) -> dict:
                               "model": {"name": config["model"]["name"]}})                # the stages work
     error, interrupted = None, None
     try:
-        _run_stages(config, plan, state)
+        _run_stages(plan, state)  # the stages read the typed plan, never the raw config
     except _StageFailed as failed:  # a failed cell must always leave a record
         exc = failed.__cause__
         error = {"stage": failed.stage, "type": type(exc).__name__, "message": str(exc)[:2000],
                  "traceback": failed.traceback}
         log.error("run %s failed at stage %s: %s: %s", run_id, failed.stage, type(exc).__name__, exc)
         interrupted = exc if isinstance(exc, KeyboardInterrupt) else None
-    record = assemble_record(config, state, described, error, started_at)
+    record = assemble_record(config, plan, state, described, error, started_at)
     record = {"run_id": record["run_id"], "pruning_id": pruning_id, **record}
     if state.load is not None:
         record["model"]["source"] = state.load.loaded.source  # a hub branch resolved to its commit sha
@@ -180,7 +180,7 @@ class _StageFailed(Exception):
         self.stage, self.traceback = stage, traceback_text
 
 
-def _run_stages(config: dict, plan, state: RunState) -> None:
+def _run_stages(plan, state: RunState) -> None:
     """Run the stages in order, timing each; a failure is re-raised as _StageFailed naming it."""
     import torch
 
@@ -190,11 +190,11 @@ def _run_stages(config: dict, plan, state: RunState) -> None:
     from harness.progress import stage as progress_stage
 
     for name in STAGES:
-        if name not in ("save_offloaded", "save") or _saves(config, name, state):
+        if name not in ("save_offloaded", "save") or _saves(plan, name, state):
             progress_stage(STAGE_NAMES.get(name, name))
         t = time.perf_counter()
         try:
-            stages[name](config, plan, state)
+            stages[name](plan, state)
         except BaseException as exc:  # noqa: BLE001 - named, recorded, and re-raised if an interrupt
             raise _StageFailed(STAGE_NAMES.get(name, name), traceback.format_exc()[-8000:]) from exc
         if name in TIMED:
@@ -203,75 +203,72 @@ def _run_stages(config: dict, plan, state: RunState) -> None:
             state.timing["load_s"] = state.load.loaded.load_s
 
 
-def _saves(config: dict, name: str, state: RunState) -> bool:
+def _saves(plan, name: str, state: RunState) -> bool:
     """Whether a save stage has work (only then is it announced)."""
     if name == "save":
-        return bool((config.get("output") or {}).get("save_model")) and state.output is None
+        return plan.output.save_model and state.output is None
     residency = state.load.loaded.residency if state.load is not None else None
     return residency is not None and residency.mode == "disk"
 
 
 # ------------------------------------------------------------------------------------------ stages
-def _load(config: dict, plan, state: RunState) -> None:
+def _load(plan, state: RunState) -> None:
     from harness.adapters import adapter_for
     from harness.blocks.context import PruneContext
     from harness.models import load_model
 
-    model_cfg = config["model"]
-    loaded = load_model(model_cfg["name"], model_cfg["source"], plan.dtype, plan.device, plan.cache_dir,
-                        allow_pickle=bool(model_cfg.get("allow_pickle", False)), seed=state.seed,
-                        adapter_override=model_cfg.get("adapter"), **_offload_arguments(config, plan))
+    model = plan.model
+    loaded = load_model(model.name, model.source, plan.dtype, plan.device, plan.cache_dir,
+                        allow_pickle=model.allow_pickle, seed=state.seed,
+                        adapter_override=model.adapter, **_offload_arguments(plan))
     _record_offload(state.memory, state.env, loaded, plan)
     if loaded.residency is not None:   # disk offload: pruned blocks are staged next to the output
         loaded.residency.staging = plan.results_dir / "models" / f".{state.run_id}.staging"
     adapter = adapter_for(loaded.model)
     state.load = LoadResult(loaded, adapter, tokenizer_sha256(loaded.tokenizer))
-    prune_cfg = config.get("prune", {})
     state.ctx = PruneContext(adapter=adapter, target=plan.target, calibration=None, allocator=plan.allocator,
-                             device=plan.device, batch_size=int(prune_cfg.get("batch_size", 1)),
-                             propagation=prune_cfg.get("propagation", "pruned"), seed=state.seed,
+                             device=plan.device, batch_size=plan.prune.batch_size,
+                             propagation=plan.prune.propagation, seed=state.seed,
                              tokenizer=loaded.tokenizer, cache_dir=plan.cache_dir, model_sha256=loaded.sha256,
-                             reuse=bool(prune_cfg.get("reuse", True)))
+                             reuse=plan.prune.reuse)
 
 
-def _check(config: dict, plan, state: RunState) -> None:
+def _check(plan, state: RunState) -> None:
     plan.method.check(state.load.loaded.model, state.ctx)
 
 
-def _calibrate(config: dict, plan, state: RunState) -> None:
+def _calibrate(plan, state: RunState) -> None:
     from harness.calibration import sample_calibration
 
     if not (plan.method.needs_calibration or getattr(plan.allocator, "needs_calibration", False)):
         return
-    c, reuse = config["calib"], config.get("prune", {}).get("reuse", True)
-    state.calibration = sample_calibration(state.load.loaded.tokenizer, c["corpus"], c.get("split", "train"),
-                                           int(c["n_samples"]), int(c["seq_len"]),
-                                           int(c["seed"] if c.get("seed") is not None else state.seed),
-                                           plan.data_dir, c.get("mode", "reference"),
-                                           cache_dir=plan.cache_dir if reuse else None)
+    c = plan.calib
+    state.calibration = sample_calibration(state.load.loaded.tokenizer, c.corpus, c.split, c.n_samples, c.seq_len,
+                                           c.seed if c.seed is not None else state.seed, plan.data_dir, c.mode,
+                                           cache_dir=plan.cache_dir if plan.prune.reuse else None)
     state.ctx.calibration = state.calibration
 
 
-def _prune(config: dict, plan, state: RunState) -> None:
+def _prune(plan, state: RunState) -> None:
     if not plan.method.streams_blocks:
-        _materialize(state.load.loaded, f"method {plan.method.name} works on the whole model", config, state.memory)
+        _materialize(state.load.loaded, f"method {plan.method.name} works on the whole model", plan, state.memory)
     state.params_before = sum(p.numel() for p in state.load.loaded.model.parameters())
     state.prune_report = plan.method.prune(state.load.loaded.model, state.ctx) or {}
 
 
-def _recover(config: dict, plan, state: RunState) -> None:
+def _recover(plan, state: RunState) -> None:
     if plan.recovery is None:
         return
     from harness.recovery.context import recovery_context
 
-    _materialize(state.load.loaded, f"recovery {config['recovery'].get('name')} trains the whole model", config,
+    _materialize(state.load.loaded, f"recovery {plan.recovery_plan.name} trains the whole model", plan,
                  state.memory)
-    rctx = recovery_context(config, plan, state.ctx, state.run_id, state.load.loaded.sha256, state.prune_report)
+    rctx = recovery_context(plan, state.ctx, state.run_id, state.load.loaded.sha256, state.prune_report)
     loaded = state.load.loaded
-    state.recovery_report = plan.recovery(loaded.model, loaded.tokenizer, config["recovery"], rctx) or {}
+    state.recovery_report = plan.recovery(loaded.model, loaded.tokenizer, plan.recovery_plan.section(), rctx) or {}
 
 
-def _save_offloaded(config: dict, plan, state: RunState) -> None:
+def _save_offloaded(plan, state: RunState) -> None:
     """Disk offload: the pruned model is written as sharded safetensors, block by block."""
     residency = state.load.loaded.residency
     if residency is None or residency.mode != "disk":
@@ -282,7 +279,7 @@ def _save_offloaded(config: dict, plan, state: RunState) -> None:
     state.output = {"model_dir": str(out), "format": "safetensors"}
 
 
-def _measure(config: dict, plan, state: RunState) -> None:
+def _measure(plan, state: RunState) -> None:
     from harness.blocks.measure import measure_sparsity
 
     model = state.load.loaded.model
@@ -290,7 +287,7 @@ def _measure(config: dict, plan, state: RunState) -> None:
                                     state.params_before, sum(p.numel() for p in model.parameters()))
 
 
-def _evaluate(config: dict, plan, state: RunState) -> None:
+def _evaluate(plan, state: RunState) -> None:
     import torch
 
     from harness.evaluation import get_evaluator
@@ -300,31 +297,30 @@ def _evaluate(config: dict, plan, state: RunState) -> None:
                        run_id=state.run_id, seed=state.seed, threads=state.threads,
                        kv=plan.kv, cache_dir=plan.cache_dir)
     loaded = state.load.loaded
-    for name, section in (config.get("eval") or {}).items():
-        if section is None:
-            continue
+    for name, section in plan.evals:
         state.metrics.update(get_evaluator(name)(loaded.model, loaded.tokenizer, section, ectx))
     if plan.device.startswith("cuda"):
         state.memory["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
 
 
-def _save(config: dict, plan, state: RunState) -> None:
-    if not (config.get("output") or {}).get("save_model") or state.output is not None:
+def _save(plan, state: RunState) -> None:
+    if not plan.output.save_model or state.output is not None:
         return
     from harness.export import save_weights
 
-    output = config.get("output") or {}
     sparsity = state.measurement.as_record().get("sparsity_blocks") if state.measurement is not None else 0.0
     state.output = save_weights(state.load.loaded.model, state.load.loaded.tokenizer,
                                 plan.results_dir / "models" / state.run_id, plan.target.describe(),
-                                float(sparsity or 0.0), output.get("format") or "safetensors", state.load.adapter)
+                                float(sparsity or 0.0), plan.output.format, state.load.adapter)
 
 
 # ------------------------------------------------------------------------------------------ record
-def assemble_record(config: dict, state: RunState, described: dict, error: dict | None, started_at: str) -> dict:
-    """The run record, built once from the stage results (those that ran: a failed run keeps them)."""
+def assemble_record(config: dict, plan, state: RunState, described: dict, error: dict | None,
+                    started_at: str) -> dict:
+    """The run record, built once from the stage results (those that ran: a failed run keeps them);
+    `config` is recorded as resolved, the rest comes from the typed plan and the stage results."""
     load, calib = state.load, state.calibration
-    model = {"name": config["model"]["name"], "source": config["model"]["source"]}
+    model = {"name": plan.model.name, "source": config["model"]["source"]}
     provenance: dict = {}
     if load is not None:
         model |= {"family": load.adapter.family, "model_type": load.loaded.model.config.model_type}
@@ -341,9 +337,9 @@ def assemble_record(config: dict, state: RunState, described: dict, error: dict 
         "status": "failed" if error else "ok", "error": error,
         "method": described["method"], "model": model, "target": described["target"],
         "allocator": config.get("allocator"), "kv": described["kv"],
-        "calibration": (calib.describe() | {"allow_eval_split": bool(config["calib"].get("allow_eval_split", False))}
+        "calibration": (calib.describe() | {"allow_eval_split": plan.calib.allow_eval_split}
                         if calib is not None else None),
-        "recovery": {"name": (config.get("recovery") or {}).get("name", "none"), **state.recovery_report},
+        "recovery": {"name": plan.recovery_plan.name, **state.recovery_report},
         "measured": state.measurement.as_record() if state.measurement is not None else {},
         "metrics": state.metrics, "timing": dict(state.timing), "memory": dict(state.memory),
         "prune_report": state.prune_report or {}, "env": state.env, "provenance": provenance, "config": config,
@@ -375,17 +371,14 @@ def _finish(record: dict, plan, t_start: float) -> None:
     log.info("record %s (%s) -> %s", record["run_id"], record["status"], path)
 
 
-def _offload_arguments(config: dict, plan) -> dict:
+def _offload_arguments(plan) -> dict:
     """load_model's offload arguments from `runtime` (harness.offload)."""
-    runtime = config.get("runtime", {})
-    calib = config.get("calib") or {}
-    tokens = int(calib.get("n_samples", 0)) * int(calib.get("seq_len", 0)) if plan.method.needs_calibration else 0
-    max_gb = runtime.get("max_memory_gb")
-    ppl = (config.get("eval") or {}).get("ppl") or {}
+    tokens = plan.calib.n_samples * plan.calib.seq_len if plan.method.needs_calibration else 0
+    ppl = dict(plan.evals).get("ppl") or {}
     eval_tokens = int(ppl.get("seq_len", 0)) * int(ppl.get("batch_size", 1))
-    return {"offload": runtime.get("offload", "auto"), "max_memory_gb": float(max_gb) if max_gb else None,
+    return {"offload": plan.runtime.offload, "max_memory_gb": plan.runtime.max_memory_gb,
             "eval_tokens": eval_tokens,
-            "dtype_is_auto": runtime.get("dtype", "auto") == "auto", "calib_tokens": tokens,
+            "dtype_is_auto": plan.runtime.dtype == "auto", "calib_tokens": tokens,
             "hessian": "hessian" in getattr(plan.method, "statistics", ())}
 
 
@@ -401,16 +394,16 @@ def _record_offload(memory: dict, env: dict, loaded, plan) -> None:
     env["dtype"] = str(loaded.dtype)
 
 
-def _materialize(loaded, reason: str, config: dict, memory: dict) -> None:
+def _materialize(loaded, reason: str, plan, memory: dict) -> None:
     """Code that needs every weight at once gets the whole model on the host (disk offload), or a
     one-line MemoryError naming the budget when it cannot fit."""
     residency = loaded.residency
     if residency is None or not residency.streaming:
         return
-    max_gb = (config.get("runtime") or {}).get("max_memory_gb")
+    max_gb = plan.runtime.max_memory_gb
     from harness.offload import available_bytes
 
-    residency.materialize(reason, int(float(max_gb) * 1e9) if max_gb else available_bytes("cpu"))
+    residency.materialize(reason, int(max_gb * 1e9) if max_gb else available_bytes("cpu"))
     memory["materialized"] = reason
 
 

@@ -2,14 +2,104 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from pathlib import Path
 from typing import Any
 
 from harness.blocks.loop import PROPAGATIONS
 from harness.errors import ConfigError, one_line  # noqa: F401  (ConfigError re-exported)
 
+
+
+# Typed, frozen sections of the config, parsed once by validate(): the stages read these, never the
+# raw config (which the record keeps as resolved). Each default equals the YAML default in conf/
+# (tests/unit/test_plan_sections.py checks), so a key left out means what the shipped value means.
+@dataclass(frozen=True)
+class CalibPlan:
+    corpus: str = "c4"
+    split: str = "train"
+    n_samples: int = 16
+    seq_len: int = 256
+    seed: int | None = None          # None: the run's seed
+    mode: str = "reference"
+    allow_eval_split: bool = False
+
+    @classmethod
+    def from_config(cls, section: dict | None) -> "CalibPlan":
+        c = section or {}
+        d = cls()
+        return cls(str(c.get("corpus", d.corpus)), str(c.get("split", d.split)),
+                   int(c.get("n_samples", d.n_samples)), int(c.get("seq_len", d.seq_len)),
+                   int(c["seed"]) if c.get("seed") is not None else None, str(c.get("mode", d.mode)),
+                   bool(c.get("allow_eval_split", d.allow_eval_split)))
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    batch_size: int = 1
+    propagation: str = "pruned"
+    reuse: bool = True
+
+    @classmethod
+    def from_config(cls, section: dict | None) -> "PrunePlan":
+        c = section or {}
+        return cls(int(c.get("batch_size", 1)), str(c.get("propagation", "pruned")), bool(c.get("reuse", True)))
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    save_model: bool = False
+    format: str = "safetensors"
+
+    @classmethod
+    def from_config(cls, section: dict | None) -> "OutputPlan":
+        c = section or {}
+        return cls(bool(c.get("save_model")), str(c.get("format") or "safetensors"))
+
+
+@dataclass(frozen=True)
+class RuntimePlan:
+    offload: str = "auto"
+    max_memory_gb: float | None = None
+    dtype: str = "auto"
+
+    @classmethod
+    def from_config(cls, section: dict | None) -> "RuntimePlan":
+        c = section or {}
+        max_gb = c.get("max_memory_gb")
+        return cls(str(c.get("offload", "auto")), float(max_gb) if max_gb else None, str(c.get("dtype", "auto")))
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    name: str
+    source: Any
+    allow_pickle: bool = False
+    adapter: str | None = None
+
+    @classmethod
+    def from_config(cls, section: dict) -> "ModelPlan":
+        return cls(section.get("name"), copy.deepcopy(section["source"]), bool(section.get("allow_pickle", False)),
+                   section.get("adapter"))
+
+    def as_dict(self) -> dict:
+        """name/source/allow_pickle, as the recovery's dense-teacher reload reads them."""
+        return {"name": self.name, "source": copy.deepcopy(self.source), "allow_pickle": self.allow_pickle}
+
+
+@dataclass(frozen=True)
+class RecoveryPlan:
+    name: str = "none"
+    params: Any = None                   # the recovery section as resolved (a read-only mapping)
+    checkpoint_dir: Path | None = None   # keyed by the run's identity without `stop_after`
+    eval_texts: tuple = ()               # (corpus, split) evaluated, never trained on
+
+    def section(self) -> dict:
+        """A fresh copy of the section for the recovery module."""
+        return copy.deepcopy(dict(self.params or {}))
 
 
 @dataclass
@@ -26,6 +116,14 @@ class Plan:
     kv: Any = None          # KV-cache policy (harness.kv.POLICIES) or None for the full cache
     # the parameter defaults of the method, KV policy and allocator named (see param_defaults)
     param_defaults: dict = field(default_factory=dict)
+    seed: int = 0
+    model: ModelPlan | None = None
+    calib: CalibPlan = field(default_factory=CalibPlan)
+    prune: PrunePlan = field(default_factory=PrunePlan)
+    output: OutputPlan = field(default_factory=OutputPlan)
+    runtime: RuntimePlan = field(default_factory=RuntimePlan)
+    recovery_plan: RecoveryPlan = field(default_factory=RecoveryPlan)
+    evals: tuple = ()       # ((evaluator name, its section), ...) in config order, None sections dropped
 
 
 def _expand(path: str | None) -> Path | None:
@@ -60,9 +158,37 @@ def validate(config: dict) -> Plan:
     except (KeyError, ValueError) as exc:  # a missing config key or a malformed value
         msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
         raise ConfigError(one_line(msg)) from None
-    return Plan(method, target, allocator, device, dtype, data_dir,
-                _expand(paths.get("cache_dir")) or default_cache_dir().resolve(),
-                _expand(paths.get("results_dir")) or default_results_dir(), recovery, kv, param_defaults(config))
+    defaults = param_defaults(config)
+    cache_dir = _expand(paths.get("cache_dir")) or default_cache_dir().resolve()
+    return Plan(method, target, allocator, device, dtype, data_dir, cache_dir,
+                _expand(paths.get("results_dir")) or default_results_dir(), recovery, kv, defaults,
+                seed=int(config.get("seed", 0)), model=ModelPlan.from_config(config["model"]),
+                calib=CalibPlan.from_config(config.get("calib")), prune=PrunePlan.from_config(config.get("prune")),
+                output=OutputPlan.from_config(config.get("output")),
+                runtime=RuntimePlan.from_config(config.get("runtime")),
+                recovery_plan=recovery_plan(config, cache_dir, defaults),
+                evals=tuple((name, copy.deepcopy(section)) for name, section in (config.get("eval") or {}).items()
+                            if section is not None))
+
+
+def recovery_plan(config: dict, cache_dir: Path, defaults: dict) -> RecoveryPlan:
+    """The recovery section, its checkpoint folder and the texts it must never train on."""
+    from harness.data import corpus as corpus_of
+    from harness.records import run_id_for
+
+    section = dict(config.get("recovery") or {})
+    name = section.get("name", "none")
+    ppl = (config.get("eval") or {}).get("ppl") or {}
+    eval_texts = tuple((ds, ppl.get("split") or corpus_of(ds).eval_split) for ds in ppl.get("datasets", []) or [])
+    checkpoint_dir = None
+    if name != "none":
+        # Checkpoints are keyed by the run's identity without the simulated-preemption knob, so a job
+        # stopped by `stop_after` (or killed) resumes when the same config runs again.
+        resume_cfg = dict(config, recovery={k: v for k, v in section.items() if k != "stop_after"})
+        paths = config.get("paths") or {}
+        base = Path(paths["checkpoint_dir"]).expanduser() if paths.get("checkpoint_dir") else cache_dir / "checkpoints"
+        checkpoint_dir = base / run_id_for(resume_cfg, defaults)
+    return RecoveryPlan(name, MappingProxyType(copy.deepcopy(section)), checkpoint_dir, eval_texts)
 
 
 def param_defaults(config: dict) -> dict[str, dict]:

@@ -71,24 +71,12 @@ class RecoveryContext:
         return model, tokenizer, info
 
 
-def recovery_context(config: dict, plan, ctx: PruneContext, run_id: str, model_sha256: str | None,
+def recovery_context(plan, ctx: PruneContext, run_id: str, model_sha256: str | None,
                      prune_report: dict) -> RecoveryContext:
-    """Assemble the RecoveryContext for run.py (one call, so run.py stays a straight line)."""
-    from harness.data import corpus as corpus_of
-    from harness.records import run_id_for
-
-    recovery_cfg = dict(config.get("recovery") or {})
-    # Checkpoints are keyed by the run's identity without the simulated-preemption knob, so a job
-    # stopped by `stop_after` (or killed) resumes when the same config runs again.
-    resume_cfg = dict(config, recovery={k: v for k, v in recovery_cfg.items() if k != "stop_after"})
-    paths = config.get("paths") or {}
-    base = Path(paths["checkpoint_dir"]).expanduser() if paths.get("checkpoint_dir") else plan.cache_dir / "checkpoints"
-    eval_texts = []
-    for ds in ((config.get("eval") or {}).get("ppl") or {}).get("datasets", []) or []:
-        split = ((config.get("eval") or {}).get("ppl") or {}).get("split") or corpus_of(ds).eval_split
-        eval_texts.append((ds, split))
+    """Assemble the RecoveryContext for run.py from the validated plan (harness.validate.RecoveryPlan)."""
+    rp = plan.recovery_plan
     return RecoveryContext(prune=ctx, run_id=run_id, device=plan.device, dtype=plan.dtype,
-                           data_dir=plan.data_dir, checkpoint_dir=base / run_id_for(resume_cfg, plan.param_defaults),
-                           eval_texts=eval_texts, model_cfg=dict(config["model"]),
+                           data_dir=plan.data_dir, checkpoint_dir=rp.checkpoint_dir,
+                           eval_texts=list(rp.eval_texts), model_cfg=plan.model.as_dict(),
                            model_sha256=model_sha256, prune_report=prune_report or {},
-                           seed=int(config.get("seed", 0)))
+                           seed=plan.seed)
