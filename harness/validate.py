@@ -96,6 +96,7 @@ class RecoveryPlan:
     params: Any = None                   # the recovery section as resolved (a read-only mapping)
     checkpoint_dir: Path | None = None   # keyed by the run's identity without `stop_after`
     eval_texts: tuple = ()               # (corpus, split) evaluated, never trained on
+    budget: Any = None                   # harness.recovery.train.Budget, parsed once (check_recovery)
 
     def section(self) -> dict:
         """A fresh copy of the section for the recovery module."""
@@ -147,7 +148,7 @@ def validate(config: dict) -> Plan:
         uses_calib = method.needs_calibration or getattr(allocator, "needs_calibration", False)
         _check_data(config, uses_calib, data_dir)
         _check_output(config, target.pattern)
-        recovery, kv = _recovery_and_kv(config, method, data_dir)
+        recovery, kv, budget = _recovery_and_kv(config, method, data_dir)
         if uses_calib:
             check_calib_not_eval(config.get("calib") or {}, config.get("eval") or {})
         check_lengths(config, uses_calib)
@@ -166,13 +167,13 @@ def validate(config: dict) -> Plan:
                 calib=CalibPlan.from_config(config.get("calib")), prune=PrunePlan.from_config(config.get("prune")),
                 output=OutputPlan.from_config(config.get("output")),
                 runtime=RuntimePlan.from_config(config.get("runtime")),
-                recovery_plan=recovery_plan(config, cache_dir, defaults),
+                recovery_plan=recovery_plan(config, cache_dir, defaults, budget),
                 evals=tuple((name, copy.deepcopy(section)) for name, section in (config.get("eval") or {}).items()
                             if section is not None))
 
 
-def recovery_plan(config: dict, cache_dir: Path, defaults: dict) -> RecoveryPlan:
-    """The recovery section, its checkpoint folder and the texts it must never train on."""
+def recovery_plan(config: dict, cache_dir: Path, defaults: dict, budget=None) -> RecoveryPlan:
+    """The recovery section, its parsed budget, its checkpoint folder and the texts it must never train on."""
     from harness.data import corpus as corpus_of
     from harness.records import run_id_for
 
@@ -188,7 +189,7 @@ def recovery_plan(config: dict, cache_dir: Path, defaults: dict) -> RecoveryPlan
         paths = config.get("paths") or {}
         base = Path(paths["checkpoint_dir"]).expanduser() if paths.get("checkpoint_dir") else cache_dir / "checkpoints"
         checkpoint_dir = base / run_id_for(resume_cfg, defaults)
-    return RecoveryPlan(name, MappingProxyType(copy.deepcopy(section)), checkpoint_dir, eval_texts)
+    return RecoveryPlan(name, MappingProxyType(copy.deepcopy(section)), checkpoint_dir, eval_texts, budget)
 
 
 def param_defaults(config: dict) -> dict[str, dict]:
@@ -285,7 +286,7 @@ def _check_output(config: dict, pattern: str) -> None:
         check_format(output.get("format") or "safetensors", pattern)
 
 
-def _recovery_and_kv(config: dict, method, data_dir: Path | None) -> tuple[Any, Any]:
+def _recovery_and_kv(config: dict, method, data_dir: Path | None) -> tuple[Any, Any, Any]:
     """The recovery (its budget and corpus checked, never an evaluated text) and the KV policy."""
     from harness.data import corpus
     from harness.recovery import check_recovery, get_recovery
@@ -296,11 +297,11 @@ def _recovery_and_kv(config: dict, method, data_dir: Path | None) -> tuple[Any, 
     if kv is None and getattr(method, "is_kv_policy", False):
         kv = method   # method=h2o alone: the method is the policy
     ppl = (config.get("eval") or {}).get("ppl") or {}
-    check_recovery(recovery_cfg, [(ds, ppl.get("split") or corpus(ds).eval_split)
-                                  for ds in ppl.get("datasets", [])], data_dir)
+    budget = check_recovery(recovery_cfg, [(ds, ppl.get("split") or corpus(ds).eval_split)
+                                           for ds in ppl.get("datasets", [])], data_dir)
     if kv is not None:
         check_kv_evaluated(kv, config.get("eval") or {})
-    return recovery, kv
+    return recovery, kv, budget
 
 
 def default_results_dir() -> Path:

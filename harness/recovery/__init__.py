@@ -27,20 +27,23 @@ def get_recovery(name: str) -> Callable | None:
     return None if module is None else module.recover
 
 
-def check_recovery(params: dict, eval_texts: list[tuple[str, str]], data_dir=None) -> None:
-    """Validation-time checks (budget, corpus != evaluation text); raises a one-line ConfigError."""
+def check_recovery(params: dict, eval_texts: list[tuple[str, str]], data_dir=None):
+    """Validation-time checks (budget, corpus != evaluation text); raises a one-line ConfigError.
+    Returns the parsed training budget (harness.recovery.train.Budget; None for recovery=none), which
+    the run hands to the recovery through its context instead of parsing it again."""
     name = params.get("name", "none")
     module = RECOVERIES.get(name)
     if module is None:
-        return
+        return None
     from harness.recovery.train import check_not_eval_text, parse_budget
 
+    budget = parse_budget(params, getattr(module, "OWN_KEYS", set()), name)   # first: unknown keys, bad values
     check = getattr(module, "check", None)
     if check is not None:
         check(params)
-    budget = parse_budget(params, getattr(module, "OWN_KEYS", set()), name)
     check_not_eval_text(budget, eval_texts, name)
     if not budget.corpus.startswith("hf:"):
         from harness.data import check_available
 
         check_available(budget.corpus, budget.split, data_dir)
+    return budget

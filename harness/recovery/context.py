@@ -25,6 +25,7 @@ class RecoveryContext:
     checkpoint_dir: Path | None               # None: no checkpoints (tests that want none)
     eval_texts: list[tuple[str, str]] = field(default_factory=list)  # (corpus, split) never trained on
     model_cfg: dict | None = None             # name/source/allow_pickle: reloads the dense teacher
+    budget: Any = None                        # the training budget validation parsed (None: parsed from params)
     model_sha256: str | None = None           # of the weights that were pruned
     prune_report: dict = field(default_factory=dict)
     seed: int = 0
@@ -79,4 +80,4 @@ def recovery_context(plan, ctx: PruneContext, run_id: str, model_sha256: str | N
                            data_dir=plan.data_dir, checkpoint_dir=rp.checkpoint_dir,
                            eval_texts=list(rp.eval_texts), model_cfg=plan.model.as_dict(),
                            model_sha256=model_sha256, prune_report=prune_report or {},
-                           seed=plan.seed)
+                           seed=plan.seed, budget=rp.budget)

@@ -25,7 +25,7 @@ OWN_KEYS = {"temperature", "kl_weight", "ce_weight", "trainable", "teacher_corre
 
 
 def check(params: dict) -> None:
-    parse_budget(params, OWN_KEYS, "kd")
+    """This recovery's own keys; the shared budget is parsed once, by harness.recovery.check_recovery."""
     if not float(params.get("temperature", 1.0)) > 0:
         raise ConfigError("recovery kd: temperature must be > 0")
     if float(params.get("kl_weight", 1.0)) < 0 or float(params.get("ce_weight", 0.0)) < 0:

@@ -18,9 +18,7 @@ OWN_KEYS = {"r", "alpha", "dropout", "target_modules"}
 
 
 def check(params: dict) -> None:
-    from harness.recovery.train import parse_budget
-
-    parse_budget(params, OWN_KEYS, "lora")
+    """This recovery's own keys; the shared budget is parsed once, by harness.recovery.check_recovery."""
     if int(params.get("r", 8)) < 1:
         raise ConfigError("recovery lora: r must be >= 1")
     if not 0 <= float(params.get("dropout", 0.0)) < 1:

@@ -19,9 +19,7 @@ OWN_KEYS = {"last_k", "blocks", "include"}
 
 
 def check(params: dict) -> None:
-    from harness.recovery.train import parse_budget
-
-    parse_budget(params, OWN_KEYS, "partial")
+    """This recovery's own keys; the shared budget is parsed once, by harness.recovery.check_recovery."""
     if params.get("blocks") is None and params.get("last_k") is None and not params.get("include"):
         raise ConfigError("recovery partial: set last_k, blocks or include")
     if params.get("last_k") is not None and int(params["last_k"]) < 1:

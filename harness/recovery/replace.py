@@ -46,9 +46,7 @@ LOSSES = ("mse", "token_normalized_mse")
 
 
 def check(params: dict) -> None:
-    from harness.recovery.train import parse_budget
-
-    parse_budget(params, OWN_KEYS, "replace")
+    """This recovery's own keys; the shared budget is parsed once, by harness.recovery.check_recovery."""
     if params.get("module", "layer") not in MODULES:
         raise ConfigError(f"recovery replace: module must be one of {', '.join(MODULES)}")
     if params.get("loss", "mse") not in LOSSES:

@@ -421,7 +421,7 @@ class Session:
 
 def start(model: nn.Module, tokenizer, params: dict, ctx, own_keys: set[str], name: str) -> Session:
     """Parse and check the budget, build the corpus, capture masks, measure the starting point."""
-    b = parse_budget(params, own_keys, name)
+    b = getattr(ctx, "budget", None) or parse_budget(params, own_keys, name)   # validation parsed it once
     check_not_eval_text(b, ctx.eval_texts, name)
     corpus = build_corpus(tokenizer, b, ctx.data_dir)
     masks = capture_masks(model, ctx.adapter) if b.keep_sparsity else {}

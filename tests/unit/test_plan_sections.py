@@ -50,6 +50,10 @@ def test_validate_parses_every_section_once_into_frozen_values(tmp_path):
     rp = plan.recovery_plan
     assert rp.name == "lora" and rp.params["steps"] == config["recovery"]["steps"]
     assert rp.eval_texts == (("wikitext2", "test"),)
+    from harness.recovery import lora
+    from harness.recovery.train import parse_budget
+
+    assert rp.budget == parse_budget(config["recovery"], lora.OWN_KEYS, "lora") and rp.budget.seed == 5
     # checkpoints keyed by the identity without the preemption knob: the same folder with or without it
     without = resolve_seeds(dict(config, recovery={k: v for k, v in config["recovery"].items() if k != "stop_after"}))
     assert rp.checkpoint_dir == validate(without).recovery_plan.checkpoint_dir
@@ -84,15 +88,23 @@ class _Untouchable(Mapping):
 def test_stages_never_read_the_raw_config(tmp_path, monkeypatch):
     # Every argument of the stage loop that is a mapping (the raw config, if passed) raises on any read;
     # calibration, pruning, recovery and evaluation all run and the record is ok.
+    # The recovery budget was parsed at validation: parsing it again inside the stages fails the run.
+    import harness.recovery.train as train
+
     original = run._run_stages
 
+    def parsed_again(*args, **kwargs):
+        raise AssertionError("the recovery budget was parsed again after validation")
+
     def poisoned(*args):
+        monkeypatch.setattr(train, "parse_budget", parsed_again)
         return original(*[_Untouchable() if isinstance(a, Mapping) else a for a in args])
 
     monkeypatch.setattr(run, "_run_stages", poisoned)
     cfg = compose_config(TINY + ["method=wanda", "target=unstructured_50", "recovery=lora", "recovery.steps=2",
                                  "recovery.batch_size=1", "recovery.seq_len=32", "recovery.heldout_docs=2",
-                                 "recovery.heldout_windows=1", "recovery.checkpoint_every=0", "recovery.warmup_steps=0",
+                                 "recovery.heldout_windows=1", "recovery.checkpoint_every=0",
+                                 "recovery.warmup_steps=0",
                                  "output.save_model=true", f"paths.results_dir={tmp_path}",
                                  f"paths.cache_dir={tmp_path / 'cache'}"])
     rec = run.run_experiment(cfg)
