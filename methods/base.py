@@ -85,15 +85,22 @@ class WeightPruner(Method):
             self.prune_linear(name, linear, blk.stats.get(name, {}), blk.sparsity, target)
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def block_ratios(self, model: nn.Module, ctx: PruneContext) -> list[float]:
+    def block_ratios(self, model: nn.Module, ctx: PruneContext) -> tuple[list[float], dict]:
+        """One ratio per block, and the report entries the allocation adds (allocator's, then ours)."""
         if ctx.target.is_nm:  # N:M fixes every layer's ratio; allocation does not apply
-            return [ctx.target.ratio] * len(ctx.adapter.blocks(model))
-        ratios = ctx.allocator.allocate(model, ctx)
-        ctx.report["allocation"] = {"allocator": ctx.allocator.name, "block_ratios": ratios}
-        return ratios
+            return [ctx.target.ratio] * len(ctx.adapter.blocks(model)), {}
+        ratios, info = ctx.allocator.allocate(model, ctx)
+        return ratios, {**info, "allocation": {"allocator": ctx.allocator.name, "block_ratios": ratios}}
 
     def prune(self, model: nn.Module, ctx: PruneContext) -> dict:
-        ratios = self.block_ratios(model, ctx)
+        target = ctx.target
+        return self.prune_blocks(model, ctx, lambda blk: self.prune_block(blk, target))
+
+    def prune_blocks(self, model: nn.Module, ctx: PruneContext, visit, first: dict | None = None) -> dict:
+        """Run `visit(blk)` on every block (the shared loop) and return the report: `first` (entries a
+        method puts before the rest), the allocation, then timing and reuse."""
+        ratios, allocation = self.block_ratios(model, ctx)
+        report = {**(first or {}), **allocation}
         target = ctx.target
         if not self.needs_calibration:
             t = time.perf_counter()
@@ -101,20 +108,19 @@ class WeightPruner(Method):
                 with session(model, block, modifies=True):   # one block onloaded at a time
                     for name, lin in ctx.adapter.linears(block).items():
                         self.prune_linear(name, lin, {}, ratios[i], target)
-            ctx.report["timing"] = {"method_s": time.perf_counter() - t, "forward_s": 0.0}
-            return ctx.report
+            report["timing"] = {"method_s": time.perf_counter() - t, "forward_s": 0.0}
+            return report
         if ctx.calibration is None:
             raise ValueError(f"method {self.name} needs calibration data")
-        timing = block_loop(model, ctx.adapter, ctx.calibration.input_ids,
-                            lambda blk: self.prune_block(blk, target), ratios,
+        timing = block_loop(model, ctx.adapter, ctx.calibration.input_ids, visit, ratios,
                             statistics=self.statistics, device=ctx.device, batch_size=ctx.batch_size,
                             propagation=ctx.propagation, share_statistics=self.share_statistics,
                             cache=ctx.block_cache(model), desc=f"prune {self.name}")
-        ctx.report["timing"] = {"capture_s": timing.capture_s, "forward_s": timing.forward_s,
-                                "collect_s": timing.collect_s, "method_s": timing.method_s,
-                                "n_block_forwards": timing.n_forwards}
+        report["timing"] = {"capture_s": timing.capture_s, "forward_s": timing.forward_s,
+                            "collect_s": timing.collect_s, "method_s": timing.method_s,
+                            "n_block_forwards": timing.n_forwards}
         if timing.unreached:   # experts the router sent no calibration token to (see harness.blocks.loop)
-            ctx.report["linears_without_routed_tokens"] = timing.unreached
-        ctx.report.setdefault("reused", {}).update(
+            report["linears_without_routed_tokens"] = timing.unreached
+        report.setdefault("reused", {}).update(
             {"calibration_tokens": bool(getattr(ctx.calibration, "reused", False)), **timing.reused})
-        return ctx.report
+        return report

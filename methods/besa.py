@@ -95,9 +95,9 @@ class BESA(WeightPruner):
             raise ValueError("besa needs steps >= 0, candidates >= 2, lr > 0, penalty >= 0")
         if self.allocation not in ("layer", "row"):
             raise ValueError(f"besa allocation must be 'layer' or 'row', got {self.allocation!r}")
-        self._log: list[dict] = []
 
-    def prune_block(self, blk: BlockContext, target: Target) -> None:
+    def prune_block(self, blk: BlockContext, target: Target) -> dict:
+        """Learn this block's sparsities and prune it; returns the block's log entry."""
         block, lins = blk.block, blk.linears
         cands = torch.arange(self.candidates, dtype=torch.float32) / self.candidates      # [K]
         frac, bucket, logits, weights = {}, {}, {}, {}
@@ -152,13 +152,14 @@ class BESA(WeightPruner):
                 lin.weight.data.mul_((~drop).to(lin.weight.dtype))
                 layer_ratio[n] = float(drop.float().mean())
                 offset += size
-        self._log.append({"block": blk.index, "layer_sparsity": layer_ratio,
-                          "learned_sparsity": {n: [float(v) for v in row_sparsity[n]] for n in lins},
-                          "rec_loss_first": losses[0] if losses else None,
-                          "rec_loss_last": losses[-1] if losses else None})
+        return {"block": blk.index, "layer_sparsity": layer_ratio,
+                "learned_sparsity": {n: [float(v) for v in row_sparsity[n]] for n in lins},
+                "rec_loss_first": losses[0] if losses else None,
+                "rec_loss_last": losses[-1] if losses else None}
 
     def prune(self, model: nn.Module, ctx) -> dict:
-        self._log = []
-        report = super().prune(model, ctx)
-        report["besa"] = {"blocks": self._log}
+        target = ctx.target
+        log: list[dict] = []
+        report = self.prune_blocks(model, ctx, lambda blk: log.append(self.prune_block(blk, target)))
+        report["besa"] = {"blocks": log}
         return report

@@ -167,7 +167,6 @@ class DSnoT(WeightPruner):
             raise ValueError("dsnot needs max_cycles, update_threshold and pow_of_var_regrowing >= 0")
         if self.skip not in SKIPS:
             raise ValueError(f"dsnot skip must be one of {SKIPS}, got {self.skip!r}")
-        self._swaps = 0
 
     @property
     def statistics(self) -> tuple[str, ...]:
@@ -187,17 +186,20 @@ class DSnoT(WeightPruner):
     def score(self, weight: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
         return self._base.score(weight, stats)
 
-    def refine_linear(self, linear: nn.Linear, stats: dict[str, torch.Tensor], sparsity: float) -> None:
+    def refine_linear(self, linear: nn.Linear, stats: dict[str, torch.Tensor], sparsity: float) -> int:
+        """Refine the base mask of one linear; returns the number of swaps."""
         dense = linear.weight.data.float().clone()                 # [out, in]
         keep = keep_unstructured(self._base.score(dense, stats), sparsity, "row")
         importance = wanda_score(dense, stats["input_norm"])   # the Wanda score, as the reference
         keep, swaps = dsnot_refine(dense, keep, importance, stats["input_sum"], stats.get("input_var"),
                                    self.max_cycles, self.update_threshold, self.pow_of_var_regrowing,
                                    self.same_sign_stop, stats["hessian"] if self.exact_acceptance else None)
-        self._swaps += swaps
         linear.weight.data.copy_((dense * keep).to(linear.weight.dtype))
+        return swaps
 
-    def prune_block(self, blk: BlockContext, target: Target) -> None:
+    def prune_block(self, blk: BlockContext, target: Target) -> int:
+        """Prune one block; returns its number of swaps."""
+        swaps = 0
         skipped = {"none": None, "mlp": blk.adapter.mlp, "attn": blk.adapter.attn}[self.skip]
         for name, linear in blk.linears.items():
             stats = blk.stats.get(name, {})
@@ -207,10 +209,12 @@ class DSnoT(WeightPruner):
                 score = self._base.score(linear.weight.data.float(), stats)
                 linear.weight.data.mul_(keep_unstructured(score, blk.sparsity, "row").to(linear.weight.dtype))
             else:
-                self.refine_linear(linear, stats, blk.sparsity)
+                swaps += self.refine_linear(linear, stats, blk.sparsity)
+        return swaps
 
     def prune(self, model: nn.Module, ctx) -> dict:
-        self._swaps = 0
-        report = super().prune(model, ctx)
-        report["dsnot"] = {"base": self._base.describe(), "swaps": self._swaps, "skip": self.skip}
+        target = ctx.target
+        swaps: list[int] = []   # per block
+        report = self.prune_blocks(model, ctx, lambda blk: swaps.append(self.prune_block(blk, target)))
+        report["dsnot"] = {"base": self._base.describe(), "swaps": sum(swaps), "skip": self.skip}
         return report

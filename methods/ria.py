@@ -90,9 +90,6 @@ class RIA(WeightPruner):
     # which linear's inputs may be permuted -> the producer linears whose output rows move with them
     permutable: dict = field(default_factory=lambda: {"mlp.down_proj": ["mlp.gate_proj", "mlp.up_proj"]})
 
-    def __post_init__(self):
-        self._report: dict = {}
-
     @property
     def comparison_group(self) -> str:  # type: ignore[override]
         return "row" if self.per_outneuron else "layer"
@@ -100,7 +97,8 @@ class RIA(WeightPruner):
     def score(self, weight: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
         return ria_score(weight, stats["input_norm"], self.a)
 
-    def prune_block(self, blk: BlockContext, target: Target) -> None:
+    def prune_block(self, blk: BlockContext, target: Target, log: dict | None = None) -> None:
+        """Prune one block; with permutation, the permuted layers and their gains go to `log`."""
         permuted = self.permute and target.is_nm
         for name, linear in blk.linears.items():
             if permuted and name in self.permutable:
@@ -108,7 +106,7 @@ class RIA(WeightPruner):
             self.prune_linear(name, linear, blk.stats.get(name, {}), blk.sparsity, target)
         if not permuted:
             return
-        log = self._report.setdefault("permutation", {"layers": [], "retained_gain": []})
+        log = log if log is not None else {"layers": [], "retained_gain": []}
         for name, producers in self.permutable.items():
             if name not in blk.linears:
                 continue
@@ -124,8 +122,11 @@ class RIA(WeightPruner):
             apply_keep_mask(linear, keep_for_target(score, blk.sparsity, target.n, target.m))
 
     def prune(self, model: nn.Module, ctx) -> dict:
-        self._report = ctx.report
-        return super().prune(model, ctx)
+        target = ctx.target
+        log = {"layers": [], "retained_gain": []}
+        # permutation applies to N:M targets only, which have no allocation entry: it is the first key
+        first = {"permutation": log} if self.permute and target.is_nm else {}
+        return self.prune_blocks(model, ctx, lambda blk: self.prune_block(blk, target, log), first)
 
 
 @torch.no_grad()

@@ -1,7 +1,8 @@
 """Sparsity allocators: how a target ratio is spread over decoder blocks.
 
-An allocator returns one ratio per block whose mean equals the target. It is its own config axis
-(conf/allocator/), usable with any score method.
+An allocator returns `(ratios, info)`: one ratio per block whose mean equals the target, and the
+entries it adds to the method's report (`{}` if none). It is its own config axis (conf/allocator/),
+usable with any score method.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ class Uniform:
     name: ClassVar[str] = "uniform"
     needs_calibration: ClassVar[bool] = False
 
-    def allocate(self, model: nn.Module, ctx: PruneContext) -> list[float]:
-        return [ctx.target.ratio] * len(ctx.adapter.blocks(model))
+    def allocate(self, model: nn.Module, ctx: PruneContext) -> tuple[list[float], dict]:
+        return [ctx.target.ratio] * len(ctx.adapter.blocks(model)), {}
 
 
 @dataclass
@@ -82,13 +83,12 @@ class OWL:
         density = scaled - scaled.mean() + (1.0 - target)
         return [float(r) for r in keep_mean_within(1.0 - density, 0.0, MAX_RATIO)]
 
-    def allocate(self, model: nn.Module, ctx: PruneContext) -> list[float]:
+    def allocate(self, model: nn.Module, ctx: PruneContext) -> tuple[list[float], dict]:
         if ctx.calibration is None:
             raise ValueError("allocator owl needs calibration data")
         outliers, info = self.outlier_ratios(model, ctx)
         ratios = self.spread(outliers, ctx.target.ratio)
-        ctx.report["owl"] = {"outlier_ratios": outliers, "m": self.m, "lam": self.lam, **info}
-        return ratios
+        return ratios, {"owl": {"outlier_ratios": outliers, "m": self.m, "lam": self.lam, **info}}
 
 
 MAX_RATIO = 0.99
