@@ -29,7 +29,8 @@ class StructuredMethod(Method):
             raise TargetError(f"method {self.name} needs width surgery, which does not apply to family "
                               f"{ctx.adapter.family!r}: {ctx.adapter.width_blocker}")
 
-    def surgery(self, model: nn.Module, ctx: PruneContext) -> None:
+    def surgery(self, model: nn.Module, ctx: PruneContext) -> dict:
+        """Change the model's shape; returns the report entries (what was removed and why)."""
         raise NotImplementedError
 
     def prune(self, model: nn.Module, ctx: PruneContext) -> dict:
@@ -38,13 +39,13 @@ class StructuredMethod(Method):
         latency = {}
         if self.latency_repeats:
             latency["before"] = prefill_probe(model, repeats=self.latency_repeats, seed=ctx.seed)
-        self.surgery(model, ctx)
+        report = self.surgery(model, ctx)
         if self.latency_repeats:
             latency["after"] = prefill_probe(model, repeats=self.latency_repeats, seed=ctx.seed)
             latency["speedup"] = latency["before"]["median_s"] / latency["after"]["median_s"]
-            ctx.report["latency"] = latency
-        ctx.report["config_after"] = {k: getattr(model.config, k, None) for k in (
+            report["latency"] = latency
+        report["config_after"] = {k: getattr(model.config, k, None) for k in (
             "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
             "num_key_value_heads", "head_dim", "num_local_experts", "num_experts", "num_experts_per_tok")
             if hasattr(model.config, k)}
-        return ctx.report
+        return report

@@ -137,7 +137,7 @@ class CCE(StructuredMethod):
             raise ValueError(f"cce damp must be in [0, 10), got {self.damp}")
 
     @torch.no_grad()
-    def surgery(self, model: nn.Module, ctx: PruneContext) -> None:
+    def surgery(self, model: nn.Module, ctx: PruneContext) -> dict:
         if ctx.calibration is None:
             raise ValueError("cce needs calibration data")
         adapter = ctx.adapter
@@ -167,6 +167,5 @@ class CCE(StructuredMethod):
                     keep = torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in keep_h])
                     o.weight.copy_(compensate(o.weight, attn_cov[i], keep, self.damp))
         removed = apply_width(model, adapter, plan, torch.stack(heads), torch.stack(mlps), None)
-        ctx.report["width_plan"] = plan.describe() | {"axes": ["heads", "mlp"]}
-        ctx.report["removed"] = removed
-        ctx.report["fidelity"] = self.fidelity
+        return {"width_plan": plan.describe() | {"axes": ["heads", "mlp"]}, "removed": removed,
+                "fidelity": self.fidelity}

@@ -154,7 +154,7 @@ class Depth(StructuredMethod):
             raise TargetError(f"target removes {k} blocks of {n} but {len(kept)} are protected "
                               f"({kept}); set method.params.protected=[] to allow it")
 
-    def surgery(self, model: nn.Module, ctx: PruneContext) -> None:
+    def surgery(self, model: nn.Module, ctx: PruneContext) -> dict:
         n = len(ctx.adapter.blocks(model))
         unit, k = units_to_remove(n, ctx)
         fn, needs_data, span = METRICS.get(self.metric)
@@ -174,9 +174,9 @@ class Depth(StructuredMethod):
         else:
             for i in removed:
                 surgery.drop_sublayer(model, ctx.adapter, i, unit)
-        ctx.report["removed"] = {"unit": unit, "indices": removed, "count": len(removed), "of": n}
-        ctx.report["importance"] = {"metric": self.metric, "span": bool(span and unit == "block"),
-                                    "scores": [float(s) for s in scores], "protected": keep}
+        return {"removed": {"unit": unit, "indices": removed, "count": len(removed), "of": n},
+                "importance": {"metric": self.metric, "span": bool(span and unit == "block"),
+                               "scores": [float(s) for s in scores], "protected": keep}}
 
 
 @register

@@ -101,7 +101,7 @@ class ExpertDrop(StructuredMethod):
     def n_remove(n_experts: int, ratio: float) -> int:
         return int(math.floor(ratio * n_experts + 0.5))
 
-    def surgery(self, model: nn.Module, ctx: PruneContext) -> None:
+    def surgery(self, model: nn.Module, ctx: PruneContext) -> dict:
         if ctx.calibration is None:
             raise ValueError("expert_drop needs calibration data")
         adapter = ctx.adapter
@@ -123,4 +123,4 @@ class ExpertDrop(StructuredMethod):
                 "importance": [float(s) for s in score],
                 "experts_without_tokens": [e for e in range(n) if stats[i]["tokens"][e] == 0]}
         prune_experts(model, adapter, keep)
-        ctx.report["experts"] = report
+        return {"experts": report}

@@ -113,7 +113,7 @@ class LLMPruner(StructuredMethod):
         if self.order not in ("first", "second"):
             raise ValueError(f"llm_pruner order must be first or second, got {self.order!r}")
 
-    def surgery(self, model: nn.Module, ctx: PruneContext) -> None:
+    def surgery(self, model: nn.Module, ctx: PruneContext) -> dict:
         if ctx.calibration is None:
             raise ValueError("llm_pruner needs calibration data")
         axes = MODE_AXES[self.mode]
@@ -124,5 +124,4 @@ class LLMPruner(StructuredMethod):
                                                      axes)
         del grads, fisher
         removed = apply_width(model, ctx.adapter, plan, heads, mlp, hidden, kv)
-        ctx.report["width_plan"] = plan.describe() | {"axes": list(axes)}
-        ctx.report["removed"] = removed
+        return {"width_plan": plan.describe() | {"axes": list(axes)}, "removed": removed}

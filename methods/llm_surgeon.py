@@ -440,5 +440,4 @@ class LLMSurgeon(Method):
             del layers
             report["shots"].append({"shot": k, "sparsity": s, "calibration_loss_before": loss,
                                     "curvature_s": t1 - t0, "prune_s": time.perf_counter() - t1})
-        ctx.report.update(report)
-        return ctx.report
+        return report

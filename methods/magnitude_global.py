@@ -50,5 +50,4 @@ class MagnitudeGlobal(Method):
             lin.weight.mul_(layer_keep.to(lin.weight.dtype))
             per_layer.append(1 - float(layer_keep.float().mean()))
             offset += n
-        ctx.report["allocation"] = {"allocator": "global-threshold", "layer_ratios": per_layer}
-        return ctx.report
+        return {"allocation": {"allocator": "global-threshold", "layer_ratios": per_layer}}

@@ -110,7 +110,7 @@ class Minitron(StructuredMethod):
     def __post_init__(self):
         parse_axes(self.axes)
 
-    def surgery(self, model: nn.Module, ctx: PruneContext) -> None:
+    def surgery(self, model: nn.Module, ctx: PruneContext) -> dict:
         if ctx.calibration is None:
             raise ValueError("minitron needs calibration data")
         axes = parse_axes(self.axes)
@@ -118,5 +118,4 @@ class Minitron(StructuredMethod):
         heads, mlp, hidden = activation_scores(model, ctx.adapter, ctx.calibration.input_ids, ctx.batch_size,
                                                ctx.device)
         removed = apply_width(model, ctx.adapter, plan, heads, mlp, hidden)
-        ctx.report["width_plan"] = plan.describe() | {"axes": list(axes)}
-        ctx.report["removed"] = removed
+        return {"width_plan": plan.describe() | {"axes": list(axes)}, "removed": removed}

@@ -74,9 +74,8 @@ class KVPolicy(Card):
                               f"with a weight method as kv={self.name}")
 
     def prune(self, model, ctx) -> dict:
-        ctx.report["kv_policy"] = {"name": self.name, **self.params(),
-                                   "note": "weights unchanged; acts in the bounded-cache evaluators"}
-        return ctx.report
+        return {"kv_policy": {"name": self.name, **self.params(),
+                              "note": "weights unchanged; acts in the bounded-cache evaluators"}}
 
     # -- cache -------------------------------------------------------------------------------------
     def selected_tokens(self, context: int) -> int:
