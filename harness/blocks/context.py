@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ class PruneContext:
     seed: int = 0
     tokenizer: Any = None
     cache_dir: Path | None = None
-    report: dict = field(default_factory=dict)   # methods add what the record should show
     model_sha256: str | None = None     # identity of the loaded weights (keys the block cache)
     reuse: bool = True                  # reuse cached block inputs / dense statistics (cache_dir)
 

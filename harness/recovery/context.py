@@ -35,16 +35,11 @@ class RecoveryContext:
     def adapter(self):
         return self.prune.adapter
 
-    @property
-    def report(self) -> dict:
-        return self.prune.report
-
     def removed_blocks(self) -> list[int] | None:
         """Original indices of the blocks a structured method removed (its report's `removed`)."""
-        for source in (self.prune.report, self.prune_report):
-            removed = (source or {}).get("removed")  # structured methods: {"unit", "indices", ...}
-            if isinstance(removed, dict) and removed.get("unit") == "block":
-                return sorted(int(i) for i in removed["indices"])
+        removed = self.prune_report.get("removed")  # structured methods: {"unit", "indices", ...}
+        if isinstance(removed, dict) and removed.get("unit") == "block":
+            return sorted(int(i) for i in removed["indices"])
         return None
 
     def load_teacher(self) -> tuple[Any, Any, dict]:

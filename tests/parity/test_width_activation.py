@@ -64,8 +64,8 @@ def test_minitron_keeps_highest_activation_units(axes):
     calib = calibration()
     ctx = context(ours, Target("width_25", "width", 0.25), calib)
     params = {"latency_repeats": 0} | ({} if axes == "mlp,hidden" else {"axes": axes})
-    build_method("minitron", params).prune(ours, ctx)
-    plan, removed = ctx.report["width_plan"], ctx.report["removed"]
+    report = build_method("minitron", params).prune(ours, ctx)
+    plan, removed = report["width_plan"], report["removed"]
     heads, mlp, hidden = minitron_scores(ref, calib.input_ids)
     keep_hidden = top(hidden, plan["hidden"])
     assert plan["hidden"] < ref.config.hidden_size and plan["intermediate"] < ref.config.intermediate_size
@@ -116,8 +116,7 @@ def test_cce_follows_its_stated_algorithm():
     ours, ref = model_pair(num_key_value_heads=2)
     calib = calibration()
     ctx = context(ours, Target("width_25", "width", 0.25), calib)
-    build_method("cce", {"latency_repeats": 0}).prune(ours, ctx)
-    plan = ctx.report["width_plan"]
+    plan = build_method("cce", {"latency_repeats": 0}).prune(ours, ctx)["width_plan"]
     cfg = ref.config
     n_q, n_kv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     group = n_q // n_kv

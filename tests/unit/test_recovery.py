@@ -22,8 +22,9 @@ BUDGET = dict(steps=12, batch_size=2, seq_len=32, lr=1e-2, warmup_steps=0, sched
 
 def _ctx(model, data_dir, tmp_path=None, teacher_factory=None, report=None):
     prune = PruneContext(adapter=adapter_for(model), target=Target.from_config({"name": "none", "pattern": "none"}),
-                         calibration=None, allocator=None, device="cpu", report=report or {})
+                         calibration=None, allocator=None, device="cpu")
     return RecoveryContext(prune=prune, run_id="test", device="cpu", dtype=torch.float32, data_dir=data_dir,
+                           prune_report=report or {},
                            checkpoint_dir=tmp_path, eval_texts=[("wikitext2", "test")],
                            teacher_factory=teacher_factory)
 
