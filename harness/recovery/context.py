@@ -17,7 +17,7 @@ from harness.blocks.context import PruneContext
 
 @dataclass
 class RecoveryContext:
-    prune: PruneContext                       # adapter, target, report (removed units), seed
+    prune: PruneContext                       # adapter, target, seed
     run_id: str
     device: str
     dtype: Any                                # torch.dtype of the pruned model
