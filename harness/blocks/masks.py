@@ -21,10 +21,10 @@ def lowest_k(score: torch.Tensor, k: int) -> torch.Tensor:
     the first k of a stable ascending sort (what the references prune), without sorting.
 
     A selection (kthvalue, O(cols) per row) finds each row's k-th smallest value t; the mask is
-    every score < t plus the first (k - #below) scores == t. On a 4096 x 14336 down_proj this is
-    ~4x faster than `torch.sort(stable=True)` (benchmarks/bench_prune_time.py --selection).
+    every score < t plus the first (k - #below) scores == t. On LLaMA-3-8B linear shapes this is
+    2.0-2.8x faster than `torch.sort(stable=True)` (benchmarks/bench_prune_time.py --selection).
     NaN scores fall back to the sort (NaN sorts last there; kthvalue would not say so)."""
-    rows, cols = score.shape
+    cols = score.shape[1]
     if k <= 0:
         return torch.zeros_like(score, dtype=torch.bool)
     if k >= cols:

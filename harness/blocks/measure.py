@@ -43,25 +43,22 @@ def measure_sparsity(model: nn.Module, adapter: FamilyAdapter, n: int | None = N
                     total_all += p.numel()
     # outside the blocks: each distinct tensor read once (an offloaded unit is onloaded once);
     # the embedding's and head's own sparsity come from the same pass
-    emb_w, head_w = adapter.embedding(model).weight, adapter.head(model).weight
-    special: dict[str, float] = {}
     if residency is None:
         for p in model.parameters():  # parameters() yields a tied tensor once
             zeros_all += count_zeros(p)
             total_all += p.numel()
-        special = {"emb": count_zeros(emb_w) / emb_w.numel(), "head": count_zeros(head_w) / head_w.numel()}
+        emb_w, head_w = adapter.embedding(model).weight, adapter.head(model).weight
+        emb_sparsity, head_sparsity = count_zeros(emb_w) / emb_w.numel(), count_zeros(head_w) / head_w.numel()
     else:
-        emb_name = _file_name(model, adapter.embedding(model), residency)
-        head_name = _file_name(model, adapter.head(model), residency)
+        fractions: dict[str, float] = {}   # name in the files -> zero fraction
         for name, p in residency.named_tensors(blocks=False):
             z = count_zeros(p)
             zeros_all += z
             total_all += p.numel()
-            for key, wanted in (("emb", emb_name), ("head", head_name)):
-                if name == wanted:
-                    special[key] = z / p.numel()
-        special.setdefault("head", special.get("emb"))   # a tied head is the embedding's tensor
-    emb_sparsity, head_sparsity = special["emb"], special["head"]
+            fractions[name] = z / p.numel()
+        # a tied head resolves to the embedding's name
+        emb_sparsity = fractions[_file_name(model, adapter.embedding(model), residency)]
+        head_sparsity = fractions[_file_name(model, adapter.head(model), residency)]
     return {
         "sparsity_blocks": zeros_blocks / max(total_blocks, 1),
         "sparsity_total": zeros_all / max(total_all, 1),
