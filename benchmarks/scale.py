@@ -3,6 +3,11 @@
     PYTHONPATH=$PWD python benchmarks/scale.py build --dir /big/llama3-8b-shaped   # ~16 GB bf16
     PYTHONPATH=$PWD python benchmarks/scale.py run --dir /big/llama3-8b-shaped --results-dir /tmp/scale
     PYTHONPATH=$PWD python benchmarks/scale.py --plan-only
+    # on a GPU node: a LLaMA-2-7B-shaped model, each method with one block on the GPU at a time
+    # (offload=cpu) next to the reference approach (the whole model on the GPU, offload=none)
+    PYTHONPATH=$PWD python benchmarks/scale.py build --shape llama2-7b --tokenizer bytes --device cuda \
+        --dir /big/llama2-7b-shaped
+    PYTHONPATH=$PWD python benchmarks/scale.py run --dir /big/llama2-7b-shaped --device cuda --offload cpu none
     # on a busy CPU: the same shapes, first N blocks only (per-unit peaks do not depend on depth)
     PYTHONPATH=$PWD python benchmarks/scale.py view --full-dir /big/llama3-8b-shaped --dir /big/llama3-8b-4 --blocks 4
     PYTHONPATH=$PWD python benchmarks/scale.py run --dir /big/llama3-8b-4 --full-dir /big/llama3-8b-shaped
@@ -18,6 +23,10 @@ peak RSS is its own): Wanda and SparseGPT at 50% (calibration 4 x 128 tokens) an
 RSS, peak RSS / model bf16 bytes (targets: <= 25% Wanda and ShortGPT, <= 30% SparseGPT), seconds
 per block, the pruned model's size on disk and the sparsity of every block linear read back from
 the written safetensors, next to the peak predicted by harness.offload.plan_memory.
+
+With `--device cuda` each method runs once per `--offload` mode (default: cpu, then none, the
+reference repositories' approach of keeping the whole model on the GPU) and the table adds the
+record's peak CUDA memory and the time per block of each mode side by side.
 
 `--plan-only` prints the same accounting's predicted peak host / device memory for LLaMA-2-70B
 and LLaMA-3-70B (papers' calibration 128 x 2048) per offload mode, for CPU and for one 80 GB GPU.
@@ -43,6 +52,7 @@ LLAMA2_70B = dict(num_hidden_layers=80, hidden_size=8192, intermediate_size=2867
 LLAMA3_70B = dict(LLAMA2_70B, vocab_size=128256)
 LLAMA2_7B = dict(num_hidden_layers=32, hidden_size=4096, intermediate_size=11008, num_attention_heads=32,
                  num_key_value_heads=32, vocab_size=32000, tie_word_embeddings=False)
+SHAPES = {"llama3-8b": LLAMA3_8B, "llama2-7b": dict(LLAMA2_7B, max_position_embeddings=4096, rms_norm_eps=1e-5)}
 
 RUNS = {
     "wanda": (["method=wanda", "target=unstructured_50"], 0.25),
@@ -68,8 +78,11 @@ def _smollm2_tokenizer(cache_dir: Path):
     return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
 
-def build(out: Path, shape: dict, seed: int, cache_dir: Path) -> None:
-    """Random-init LLaMA weights (normal(0, 0.02), norms 1) written one decoder block per shard."""
+def build(out: Path, shape: dict, seed: int, cache_dir: Path, tokenizer_dir: str | None = None,
+          device: str = "cpu") -> None:
+    """Random-init LLaMA weights (normal(0, 0.02), norms 1) written one decoder block per shard.
+    `device`: where the normal draws are made (a GPU draws 7B weights in seconds; the stream differs
+    from the CPU's, so a model built on a GPU is another model than one built here with the same seed)."""
     import torch
     from safetensors.torch import save_file
     from transformers import LlamaConfig
@@ -78,7 +91,14 @@ def build(out: Path, shape: dict, seed: int, cache_dir: Path) -> None:
         print(f"{out} already built")
         return
     out.mkdir(parents=True, exist_ok=True)
-    tok = _smollm2_tokenizer(cache_dir)
+    from transformers import AutoTokenizer
+
+    from harness.models import _byte_level_tokenizer
+
+    if tokenizer_dir == "bytes":       # 260 ids: fits any vocab (LLaMA-2's 32000 is below SmolLM2's 49152)
+        tok = _byte_level_tokenizer()
+    else:
+        tok = AutoTokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir else _smollm2_tokenizer(cache_dir)
     if len(tok) > shape["vocab_size"]:
         raise SystemExit(f"tokenizer has {len(tok)} ids, more than the vocab {shape['vocab_size']}")
     cfg = LlamaConfig(**shape, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
@@ -93,7 +113,7 @@ def build(out: Path, shape: dict, seed: int, cache_dir: Path) -> None:
     shards: list[dict[str, tuple]] = [{"model.embed_tokens.weight": (shape["vocab_size"], d)}]
     shards += [{f"model.layers.{i}.{k}": s for k, s in block.items()} for i in range(L)]
     shards.append({"model.norm.weight": (d,), "lm_head.weight": (shape["vocab_size"], d)})
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device=device).manual_seed(seed)
     weight_map, total = {}, 0
     for n, shard in enumerate(shards):
         name = f"model-{n + 1:05d}-of-{len(shards):05d}.safetensors"
@@ -102,7 +122,8 @@ def build(out: Path, shape: dict, seed: int, cache_dir: Path) -> None:
             if len(s) == 1:
                 tensors[key] = torch.ones(s, dtype=torch.bfloat16)
             else:
-                tensors[key] = torch.empty(s, dtype=torch.float32).normal_(0.0, 0.02, generator=g).to(torch.bfloat16)
+                tensors[key] = (torch.empty(s, dtype=torch.float32, device=device).normal_(0.0, 0.02, generator=g)
+                                .to(torch.bfloat16).cpu())
             weight_map[key] = name
             total += tensors[key].numel() * 2
         save_file(tensors, str(out / name), metadata={"format": "pt"})
@@ -136,6 +157,28 @@ def _block_sparsity(model_dir: Path) -> tuple[float, float, int]:
     return min(fractions), max(fractions), len(fractions)
 
 
+def _one_run(args, name: str, mode: str, model_dir: Path, env: dict) -> dict:
+    """One `harness.run` subprocess (its own peak RSS); returns its record."""
+    overrides, _ = RUNS[name]
+    n, length = args.calib
+    cmd = [sys.executable, "-m", "harness.run", f"model={model_dir}", *overrides,
+           "calib=c4_quick", f"calib.n_samples={n}", f"calib.seq_len={length}", "eval=quick",
+           f"eval.ppl.seq_len={args.eval_seq_len}", "eval.ppl.max_windows=2", "eval.ppl.batch_size=2",
+           f"runtime.offload={mode}", f"runtime.device={args.device}",
+           f"runtime.threads={args.threads}", f"paths.results_dir={args.results_dir}", "force=true",
+           "wandb.mode=disabled"]
+    print("$", " ".join(cmd[1:]), flush=True)
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    wall = time.time() - t0
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("prunebench:")]
+    print("\n".join(line) or proc.stderr[-3000:], flush=True)
+    records = sorted(Path(args.results_dir, "records").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    rec = json.loads(records[-1].read_text())
+    rec["_wall_s"] = wall
+    return rec
+
+
 def run(args) -> None:
     from harness.offload import plan_memory
 
@@ -145,54 +188,73 @@ def run(args) -> None:
     # a depth-truncated view of the full model (`view`): peaks are per unit, ratios against the full model
     model_bytes = _dir_bytes(Path(args.full_dir)) if args.full_dir else own_bytes
     n_blocks = cfg["num_hidden_layers"]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    # a view is small enough for auto to hold it whole; force what auto picks for the full model
+    modes = args.offload or (["disk"] if args.full_dir else ["cpu", "none"] if args.device == "cuda" else ["auto"])
+    on_gpu = args.device.startswith("cuda")
+    n, length = args.calib
     rows = []
     for name in args.methods:
-        overrides, target = RUNS[name]
-        cmd = [sys.executable, "-m", "harness.run", f"model={model_dir}", *overrides,
-               "calib=c4_quick", "calib.n_samples=4", "calib.seq_len=128", "eval=quick", "eval.ppl.seq_len=128",
-               "eval.ppl.max_windows=2", "eval.ppl.batch_size=2",
-               # a view is small enough for auto to hold it whole; force what auto picks for the full model
-               f"runtime.offload={'disk' if args.full_dir else 'auto'}",
-               f"runtime.threads={args.threads}", f"paths.results_dir={args.results_dir}", "force=true",
-               "wandb.mode=disabled"]
-        print("$", " ".join(cmd[1:]), flush=True)
-        t0 = time.time()
-        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-        wall = time.time() - t0
-        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("prunebench:")]
-        print("\n".join(line) or proc.stderr[-3000:], flush=True)
-        records = sorted(Path(args.results_dir, "records").glob("*.json"), key=lambda p: p.stat().st_mtime)
-        rec = json.loads(records[-1].read_text())
-        mem = rec["memory"]
-        out = (rec.get("output") or {}).get("model_dir")
-        out_dir = Path(out.replace("<results_dir>", str(Path(args.results_dir).resolve()))) if out else Path("/nonexistent")
-        on_disk = _dir_bytes(out_dir) if out_dir.is_dir() else 0
-        lo, hi, nlin = _block_sparsity(out_dir) if on_disk and name != "shortgpt" else (None, None, 0)
-        pred = plan_memory(cfg, mode=mem.get("offload"), device="cpu", storage_bytes=2, compute_bytes=4,
-                           calib_tokens=4 * 128, hessian=name == "sparsegpt", eval_tokens=2 * 128)
-        per_block = rec["timing"].get("prune_s", 0.0) / n_blocks
-        rows.append((name, rec["status"], mem.get("offload"), mem["peak_rss_bytes"], mem["peak_rss_bytes"] / model_bytes,
-                     target, pred["host_peak_bytes"], per_block, rec["timing"].get("total_s"), wall, on_disk, lo, hi,
-                     nlin, rec["metrics"].get("ppl", {}).get("wikitext2", {}).get("value"),
-                     None, rec["run_id"]))
-        if out_dir.is_dir() and not args.keep:
-            import shutil
-            shutil.rmtree(out_dir)
+        target = RUNS[name][1]
+        for mode in modes:
+            rec = _one_run(args, name, mode, model_dir, env)
+            mem = rec.get("memory") or {}
+            out = (rec.get("output") or {}).get("model_dir")
+            out_dir = Path(out.replace("<results_dir>", str(Path(args.results_dir).resolve()))) if out else None
+            on_disk = _dir_bytes(out_dir) if out_dir and out_dir.is_dir() else 0
+            lo, hi, nlin = _block_sparsity(out_dir) if on_disk and name != "shortgpt" else (None, None, 0)
+            if lo is None and name != "shortgpt":
+                lo = hi = (rec.get("measured") or {}).get("sparsity_blocks")
+            pred = plan_memory(cfg, mode=mem.get("offload") or mode, device="cuda" if on_gpu else "cpu",
+                               storage_bytes=2, compute_bytes=2 if on_gpu else 4, calib_tokens=n * length,
+                               hessian=name == "sparsegpt", eval_tokens=2 * args.eval_seq_len)
+            timing = rec.get("timing") or {}
+            rows.append(dict(method=name, status=rec["status"], offload=mem.get("offload"),
+                             rss=mem.get("peak_rss_bytes") or 0, cuda=mem.get("peak_cuda_bytes"),
+                             target=target, pred_host=pred["host_peak_bytes"], pred_dev=pred["device_peak_bytes"],
+                             per_block=timing.get("prune_s", 0.0) / n_blocks, total=timing.get("total_s"),
+                             load=timing.get("load_s"), disk=on_disk, lo=lo, hi=hi, nlin=nlin,
+                             ppl=((rec.get("metrics") or {}).get("ppl") or {}).get("wikitext2", {}).get("value"),
+                             run_id=rec["run_id"], error=(rec.get("error") or {}).get("message")))
+            if out_dir and out_dir.is_dir() and not args.keep:
+                import shutil
+                shutil.rmtree(out_dir)
     if args.full_dir:
         print(f"\n{model_dir.name} is the first {n_blocks} blocks of {Path(args.full_dir).name} "
               f"({own_bytes / 1e9:.2f} GB); ratios are against the full model's bytes")
-    print(f"\nmodel {model_dir.name}: {model_bytes / 1e9:.2f} GB bf16 on disk, {n_blocks} blocks; "
-          f"threads={args.threads}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    print("| method | status | offload | peak RSS GB | / model bytes | target | predicted peak GB | s/block "
-          "(prune) | run total s | pruned size on disk GB | block-linear sparsity min..max (n) | ppl | run_id |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    gpu = ""
+    if on_gpu:
+        import torch
+        gpu = f"; {torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    print(f"\nmodel {model_dir.name}: {model_bytes / 1e9:.2f} GB bf16 on disk, {n_blocks} blocks; calibration "
+          f"{n} x {length}; threads={args.threads}{gpu}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print("| method | status | offload | peak RSS GB | RSS / model bytes | target | predicted host GB | peak CUDA GB "
+          "| predicted device GB | s/block (prune) | load s | run total s | pruned size on disk GB "
+          "| block-linear sparsity min..max (n) | ppl | run_id |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        sp = f"{r[11]:.4f}..{r[12]:.4f} ({r[13]})" if r[11] is not None else "-"
-        ppl = f"{r[14]:.1f}" if r[14] is not None else "-"
-        ok = "ok" if r[4] <= r[5] else "MISSED"
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3] / 1e9:.2f} | {r[4]:.3f} ({ok}) | <= {r[5]:.2f} | "
-              f"{r[6] / 1e9:.2f} | {r[7]:.1f} | {r[8]:.0f} | {r[10] / 1e9:.2f} | {sp} | {ppl} | {r[16]} |")
+        sp = f"{r['lo']:.4f}..{r['hi']:.4f} ({r['nlin'] or 'record'})" if r["lo"] is not None else "-"
+        ppl = f"{r['ppl']:.1f}" if r["ppl"] is not None else "-"
+        ratio = r["rss"] / model_bytes
+        ok = "ok" if ratio <= r["target"] else "MISSED"
+        cuda = f"{r['cuda'] / 1e9:.2f}" if r["cuda"] else "-"
+        total = f"{r['total']:.0f}" if r["total"] is not None else "-"
+        load = f"{r['load']:.0f}" if r["load"] is not None else "-"
+        print(f"| {r['method']} | {r['status']} | {r['offload']} | {r['rss'] / 1e9:.2f} | {ratio:.3f} ({ok}) | "
+              f"<= {r['target']:.2f} | {r['pred_host'] / 1e9:.2f} | {cuda} | "
+              f"{r['pred_dev'] / 1e9 if on_gpu else 0:.2f} | {r['per_block']:.2f} | {load} | {total} | "
+              f"{r['disk'] / 1e9:.2f} | {sp} | {ppl} | {r['run_id']} |")
+        if r["error"]:
+            print(f"  {r['method']}/{r['offload']} failed: {r['error'][:300]}")
+    if on_gpu and len(modes) > 1:
+        print("\ntime per block, side by side (same model, same process settings):")
+        for name in args.methods:
+            by_mode = {r["offload"]: r["per_block"] for r in rows if r["method"] == name and r["status"] == "ok"}
+            if len(by_mode) > 1:
+                base = by_mode.get("none")
+                print(f"  {name}: " + ", ".join(
+                    f"{m} {t:.2f} s" + (f" ({t / base:.2f}x none)" if base and m != "none" else "")
+                    for m, t in by_mode.items()))
 
 
 def view(src: Path, dst: Path, n_blocks: int) -> None:
@@ -248,6 +310,15 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the pruned models (16 GB each)")
     parser.add_argument("--full-dir", help="run: --dir is a depth-truncated view of this model (`view`)")
     parser.add_argument("--blocks", type=int, help="view: keep the first N blocks")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="llama3-8b", help="build: the model's shape")
+    parser.add_argument("--tokenizer", help="build: a tokenizer directory, or `bytes` for the byte-level one "
+                        "(default: SmolLM2's, from the cache)")
+    parser.add_argument("--device", default="cpu", help="build: where weights are drawn; run: runtime.device")
+    parser.add_argument("--offload", nargs="*", choices=("none", "cpu", "disk", "auto"),
+                        help="run: offload modes, each a run (default: auto on CPU; cpu and none on CUDA)")
+    parser.add_argument("--calib", nargs=2, type=int, default=(4, 128), metavar=("N", "LEN"),
+                        help="run: calibration samples and their length")
+    parser.add_argument("--eval-seq-len", type=int, default=128, help="run: perplexity window (2 windows)")
     args = parser.parse_args()
     if args.plan_only:
         plan_only()
@@ -258,7 +329,7 @@ def main() -> None:
         from harness.env import default_cache_dir
 
         cache = default_cache_dir()
-        build(Path(args.dir), LLAMA3_8B, args.seed, cache)
+        build(Path(args.dir), SHAPES[args.shape], args.seed, cache, args.tokenizer, args.device)
     elif args.action == "run":
         run(args)
     elif args.action == "view":
