@@ -11,7 +11,7 @@ pytestmark = pytest.mark.gpu
 
 def test_lora_on_cuda_with_autocast_and_checkpointing(tmp_path):
     cfg = compose_config(["model=tiny-llama", "runtime.device=cuda", "runtime.dtype=float32", "method=wanda",
-                          "target=unstructured_50", "recovery=lora", "recovery.steps=4", "recovery.seq_len=64",
+                          "target=unstructured_50", "recovery=lora", "recovery.steps=4", "recovery.warmup_steps=1", "recovery.seq_len=64",
                           "recovery.autocast=bfloat16", "recovery.gradient_checkpointing=true",
                           "recovery.max_docs=60", "recovery.heldout_docs=8", "recovery.heldout_windows=2",
                           "calib.n_samples=4", "calib.seq_len=64", "eval.ppl.max_windows=2",
