@@ -48,6 +48,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -72,6 +73,15 @@ def check_available(device: str | None) -> None:
     if device is not None and not str(device).startswith("cuda") and not interpreting():
         raise ValueError(f"latency.sparse_kernel=flash_llm needs a CUDA device (got {device}); on CPU "
                          "it runs only under TRITON_INTERPRET=1, for numerical checks, not latency")
+    language = sys.modules.get("triton.language")
+    if language is not None:
+        # tl.zeros, tl.cumsum, ... were decorated when triton.language was imported, interpreted or
+        # not; a kernel built in the other mode fails deep inside triton
+        from triton.runtime.interpreter import InterpretedFunction
+
+        if isinstance(language.zeros, InterpretedFunction) != interpreting():
+            raise ValueError("flash_llm: TRITON_INTERPRET changed after triton.language was imported; "
+                             "set it before the process starts")
 
 
 @dataclass
