@@ -143,6 +143,7 @@ def validate(config: dict) -> Plan:
     try:
         method, target, allocator = _method_target_allocator(config)
         device, dtype = _runtime(config)
+        _check_sparse_kernel(config, device)
         paths = config.get("paths", {})
         data_dir = resolve_data_dir(paths.get("data_dir"))
         uses_calib = method.needs_calibration or getattr(allocator, "needs_calibration", False)
@@ -250,6 +251,16 @@ def _runtime(config: dict) -> tuple[str, Any]:
     if prune_cfg.get("propagation", "pruned") not in PROPAGATIONS:
         raise ConfigError(f"prune.propagation must be one of {PROPAGATIONS}")
     return device, dtype
+
+
+def _check_sparse_kernel(config: dict, device: str) -> None:
+    """eval.latency.sparse_kernel names a kernel that runs on the run's device (flash_llm: CUDA,
+    or CPU under Triton's interpreter), refused before the model loads."""
+    from harness.evaluation.sparse_kernels import check_kernel
+
+    latency = (config.get("eval") or {}).get("latency")
+    if isinstance(latency, dict):
+        check_kernel(str(latency.get("sparse_kernel", "none")), device)
 
 
 def _check_data(config: dict, uses_calib: bool, data_dir: Path | None) -> None:

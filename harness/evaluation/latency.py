@@ -8,8 +8,8 @@ weight is exactly 2:4 sparse for torch.sparse.to_sparse_semi_structured (cuSPARS
 kernels; fp16/bf16 only) for the measurement and restores the dense weight afterwards, so the
 table shows whether 2:4 sparsity bought speed. On CPU there is no sparse kernel path: a pruned
 model runs the same dense GEMMs and is not faster (recorded as kernel path "dense"); structured
-methods are faster only because their matrices are smaller. `sparse_kernel: csr` runs every block
-linear through a sparse kernel instead (harness.evaluation.sparse_kernels); the record's
+methods are faster only because their matrices are smaller. `sparse_kernel: csr | flash_llm` runs every
+block linear through a sparse kernel instead (harness.evaluation.sparse_kernels); the record's
 `kernel_path` / `sparse_kernel` say which kernel ran.
 """
 
@@ -188,7 +188,7 @@ def measure(model, section: dict, device: str, seed: int = 0) -> dict:
     if str(device).startswith("cuda"):
         result["gpu"] = torch.cuda.get_device_name(torch.device(device).index or 0)
     sparse_kernel = str(section.get("sparse_kernel", "none"))
-    check_kernel(sparse_kernel)
+    check_kernel(sparse_kernel, str(device))
     if sparse_kernel != "none" and section.get("semi_structured", False):
         raise ValueError("latency: semi_structured and sparse_kernel are exclusive (one kernel per linear)")
     with semi_structured_weights(model, adapter, bool(section.get("semi_structured", False))) as kernels, \
@@ -210,6 +210,6 @@ def measure(model, section: dict, device: str, seed: int = 0) -> dict:
 
 
 def evaluate(model, tokenizer, section: dict, ctx) -> dict:
-    """section: {warmup, repeats, semi_structured, sparse_kernel (none|csr), prefill: {batch: [..], prompt_len: [..]},
+    """section: {warmup, repeats, semi_structured, sparse_kernel (none|csr|flash_llm), prefill: {batch: [..], prompt_len: [..]},
     decode: {batch: [..], prompt_len, new_tokens}}"""
     return {"latency": measure(model, section, ctx.device, ctx.seed)}

@@ -5,6 +5,14 @@ csr    the weight as a torch.sparse CSR tensor; y^T = W_csr @ x^T (torch.sparse.
        CPU, cuSPARSE on CUDA). Pays off only at high sparsity and skinny inputs (decoding), the
        regime Flash-LLM (Xia et al., VLDB 2024, arXiv:2309.10285) targets; benchmarks/sparse_kernels.py
        prints the crossover per shape and sparsity.
+flash_llm  Flash-LLM's load-as-sparse, compute-as-dense SpMM in Triton (harness.evaluation.flash_llm):
+       the weight in a tiled bitmask format (packed nonzeros + one bit per element + per-tile
+       offsets), each tile expanded in registers and multiplied densely on the tensor cores.
+       CUDA only (triton); on CPU only under TRITON_INTERPRET=1, for numerical checks.
+
+Kernels are registry entries ("module:attribute" strings are imported on first use, so triton is
+imported only when a run asks for flash_llm). A kernel module may define `check(device)`, which
+refuses a device it cannot run on in one line before any weight is converted.
 
 `sparse_kernel_weights` swaps every block linear for the kernel's module during the measurement
 and restores the dense modules afterwards, so the record's latency says which kernel ran.
@@ -18,6 +26,7 @@ import torch
 from torch import nn
 
 from harness.blocks.measure import count_zeros
+from harness.registry import Registry
 
 
 class CSRLinear(nn.Module):
@@ -39,24 +48,32 @@ class CSRLinear(nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features)
 
 
-SPARSE_KERNELS: dict[str, type[nn.Module] | None] = {"none": None, "csr": CSRLinear}
+# name -> the module replacing nn.Linear (None: the dense linears stay)
+SPARSE_KERNELS: Registry[type[nn.Module] | None] = Registry("latency.sparse_kernel", {
+    "none": None, "csr": CSRLinear, "flash_llm": "harness.evaluation.flash_llm:FlashLLMLinear"})
 
 
-def register_sparse_kernel(name: str, module: type[nn.Module]) -> None:
-    SPARSE_KERNELS[name] = module
+def register_sparse_kernel(name: str, module: type[nn.Module] | str) -> None:
+    """Add a kernel: its module class, or a "module:attribute" string imported on first use."""
+    SPARSE_KERNELS.add(name, module)
 
 
-def check_kernel(name: str) -> None:
-    if name not in SPARSE_KERNELS:
-        raise ValueError(f"unknown latency.sparse_kernel {name!r}; one of {', '.join(SPARSE_KERNELS)}")
+def check_kernel(name: str, device: str | None = None) -> None:
+    """Refuse an unknown kernel name, or (given the device) a kernel that cannot run there; a
+    one-line ValueError (ConfigError) either way."""
+    module = SPARSE_KERNELS.get(name)
+    check = getattr(module, "check", None)
+    if check is not None:
+        check(device)
 
 
 @contextmanager
 def sparse_kernel_weights(model: nn.Module, adapter, name: str):
     """Swap block linears for the `name` kernel's module; yields what ran (kernel, linears
     swapped, their mean sparsity) and restores the dense modules afterwards."""
-    check_kernel(name)
-    module = SPARSE_KERNELS[name]
+    device = str(next(model.parameters()).device)
+    check_kernel(name, device)
+    module = SPARSE_KERNELS.get(name)
     if module is None:
         yield {"sparse_kernel": "none"}
         return
@@ -70,8 +87,9 @@ def sparse_kernel_weights(model: nn.Module, adapter, name: str):
                 total += lin.weight.numel()
                 setattr(parent, child, module(lin))
                 swapped.append((parent, child, lin))
+        info = getattr(module, "record", None)   # what else the record needs to say (kernel settings)
         yield {"sparse_kernel": name, "sparse_linears": len(swapped),
-               "sparse_linears_sparsity": zeros / max(total, 1)}
+               "sparse_linears_sparsity": zeros / max(total, 1), **(info() if info else {})}
     finally:
         for parent, child, lin in swapped:
             setattr(parent, child, lin)
