@@ -67,6 +67,8 @@ def main() -> None:
         figures = ", ".join(f"{c}={v:.3f}" for c, v in res.values.items())
         print(f"{res.verdict.upper() if res.verdict != 'holds' else res.verdict:14s} {res.claim['claim']} "
               f"[{relation_text(res.claim)}]: {figures}" + (f" (missing: {', '.join(res.missing)})" if res.missing else ""))
+        if (note := (res.claim.get("notes") or {}).get(res.model)):
+            print(f"{'':14s} note: {note}")
 
 
 if __name__ == "__main__":

@@ -121,6 +121,7 @@ def conclusions_table(records: list[dict], spec=None) -> Table:
                                                                    if len(res.run_ids[c]) > 1 else "")
                                             for c, v in res.values.items()),
             "Verdict": res.verdict + (f" ({_why_not_run(res)})" if res.verdict == NOT_RUN else ""),
+            "Note": (res.claim.get("notes") or {}).get(res.model, ""),
             "run_ids": ",".join([rid for ids in res.run_ids.values() for rid in ids] +
                                 [rid for ids in res.failed.values() for rid in ids]),
         })

@@ -39,6 +39,10 @@ def test_committed_board(tmp_path, data_dir):
     assert list(claims["Checked"]) == [relation_text(c) for c in load_conclusions().claims]
     assert claims["Reproduced on"].str.startswith("smollm2-135m").all()
     assert set(claims["Verdict"].str.split(" (", regex=False).str[0]) <= {"holds", "does not hold", "not run"}
+    # the committed SmolLM2 records fail DSnoT's claim; the row carries what the reference code gave there
+    dsnot = claims[claims["Checked"] == "dsnot_60 ≤ wanda_60"].iloc[0]
+    assert dsnot["Verdict"] == "does not hold" and "prune_DSnoT" in dsnot["Note"]
+    assert claims[claims["Checked"] != "dsnot_60 ≤ wanda_60"]["Note"].isna().all()
     index = (tmp_path / "site" / "index.html").read_text()
     assert "Paper vs reproduced" in index and "Published conclusions vs reproduced" in index
     assert "not implemented" in index and "dequantised from the Q4_1" in index
