@@ -37,6 +37,8 @@ QUICK_SPARSITIES = (0.5, 0.9)
 KERNELS = ("csr", "flash_llm")
 # relative error of a sparse kernel's output against dense F.linear at which the run stops: the
 # two sum in different orders; bf16 rounds each output to 2^-8 relative
+# relative error of a kernel's output against the float64 product: float32 accumulation, and for
+# 16-bit dtypes the output's own rounding (bf16 keeps 8 bits: 2^-9 per element) with headroom
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}
 
 
@@ -84,14 +86,18 @@ def run(device: str, dtype: torch.dtype, kernels: list[str], tokens: list[int], 
             sparse = {k: m(dense) for k, m in modules.items()}
             for t in tokens:
                 x = torch.randn(t, fin, generator=g).to(device, dtype)       # [tokens, in]
-                want = dense(x)
+                want = x.double() @ dense.weight.double().t()                # [tokens, out] float64
                 row = {"shape": name, "in": fin, "out": fout, "tokens": t, "sparsity": s,
                        "dense_us": _time(lambda: dense(x), device, repeats) * 1e6}
+                row["dense_rel_err"] = _rel_err(dense(x), want)
                 for k, mod in sparse.items():
-                    got = mod(x)
-                    err = ((got.float() - want.float()).norm() / want.float().norm().clamp_min(1e-30)).item()
-                    if not err < TOLERANCE[dtype]:
-                        raise AssertionError(f"{k} on {name} at {s:.2f}, tokens={t}: relative error {err:.2e}")
+                    err = _rel_err(mod(x), want)
+                    # a kernel less accurate than allowed is still timed, but flagged and left out of
+                    # its crossover (a fast wrong answer is no speedup)
+                    row[f"{k}_accurate"] = err < TOLERANCE[dtype]
+                    if not row[f"{k}_accurate"]:
+                        print(f"INACCURATE {k} on {name} at {s:.2f}, tokens={t}: relative error {err:.2e} "
+                              f"(dense {row['dense_rel_err']:.2e}, limit {TOLERANCE[dtype]:.0e})", flush=True)
                     row[f"{k}_us"] = _time(lambda: mod(x), device, repeats) * 1e6
                     row[f"{k}_speedup"] = row["dense_us"] / row[f"{k}_us"]
                     row[f"{k}_rel_err"] = err
@@ -100,9 +106,15 @@ def run(device: str, dtype: torch.dtype, kernels: list[str], tokens: list[int], 
     return rows
 
 
+def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    """||got - want|| / ||want|| with `want` the float64 product."""
+    return ((got.double() - want).norm() / want.norm().clamp_min(1e-300)).item()
+
+
 def crossover(rows: list[dict], shape: str, tokens: int, kernel: str = "csr") -> float | None:
-    """Lowest sparsity from which `kernel` is faster at this and every higher sparsity level."""
-    pts = sorted((r["sparsity"], r[f"{kernel}_speedup"]) for r in rows if r["shape"] == shape and r["tokens"] == tokens)
+    """Lowest sparsity from which `kernel` is faster (and accurate) at this and every higher level."""
+    pts = sorted((r["sparsity"], r[f"{kernel}_speedup"] if r.get(f"{kernel}_accurate", True) else 0.0)
+                 for r in rows if r["shape"] == shape and r["tokens"] == tokens)
     best = None
     for s, sp in reversed(pts):
         if sp <= 1.0:
