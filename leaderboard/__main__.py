@@ -54,7 +54,7 @@ def build(results_dir: str | Path, out_dir: str | Path | None = None, conclusion
     from leaderboard import published
     from leaderboard import tables as T
     from leaderboard.frame import cells_frame, runs_frame
-    from leaderboard.load import load_records
+    from leaderboard.load import load_records, stale_method_versions
     from leaderboard.site import write_site
 
     results_dir = Path(results_dir)
@@ -69,7 +69,7 @@ def build(results_dir: str | Path, out_dir: str | Path | None = None, conclusion
         shutil.rmtree(out_dir / sub, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = Build(out_dir, len(loaded.records), loaded.problems, n_cells=len(cells))
-    result.warnings = list(loaded.warnings)
+    result.warnings = list(loaded.warnings) + stale_method_versions(loaded.records, loaded.sets)
 
     frames.runs.drop(columns=["config_flat"], errors="ignore").to_csv(out_dir / "runs.csv", index=False,
                                                                       lineterminator="\n")

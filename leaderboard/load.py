@@ -173,3 +173,23 @@ def load_records(results_dir: str | Path) -> Loaded:
         out.paths.append(path)
         out.sets.append(result_set(results_dir, path))
     return out
+
+
+def stale_method_versions(records: list[dict], sets: list[str]) -> list[str]:
+    """One warning per (method, version, result set) whose records ran another version of a
+    registered method than the code's current one: their numbers are not what `method=<name>`
+    computes today (e.g. a default that changed to the reference's), so the board says so."""
+    from methods.registry import available, build_method
+
+    current = {name: str(build_method(name).version) for name in available()}
+    stale: dict[tuple[str, str, str], int] = {}
+    for record, result_set in zip(records, sets):
+        method = record.get("method") or {}
+        name, version = method.get("name"), str(method.get("version"))
+        if name in current and version != current[name]:
+            key = (name, version, result_set)
+            stale[key] = stale.get(key, 0) + 1
+    return [f"{n} record(s) of {name} in {result_set} ran version {version}; the current {name} is version "
+            f"{current[name]} (see its method page's differences): not re-run under the current code"
+            for (name, version, result_set), n in sorted(stale.items())]
+

@@ -19,6 +19,15 @@ def test_committed_board(tmp_path, data_dir):
     from methods.registry import available, build_method
 
     b = build(RESULTS, tmp_path / "site")
+    # records of a method version the code no longer runs are named, with the version they ran
+    stale = [w for w in b.warnings if "not re-run under the current code" in w]
+    ran: dict[str, set[str]] = {}
+    for path in RESULTS.glob("**/records/*.json"):
+        method = json.loads(path.read_text()).get("method") or {}
+        ran.setdefault(str(method.get("name")), set()).add(str(method.get("version")))
+    for name in available():
+        older = ran.get(name, set()) - {str(build_method(name).version)}
+        assert any(f" of {name} in " in w for w in stale) == bool(older), name
     assert b.n_records > 0 and not [p for p, why in b.problems if "duplicate" not in why]
     tables = tmp_path / "site" / "tables"
     cov = pd.read_csv(tables / "coverage.csv")
