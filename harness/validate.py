@@ -96,7 +96,7 @@ class RecoveryPlan:
     params: Any = None                   # the recovery section as resolved (a read-only mapping)
     checkpoint_dir: Path | None = None   # keyed by the run's identity without `stop_after`
     eval_texts: tuple = ()               # (corpus, split) evaluated, never trained on
-    budget: Any = None                   # harness.recovery.train.Budget, parsed once (check_recovery)
+    budget: Any = None                   # harness.recovery.budget.Budget, parsed once (check_recovery)
 
     def section(self) -> dict:
         """A fresh copy of the section for the recovery module."""
