@@ -125,6 +125,11 @@ class Plan:
     runtime: RuntimePlan = field(default_factory=RuntimePlan)
     recovery_plan: RecoveryPlan = field(default_factory=RecoveryPlan)
     evals: tuple = ()       # ((evaluator name, its section), ...) in config order, None sections dropped
+    force: bool = False         # run again even when an ok record exists
+    retry_failed: bool = True   # run again when a failed record exists
+    # every *_dir of `paths` as configured, data/cache/results resolved: the roots the record's
+    # absolute paths are written relative to (harness.records.path_roots)
+    dirs: Any = field(default_factory=lambda: MappingProxyType({}))
 
 
 def _expand(path: str | None) -> Path | None:
@@ -163,15 +168,19 @@ def validate(config: dict) -> Plan:
         raise ConfigError(one_line(msg)) from None
     defaults = param_defaults(config)
     cache_dir = _expand(paths.get("cache_dir")) or default_cache_dir().resolve()
-    return Plan(method, target, allocator, device, dtype, data_dir, cache_dir,
-                _expand(paths.get("results_dir")) or default_results_dir(), recovery, kv, defaults,
+    results_dir = _expand(paths.get("results_dir")) or default_results_dir()
+    dirs = {**{k: v for k, v in paths.items() if k.endswith("_dir")},
+            "data_dir": data_dir, "cache_dir": cache_dir, "results_dir": results_dir}
+    return Plan(method, target, allocator, device, dtype, data_dir, cache_dir, results_dir, recovery, kv, defaults,
                 seed=int(config.get("seed", 0)), model=ModelPlan.from_config(config["model"]),
                 calib=CalibPlan.from_config(config.get("calib")), prune=PrunePlan.from_config(config.get("prune")),
                 output=OutputPlan.from_config(config.get("output")),
                 runtime=RuntimePlan.from_config(config.get("runtime")),
                 recovery_plan=recovery_plan(config, cache_dir, defaults, budget),
                 evals=tuple((name, copy.deepcopy(section)) for name, section in (config.get("eval") or {}).items()
-                            if section is not None))
+                            if section is not None),
+                force=bool(config.get("force", False)), retry_failed=bool(config.get("retry_failed", True)),
+                dirs=MappingProxyType(dirs))
 
 
 def recovery_plan(config: dict, cache_dir: Path, defaults: dict, budget=None) -> RecoveryPlan:

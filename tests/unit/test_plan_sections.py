@@ -46,6 +46,13 @@ def test_validate_parses_every_section_once_into_frozen_values(tmp_path):
     assert plan.output == OutputPlan(True, "safetensors")
     assert plan.runtime == RuntimePlan("auto", 3.0, "auto")
     assert plan.seed == 5 and plan.model.name == "tiny-llama"
+    assert plan.force is False and plan.retry_failed is True
+    assert validate(dict(config, force=True, retry_failed=False)).force is True
+    assert validate(dict(config, retry_failed=False)).retry_failed is False
+    # the record's path roots: every configured *_dir, with data / cache / results as resolved
+    assert plan.dirs["results_dir"] == plan.results_dir == tmp_path.resolve()
+    assert plan.dirs["cache_dir"] == plan.cache_dir and plan.dirs["data_dir"] == plan.data_dir
+    assert "checkpoint_dir" in plan.dirs and plan.dirs["checkpoint_dir"] == config["paths"]["checkpoint_dir"]
     assert [name for name, _ in plan.evals] == [k for k, v in config["eval"].items() if v is not None]
     rp = plan.recovery_plan
     assert rp.name == "lora" and rp.params["steps"] == config["recovery"]["steps"]
