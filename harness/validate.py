@@ -320,7 +320,8 @@ def check_kv_evaluated(kv, eval_cfg: dict) -> None:
 
     if not any(eval_cfg.get(name) for name in KV_CACHE_EVALUATORS):
         ran = ", ".join(k for k, v in eval_cfg.items() if v) or "none"
-        raise ConfigError(f"kv={kv.name} needs an evaluation that builds a KV cache ({' or '.join(KV_CACHE_EVALUATORS)}, "
+        builders = " or ".join(KV_CACHE_EVALUATORS)
+        raise ConfigError(f"kv={kv.name} needs an evaluation that builds a KV cache ({builders}, "
                           f"e.g. eval=kv_quick); this eval runs {ran}, which would report dense numbers")
 
 

@@ -68,5 +68,6 @@ def length_keys(eval_cfg: dict) -> list[tuple[str, object]]:
     out = []
     for name, section in eval_cfg.items():
         if isinstance(section, dict):
-            out += [(f"eval.{name}.{key}", section.get(key)) for key in getattr(EVALUATORS.get(name), "LENGTH_KEYS", ())]
+            keys = getattr(EVALUATORS.get(name), "LENGTH_KEYS", ())
+            out += [(f"eval.{name}.{key}", section.get(key)) for key in keys]
     return out
