@@ -106,7 +106,7 @@ def evaluate_saved(source: dict, model_dir: Path, config: dict) -> dict:
     threads = configure_runtime(runtime.get("threads"), runtime.get("offline", True))
     plan = validate(config)
     run_id = run_id_for(config, plan.param_defaults)
-    if not config.get("force") and existing_status(plan.results_dir, run_id) == "ok":
+    if not plan.force and existing_status(plan.results_dir, run_id) == "ok":
         log.info("skip %s: record exists with status ok", run_id)
         return read_record(record_path(plan.results_dir, run_id))
     t0 = time.perf_counter()

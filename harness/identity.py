@@ -119,7 +119,7 @@ def canonical(config: dict, param_defaults: ParamDefaults, with_seed: bool = Tru
         cfg.pop("kv", None)
     recovery = cfg.get("recovery")
     if isinstance(recovery, dict) and recovery.get("name", "none") != "none":
-        from harness.recovery.train import Budget
+        from harness.recovery.budget import Budget
         from harness.schema import defaults as dc_defaults
 
         cfg["recovery"] = _drop_defaults(recovery, dc_defaults(Budget))

@@ -9,6 +9,7 @@ times them and names the one that fails; `assemble_record` builds the record onc
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import resource
@@ -128,8 +129,7 @@ def run_experiment(cfg) -> dict:
     run_id = run_id_for(config, plan.param_defaults)
     check_writable(plan.results_dir)  # a full or read-only disk is found now, not after the work (ConfigError)
     status = existing_status(plan.results_dir, run_id)
-    retry_failed = bool(config.get("retry_failed", True))
-    if not config.get("force") and (status == "ok" or (status == "failed" and not retry_failed)):
+    if not plan.force and (status == "ok" or (status == "failed" and not plan.retry_failed)):
         log.info("skip %s: record exists with status %s", run_id, status)
         return read_record(record_path(plan.results_dir, run_id))
 
@@ -147,7 +147,7 @@ def run_experiment(cfg) -> dict:
 
     pruning_id = pruning_id_for(config, plan.param_defaults)
     live = start_run(config, {"run_id": run_id, "pruning_id": pruning_id, **described,   # W&B open while
-                              "model": {"name": config["model"]["name"]}})                # the stages work
+                              "model": {"name": plan.model.name}})                        # the stages work
     error, interrupted = None, None
     try:
         _run_stages(plan, state)  # the stages read the typed plan, never the raw config
@@ -320,7 +320,7 @@ def assemble_record(config: dict, plan, state: RunState, described: dict, error:
     """The run record, built once from the stage results (those that ran: a failed run keeps them);
     `config` is recorded as resolved, the rest comes from the typed plan and the stage results."""
     load, calib = state.load, state.calibration
-    model = {"name": plan.model.name, "source": config["model"]["source"]}
+    model = {"name": plan.model.name, "source": copy.deepcopy(plan.model.source)}
     provenance: dict = {}
     if load is not None:
         model |= {"family": load.adapter.family, "model_type": load.loaded.model.config.model_type}
@@ -356,9 +356,7 @@ def _finish(record: dict, plan, t_start: float) -> None:
     record["timing"]["total_s"] = time.perf_counter() - t_start
     record["memory"]["peak_rss_bytes"] = _peak_rss_bytes()
     record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    paths = (record.get("config") or {}).get("paths") or {}
-    roots = path_roots({**paths, "data_dir": plan.data_dir, "cache_dir": plan.cache_dir,
-                        "results_dir": plan.results_dir})
+    roots = path_roots(dict(plan.dirs))
     try:
         path = write_record(plan.results_dir, record, roots)
     except OSError as exc:

@@ -96,7 +96,7 @@ class RecoveryPlan:
     params: Any = None                   # the recovery section as resolved (a read-only mapping)
     checkpoint_dir: Path | None = None   # keyed by the run's identity without `stop_after`
     eval_texts: tuple = ()               # (corpus, split) evaluated, never trained on
-    budget: Any = None                   # harness.recovery.train.Budget, parsed once (check_recovery)
+    budget: Any = None                   # harness.recovery.budget.Budget, parsed once (check_recovery)
 
     def section(self) -> dict:
         """A fresh copy of the section for the recovery module."""
@@ -125,6 +125,11 @@ class Plan:
     runtime: RuntimePlan = field(default_factory=RuntimePlan)
     recovery_plan: RecoveryPlan = field(default_factory=RecoveryPlan)
     evals: tuple = ()       # ((evaluator name, its section), ...) in config order, None sections dropped
+    force: bool = False         # run again even when an ok record exists
+    retry_failed: bool = True   # run again when a failed record exists
+    # every *_dir of `paths` as configured, data/cache/results resolved: the roots the record's
+    # absolute paths are written relative to (harness.records.path_roots)
+    dirs: Any = field(default_factory=lambda: MappingProxyType({}))
 
 
 def _expand(path: str | None) -> Path | None:
@@ -134,7 +139,8 @@ def _expand(path: str | None) -> Path | None:
 def validate(config: dict) -> Plan:
     """Check the resolved config; returns the objects the run needs. No model is loaded. The stages
     run in this order and the first error wins: schema, method x target x allocator, model source
-    and runtime, calibration and evaluation data, output format, recovery and KV policy, lengths."""
+    and runtime, calibration data, each eval section's own check (harness.evaluation: its data,
+    tasks, kernels), output format, recovery and KV policy, lengths."""
     from harness.data import resolve_data_dir
     from harness.env import default_cache_dir
     from harness.schema import check_config
@@ -143,11 +149,11 @@ def validate(config: dict) -> Plan:
     try:
         method, target, allocator = _method_target_allocator(config)
         device, dtype = _runtime(config)
-        _check_sparse_kernel(config, device)
         paths = config.get("paths", {})
         data_dir = resolve_data_dir(paths.get("data_dir"))
         uses_calib = method.needs_calibration or getattr(allocator, "needs_calibration", False)
-        _check_data(config, uses_calib, data_dir)
+        _check_calib(config.get("calib") or {}, uses_calib, data_dir)
+        _check_evals(config.get("eval") or {}, data_dir, device)
         _check_output(config, target.pattern)
         recovery, kv, budget = _recovery_and_kv(config, method, data_dir)
         if uses_calib:
@@ -162,26 +168,29 @@ def validate(config: dict) -> Plan:
         raise ConfigError(one_line(msg)) from None
     defaults = param_defaults(config)
     cache_dir = _expand(paths.get("cache_dir")) or default_cache_dir().resolve()
-    return Plan(method, target, allocator, device, dtype, data_dir, cache_dir,
-                _expand(paths.get("results_dir")) or default_results_dir(), recovery, kv, defaults,
+    results_dir = _expand(paths.get("results_dir")) or default_results_dir()
+    dirs = {**{k: v for k, v in paths.items() if k.endswith("_dir")},
+            "data_dir": data_dir, "cache_dir": cache_dir, "results_dir": results_dir}
+    return Plan(method, target, allocator, device, dtype, data_dir, cache_dir, results_dir, recovery, kv, defaults,
                 seed=int(config.get("seed", 0)), model=ModelPlan.from_config(config["model"]),
                 calib=CalibPlan.from_config(config.get("calib")), prune=PrunePlan.from_config(config.get("prune")),
                 output=OutputPlan.from_config(config.get("output")),
                 runtime=RuntimePlan.from_config(config.get("runtime")),
                 recovery_plan=recovery_plan(config, cache_dir, defaults, budget),
                 evals=tuple((name, copy.deepcopy(section)) for name, section in (config.get("eval") or {}).items()
-                            if section is not None))
+                            if section is not None),
+                force=bool(config.get("force", False)), retry_failed=bool(config.get("retry_failed", True)),
+                dirs=MappingProxyType(dirs))
 
 
 def recovery_plan(config: dict, cache_dir: Path, defaults: dict, budget=None) -> RecoveryPlan:
     """The recovery section, its parsed budget, its checkpoint folder and the texts it must never train on."""
-    from harness.data import corpus as corpus_of
+    from harness.evaluation import evaluated_texts
     from harness.records import run_id_for
 
     section = dict(config.get("recovery") or {})
     name = section.get("name", "none")
-    ppl = (config.get("eval") or {}).get("ppl") or {}
-    eval_texts = tuple((ds, ppl.get("split") or corpus_of(ds).eval_split) for ds in ppl.get("datasets", []) or [])
+    eval_texts = evaluated_texts(config.get("eval") or {})
     checkpoint_dir = None
     if name != "none":
         # Checkpoints are keyed by the run's identity without the simulated-preemption knob, so a job
@@ -253,40 +262,27 @@ def _runtime(config: dict) -> tuple[str, Any]:
     return device, dtype
 
 
-def _check_sparse_kernel(config: dict, device: str) -> None:
-    """eval.latency.sparse_kernel names a kernel that runs on the run's device (flash_llm: CUDA,
-    or CPU under Triton's interpreter), refused before the model loads."""
-    from harness.evaluation.sparse_kernels import check_kernel
-
-    latency = (config.get("eval") or {}).get("latency")
-    if isinstance(latency, dict):
-        check_kernel(str(latency.get("sparse_kernel", "none")), device)
-
-
-def _check_data(config: dict, uses_calib: bool, data_dir: Path | None) -> None:
-    """Calibration settings and every evaluated data set are available offline."""
+def _check_calib(calib: dict, uses_calib: bool, data_dir: Path | None) -> None:
+    """Calibration settings are known and its corpus is available offline (when the method calibrates)."""
     from harness.calibration import MODES
-    from harness.data import check_available, corpus
-    from harness.evaluation import EVALUATORS
+    from harness.data import check_available
 
-    calib = config.get("calib") or {}
     if uses_calib:
         if calib.get("mode", "reference") not in MODES:
             raise ConfigError(f"calib.mode must be one of {MODES}")
         if int(calib.get("n_samples", 0)) < 1 or int(calib.get("seq_len", 0)) < 2:
             raise ConfigError("calib.n_samples must be >= 1 and calib.seq_len >= 2")
         check_available(calib["corpus"], calib.get("split", "train"), data_dir)
-    for name, section in (config.get("eval") or {}).items():
-        if section is None:
-            continue
-        if name not in EVALUATORS:
-            raise EVALUATORS.unknown(name)
-        for ds in section.get("datasets", []) if name in ("ppl", "kv_ppl") else []:
-            check_available(ds, section.get("split") or corpus(ds).eval_split, data_dir)
-        if name == "zeroshot":
-            from harness.evaluation.lm_eval_tasks import check_local_tasks
 
-            check_local_tasks(section, data_dir)
+
+def _check_evals(eval_cfg: dict, data_dir: Path | None, device: str) -> None:
+    """Every eval section names a registered evaluator and passes that evaluator's own check
+    (harness.evaluation: data available offline, zero-shot task files, a sparse kernel for the device)."""
+    from harness.evaluation import check_section
+
+    for name, section in eval_cfg.items():
+        if section is not None:   # a preset that switches an evaluator off leaves its key at null
+            check_section(name, section, data_dir, device)
 
 
 def _check_output(config: dict, pattern: str) -> None:
@@ -299,7 +295,7 @@ def _check_output(config: dict, pattern: str) -> None:
 
 def _recovery_and_kv(config: dict, method, data_dir: Path | None) -> tuple[Any, Any, Any]:
     """The recovery (its budget and corpus checked, never an evaluated text) and the KV policy."""
-    from harness.data import corpus
+    from harness.evaluation import evaluated_texts
     from harness.recovery import check_recovery, get_recovery
 
     recovery_cfg = config.get("recovery") or {"name": "none"}
@@ -307,9 +303,7 @@ def _recovery_and_kv(config: dict, method, data_dir: Path | None) -> tuple[Any, 
     kv = build_kv_policy(config.get("kv"))
     if kv is None and getattr(method, "is_kv_policy", False):
         kv = method   # method=h2o alone: the method is the policy
-    ppl = (config.get("eval") or {}).get("ppl") or {}
-    budget = check_recovery(recovery_cfg, [(ds, ppl.get("split") or corpus(ds).eval_split)
-                                           for ds in ppl.get("datasets", [])], data_dir)
+    budget = check_recovery(recovery_cfg, list(evaluated_texts(config.get("eval") or {})), data_dir)
     if kv is not None:
         check_kv_evaluated(kv, config.get("eval") or {})
     return recovery, kv, budget
@@ -320,15 +314,14 @@ def default_results_dir() -> Path:
     return Path.home() / ".local" / "share" / "prunebench" / "results"
 
 
-# Evaluators that build a KV cache, and so apply a `kv` policy; any other leaves it unused.
-KV_EVALUATORS = ("kv_ppl", "kv_memory")
-
-
 def check_kv_evaluated(kv, eval_cfg: dict) -> None:
     """A KV policy whose evaluation never builds a cache would label dense numbers with its name."""
-    if not any(eval_cfg.get(name) for name in KV_EVALUATORS):
+    from harness.evaluation import KV_CACHE_EVALUATORS
+
+    if not any(eval_cfg.get(name) for name in KV_CACHE_EVALUATORS):
         ran = ", ".join(k for k, v in eval_cfg.items() if v) or "none"
-        raise ConfigError(f"kv={kv.name} needs an evaluation that builds a KV cache ({' or '.join(KV_EVALUATORS)}, "
+        builders = " or ".join(KV_CACHE_EVALUATORS)
+        raise ConfigError(f"kv={kv.name} needs an evaluation that builds a KV cache ({builders}, "
                           f"e.g. eval=kv_quick); this eval runs {ran}, which would report dense numbers")
 
 
@@ -336,14 +329,12 @@ def check_calib_not_eval(calib: dict, eval_cfg: dict) -> None:
     """Calibrating on text that is evaluated inflates the result: refused unless
     calib.allow_eval_split=true (which the record keeps, in its config and calibration)."""
     from harness.data import corpus
+    from harness.evaluation import evaluated_texts
 
     if calib.get("allow_eval_split"):
         return
     name, split = calib.get("corpus"), calib.get("split", "train")
-    evaluated = {(ds, section.get("split") or corpus(ds).eval_split)
-                 for key in ("ppl", "kv_ppl") for section in [eval_cfg.get(key) or {}]
-                 for ds in section.get("datasets") or []}
-    if (name, split) in evaluated or split == corpus(name).eval_split:
+    if (name, split) in evaluated_texts(eval_cfg) or split == corpus(name).eval_split:
         raise ConfigError(f"calib: {name}/{split} is an evaluation split; calibrating on it inflates the "
                           "result (set calib.allow_eval_split=true to do it anyway, recorded)")
 
@@ -351,15 +342,14 @@ def check_calib_not_eval(calib: dict, eval_cfg: dict) -> None:
 def check_lengths(config: dict, uses_calib: bool) -> None:
     """Every sequence length fits the model's max_position_embeddings, read from its config
     (no weights loaded): longer windows run silently wrong or crash after pruning (OPT)."""
+    from harness.evaluation import length_keys
     from harness.models import max_positions
 
     limit = max_positions(config["model"]["source"])
     if not limit:
         return
     keys = [("calib.seq_len", (config.get("calib") or {}).get("seq_len") if uses_calib else None)]
-    for name, section in (config.get("eval") or {}).items():
-        if isinstance(section, dict) and name in ("ppl", "kv_ppl"):
-            keys.append((f"eval.{name}.seq_len", section.get("seq_len")))
+    keys += length_keys(config.get("eval") or {})
     recovery = config.get("recovery") or {}
     if recovery.get("name", "none") != "none":
         keys.append(("recovery.seq_len", recovery.get("seq_len")))

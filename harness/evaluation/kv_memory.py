@@ -71,6 +71,16 @@ def measure(model, tokenizer, context: int, new_tokens: int, policy=None, chunk:
     return r
 
 
+def check(section: dict, data_dir, device: str) -> None:
+    """Validation: a prompt `source` other than random is a known corpus whose evaluation split is
+    available offline (a one-line DataError), found before the model loads rather than at evaluation."""
+    from harness.data import check_available, corpus
+
+    source = section.get("source", "wikitext2")
+    if source != "random":
+        check_available(source, corpus(source).eval_split, data_dir)
+
+
 def evaluate(model, tokenizer, section: dict, ctx) -> dict:
     """section: {context, new_tokens, chunk, source: wikitext2|random}"""
     policy = ctx.kv

@@ -2,13 +2,16 @@
 DynamicCache evicted to the KV policy's capacity after each chunk (harness.kv.bounded). The policy
 comes from the run's `kv` config group (ctx.kv); none = the full cache, which equals the
 plain perplexity. Reports the KV bytes and tokens held at the end of each window next to the
-analytic full-cache bytes for the same context."""
+analytic full-cache bytes for the same context.
+
+Its texts, lengths and validation check (`evaluated_texts`, `LENGTH_KEYS`, `check`) are ppl's: the
+same corpora cut into the same windows."""
 
 from __future__ import annotations
 
 from harness.adapters import adapter_for
 from harness.data import eval_text
-from harness.evaluation.ppl import tokenize_windows
+from harness.evaluation.ppl import LENGTH_KEYS, check, evaluated_texts, tokenize_windows  # noqa: F401
 from harness.kv.bounded import bounded_perplexity
 from harness.kv.cache import analytic_kv_bytes
 

@@ -209,6 +209,12 @@ def measure(model, section: dict, device: str, seed: int = 0) -> dict:
     return result
 
 
+def check(section: dict, data_dir, device: str) -> None:
+    """Validation: `sparse_kernel` names a registered kernel that runs on the run's device
+    (flash_llm: CUDA, or CPU under Triton's interpreter), refused in one line before the model loads."""
+    check_kernel(str(section.get("sparse_kernel", "none")), device)
+
+
 def evaluate(model, tokenizer, section: dict, ctx) -> dict:
     """section: {warmup, repeats, semi_structured, sparse_kernel (none|csr|flash_llm), prefill: {batch: [..], prompt_len: [..]},
     decode: {batch: [..], prompt_len, new_tokens}}"""

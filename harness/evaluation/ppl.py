@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from harness.data import CORPORA, eval_text
+from harness.data import CORPORA, check_available, corpus, eval_text
 from harness.hashing import sha256_text, sha256_tokens
 
 PROTOCOL = "sparsegpt-wanda-ppl"
@@ -112,6 +112,22 @@ def perplexity(model, tokenizer, text: str, seq_len: int, batch_size: int = 1, m
             "n_tokens": count, "nll_sum": nll, "batch_size": batch_size,
             "text_sha256": sha256_text(text), "tokens_sha256": sha256_tokens(windows),
             "eval_s": elapsed, "tokens_per_s": windows.numel() / elapsed, "blockwise": _blockwise(model)}
+
+
+# Keys of the section that are token lengths: validation holds them to the model's positions.
+LENGTH_KEYS = ("seq_len",)
+
+
+def evaluated_texts(section: dict) -> list[tuple[str, str]]:
+    """(corpus, split) of every text the section scores (the corpus' evaluation split unless
+    `split` names another): calibration and recovery must never train on them."""
+    return [(ds, section.get("split") or corpus(ds).eval_split) for ds in section.get("datasets") or []]
+
+
+def check(section: dict, data_dir, device: str) -> None:
+    """Validation: every scored text is a known corpus available offline (a one-line DataError)."""
+    for ds, split in evaluated_texts(section):
+        check_available(ds, split, data_dir)
 
 
 def evaluate(model, tokenizer, section: dict, ctx) -> dict:

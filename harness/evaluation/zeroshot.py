@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from harness.env import default_cache_dir
-from harness.evaluation.lm_eval_tasks import HUB_NAMES, prepare_tasks
+from harness.evaluation.lm_eval_tasks import HUB_NAMES, check_local_tasks, prepare_tasks
 
 PROTOCOL = "lm-eval-zeroshot"
 PROTOCOL_VERSION = "1"
@@ -86,6 +86,12 @@ def write_samples(path: Path, out: dict) -> int:
                 **{m: s[m] for m in METRICS if m in s}}, default=str))
     write_atomic(path, "\n".join(lines) + "\n")
     return len(lines)
+
+
+def check(section: dict, data_dir, device: str) -> None:
+    """Validation: known task names, a known source, and (source local) every task's files in the
+    data directory; a one-line TaskDataError, with no conversion and no lm-eval import."""
+    check_local_tasks(section, data_dir)
 
 
 def evaluate(model, tokenizer, section: dict, ctx) -> dict:

@@ -3,7 +3,8 @@
 Each entry is a module with `recover(model, tokenizer, params: dict, ctx: RecoveryContext) -> dict`
 (report for the record), optionally `check(params)` (called during config validation) and
 `OWN_KEYS` (its config keys beside the shared budget). `none` does nothing. Shared machinery
-(budget, corpus, masks, resumable loop) is in harness/recovery/train.py.
+(corpus, masks, resumable loop) is in harness/recovery/train.py, the shared budget in
+harness/recovery/budget.py.
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ def get_recovery(name: str) -> Callable | None:
 
 def check_recovery(params: dict, eval_texts: list[tuple[str, str]], data_dir=None):
     """Validation-time checks (budget, corpus != evaluation text); raises a one-line ConfigError.
-    Returns the parsed training budget (harness.recovery.train.Budget; None for recovery=none), which
+    Returns the parsed training budget (harness.recovery.budget.Budget; None for recovery=none), which
     the run hands to the recovery through its context instead of parsing it again."""
     name = params.get("name", "none")
     module = RECOVERIES.get(name)
     if module is None:
         return None
-    from harness.recovery.train import check_not_eval_text, parse_budget
+    from harness.recovery.budget import check_not_eval_text, parse_budget
 
     budget = parse_budget(params, getattr(module, "OWN_KEYS", set()), name)   # first: unknown keys, bad values
     check = getattr(module, "check", None)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from harness.recovery.train import (apply_masks, block_prefixes, finish, last_blocks, parse_budget, set_eval_mode,
-                                    set_train_mode, start, train)
+from harness.recovery.budget import parse_budget
+from harness.recovery.train import (apply_masks, block_prefixes, finish, last_blocks, set_eval_mode, set_train_mode,
+                                    start, train)
 from harness.errors import ConfigError
 
 OWN_KEYS = {"temperature", "kl_weight", "ce_weight", "trainable", "teacher_correction_steps",

@@ -46,12 +46,19 @@ def test_validate_parses_every_section_once_into_frozen_values(tmp_path):
     assert plan.output == OutputPlan(True, "safetensors")
     assert plan.runtime == RuntimePlan("auto", 3.0, "auto")
     assert plan.seed == 5 and plan.model.name == "tiny-llama"
+    assert plan.force is False and plan.retry_failed is True
+    assert validate(dict(config, force=True, retry_failed=False)).force is True
+    assert validate(dict(config, retry_failed=False)).retry_failed is False
+    # the record's path roots: every configured *_dir, with data / cache / results as resolved
+    assert plan.dirs["results_dir"] == plan.results_dir == tmp_path.resolve()
+    assert plan.dirs["cache_dir"] == plan.cache_dir and plan.dirs["data_dir"] == plan.data_dir
+    assert "checkpoint_dir" in plan.dirs and plan.dirs["checkpoint_dir"] == config["paths"]["checkpoint_dir"]
     assert [name for name, _ in plan.evals] == [k for k, v in config["eval"].items() if v is not None]
     rp = plan.recovery_plan
     assert rp.name == "lora" and rp.params["steps"] == config["recovery"]["steps"]
     assert rp.eval_texts == (("wikitext2", "test"),)
     from harness.recovery import lora
-    from harness.recovery.train import parse_budget
+    from harness.recovery.budget import parse_budget
 
     assert rp.budget == parse_budget(config["recovery"], lora.OWN_KEYS, "lora") and rp.budget.seed == 5
     # checkpoints keyed by the identity without the preemption knob: the same folder with or without it
@@ -89,6 +96,7 @@ def test_stages_never_read_the_raw_config(tmp_path, monkeypatch):
     # Every argument of the stage loop that is a mapping (the raw config, if passed) raises on any read;
     # calibration, pruning, recovery and evaluation all run and the record is ok.
     # The recovery budget was parsed at validation: parsing it again inside the stages fails the run.
+    import harness.recovery.budget as budget
     import harness.recovery.train as train
 
     original = run._run_stages
@@ -97,7 +105,8 @@ def test_stages_never_read_the_raw_config(tmp_path, monkeypatch):
         raise AssertionError("the recovery budget was parsed again after validation")
 
     def poisoned(*args):
-        monkeypatch.setattr(train, "parse_budget", parsed_again)
+        monkeypatch.setattr(budget, "parse_budget", parsed_again)   # where it lives
+        monkeypatch.setattr(train, "parse_budget", parsed_again)    # the name the training loop holds
         return original(*[_Untouchable() if isinstance(a, Mapping) else a for a in args])
 
     monkeypatch.setattr(run, "_run_stages", poisoned)

@@ -292,7 +292,7 @@ def test_budget_defaults_equal_the_shared_recovery_yaml():
     import yaml
 
     from harness.config import CONF_DIR
-    from harness.recovery.train import Budget
+    from harness.recovery.budget import Budget
 
     shared = yaml.safe_load((CONF_DIR / "recovery" / "_budget.yaml").read_text())
     declared = {f.name: f.default for f in dataclasses.fields(Budget)}
