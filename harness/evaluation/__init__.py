@@ -1,7 +1,9 @@
 """Evaluators, looked up by the name of their section under `eval:` in the config.
 
-Each evaluator is `fn(model, tokenizer, section: dict, ctx: EvalContext) -> dict` and returns the
-metrics it measured, each carrying its protocol name and version. Adding an evaluation = one
+Each evaluator is `fn(model, tokenizer, section: dict, ctx: EvalContext) -> Evaluated`
+(harness.record_schema): the values it measured, stored at record["metrics"][<section>], and their
+declaration (protocol name, version and settings; per number whether higher is better and whether it
+is a result or a spread), stored at record["metric_declarations"][<section>]. Adding an evaluation = one
 module + one entry in EVALUATORS (harness.registry.Registry; no if/elif in the runner).
 """
 
