@@ -115,7 +115,7 @@ def evaluate_saved(source: dict, model_dir: Path, config: dict) -> dict:
         "evaluated_from": {"run_id": source.get("run_id"), "model_dir": str(model_dir)},
         **{k: copy.deepcopy(source.get(k)) for k in ("method", "model", "target", "allocator", "kv",
                                                      "calibration", "recovery", "prune_report")},
-        "measured": {}, "metrics": {}, "timing": {}, "memory": {},
+        "measured": {}, "metrics": {}, "metric_declarations": {}, "timing": {}, "memory": {},
         "env": _env_block(plan.device) | {"threads": threads, "dtype": str(plan.dtype)},
         "provenance": copy.deepcopy(source.get("provenance") or {}), "config": config,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -142,7 +142,9 @@ def evaluate_saved(source: dict, model_dir: Path, config: dict) -> dict:
                            run_id=run_id, seed=plan.seed, threads=threads,
                            kv=plan.kv, cache_dir=plan.cache_dir)
         for name, section in plan.evals:
-            record["metrics"].update(get_evaluator(name)(model, tokenizer, section, ectx))
+            out = get_evaluator(name)(model, tokenizer, section, ectx)
+            record["metrics"][out.section] = out.values
+            record["metric_declarations"][out.section] = out.declaration
         for name, r in record["metrics"].get("ppl", {}).items():
             record["provenance"].setdefault("data_sha256", {})[f"eval:{name}/{r['split']}"] = r["data_sha256"]
         record["timing"]["eval_s"] = time.perf_counter() - t

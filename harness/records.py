@@ -24,7 +24,10 @@ from typing import Any
 from harness.errors import ConfigError
 from harness.files import write_atomic
 
-SCHEMA_VERSION = "1"
+# 2: every evaluator section of `metrics` has its declaration in `metric_declarations`
+# (harness.record_schema); version-1 records are upgraded when read (upgrade_record).
+SCHEMA_VERSION = "2"
+READABLE_VERSIONS = ("1", SCHEMA_VERSION)
 STATUSES = ("ok", "failed")
 from harness.identity import NON_SEMANTIC_KEYS  # noqa: E402,F401 - kept importable from here
 REQUIRED_KEYS = ("schema_version", "run_id", "status", "method", "model", "target", "config", "env")
@@ -197,20 +200,46 @@ def write_record(results_dir: str | Path, record: dict, roots: dict[str, str] | 
 
 
 def read_record(path: str | Path) -> dict:
+    """The record at `path` in the current schema (a version-1 record is upgraded in memory)."""
     with open(path, encoding="utf-8") as f:
         record = json.load(f)
+    record = upgrade_record(record)
     validate_record(record)
     return record
 
 
+def upgrade_record(record: dict) -> dict:
+    """`record` in the current schema: a version-1 record gets the metric declarations its key
+    names imply (harness.records_v1, the one place they are derived); a current one is returned as
+    it is. An unknown version raises ValueError."""
+    version = str(record.get("schema_version"))
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"record schema_version {record.get('schema_version')} is not one this code reads "
+                         f"({', '.join(READABLE_VERSIONS)})")
+    if version == "1":
+        from harness.records_v1 import upgrade
+
+        return upgrade(record)
+    return record
+
+
 def validate_record(record: dict) -> None:
+    """A record of the current schema: required keys, a known status, and metric declarations that
+    cover every metrics section and point at its values (harness.record_schema.check_declarations)."""
+    from harness.record_schema import check_declarations
+
     missing = [k for k in REQUIRED_KEYS if k not in record]
     if missing:
         raise ValueError(f"record lacks keys {missing}")
     if record["status"] not in STATUSES:
         raise ValueError(f"record has unknown status {record['status']!r}")
     if str(record["schema_version"]) != SCHEMA_VERSION:
-        raise ValueError(f"record schema_version {record['schema_version']} != {SCHEMA_VERSION}")
+        raise ValueError(f"record schema_version {record['schema_version']} != {SCHEMA_VERSION} "
+                         f"(upgrade_record reads version {', '.join(READABLE_VERSIONS[:-1])})")
+    metrics = record.get("metrics") or {}
+    if not isinstance(metrics, dict):
+        raise ValueError(f"record metrics is a {type(metrics).__name__}, not an object")
+    check_declarations(metrics, record.get("metric_declarations", {} if not metrics else None))
 
 
 def existing_status(results_dir: str | Path, run_id: str) -> str | None:

@@ -98,6 +98,7 @@ class RunState:
     recovery_report: dict = field(default_factory=dict)
     measurement: Measurement | None = None
     metrics: dict = field(default_factory=dict)     # filled evaluator by evaluator (partial on failure)
+    declarations: dict = field(default_factory=dict)  # section -> its metric declaration, beside metrics
     output: dict | None = None
     timing: dict = field(default_factory=dict)
     memory: dict = field(default_factory=dict)      # offload mode and predicted peaks, then measured peaks
@@ -298,7 +299,9 @@ def _evaluate(plan, state: RunState) -> None:
                        kv=plan.kv, cache_dir=plan.cache_dir)
     loaded = state.load.loaded
     for name, section in plan.evals:
-        state.metrics.update(get_evaluator(name)(loaded.model, loaded.tokenizer, section, ectx))
+        out = get_evaluator(name)(loaded.model, loaded.tokenizer, section, ectx)
+        state.metrics[out.section] = out.values
+        state.declarations[out.section] = out.declaration
     if plan.device.startswith("cuda"):
         state.memory["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
 
@@ -341,7 +344,8 @@ def assemble_record(config: dict, plan, state: RunState, described: dict, error:
                         if calib is not None else None),
         "recovery": {"name": plan.recovery_plan.name, **state.recovery_report},
         "measured": state.measurement.as_record() if state.measurement is not None else {},
-        "metrics": state.metrics, "timing": dict(state.timing), "memory": dict(state.memory),
+        "metrics": state.metrics, "metric_declarations": state.declarations,
+        "timing": dict(state.timing), "memory": dict(state.memory),
         "prune_report": state.prune_report or {}, "env": state.env, "provenance": provenance, "config": config,
         "started_at": started_at, "tags": described["tags"],
     }

@@ -1,11 +1,12 @@
 """Flatten records into pandas frames.
 
 `runs_frame`   one row per record: identity, the run's tags, target, measured sparsity / parameters
-               removed, provenance flags, and one column per metric. Each evaluator's layout is read as
-               the evaluator writes it (ppl, kv_ppl, zeroshot.tasks, latency.prefill/decode lists,
-               kv_memory); an unknown metric group is walked generically so a new evaluator's
-               numbers still appear. A metric column's name carries its protocol, so numbers from
-               different protocols never share a column.
+               removed, provenance flags, and one column per declared metric: each evaluator
+               declares its numbers (record["metric_declarations"], harness.record_schema): where
+               each value sits, whether higher is better, which numbers are spreads of which, the
+               protocol and its settings. Nothing is inferred from key names here (version-1
+               records get their declarations in harness.records_v1). A metric column's name
+               carries its protocol, so numbers from different protocols never share a column.
 `attach_dense` the dense baseline of the same model, dtype, device and evaluation config: delta and
                "% of dense" (dense/x for lower-is-better metrics, x/dense otherwise).
 `cells_frame`  one row per cell = the full identity of what ran (the semantic config without its
@@ -24,21 +25,10 @@ from numbers import Number
 
 import pandas as pd
 
-from harness.records import run_id_for
+from harness.record_schema import declared_value, lookup
+from harness.records import run_id_for, upgrade_record
 
 TAG_AXES = ("type", "criteria", "budget", "data", "retrain", "weights")
-# Scalar fields of a metric's dict (or its ancestors') that define its protocol, in label order.
-PROTOCOL_FIELDS = ("protocol", "protocol_version", "lm_eval_version", "version", "task_version",
-                   "num_fewshot", "seq_len", "n_windows", "limit", "context", "context_len", "prompt_len",
-                   "new_tokens", "chunk", "batch", "dtype")
-NOT_A_RESULT = {"protocol_version", "version", "seq_len", "n_windows", "max_windows", "n_tokens", "nll_sum",
-                "batch_size", "eval_s", "tokens_per_s", "limit", "num_fewshot", "n", "n_samples", "n_total",
-                "n_windows_implied",
-                "task_version", "context", "context_len", "prompt_len", "new_tokens", "chunk", "batch", "repeats",
-                "warmup", "layers", "kv_heads", "head_dim", "capacity", "tokens_seen", "tokens_held", "evictions",
-                "data_rows", "threads", "bootstrap_iters", "max_length", "cpu_count", "params", "swapped_linears"}
-SPREAD_WORDS = ("std", "stderr", "spread", "iqr", "min", "max", "p10", "p90", "p25", "p75", "mad", "q1", "q3")
-KNOWN_GROUPS = ("ppl", "kv_ppl", "zeroshot", "latency", "kv_memory")
 # Config keys that are not part of a cell's identity besides the record's own NON_SEMANTIC_KEYS:
 # the seed (cells aggregate over it), the thread count (moves only the last digits), whether the
 # pruned model is saved and whether cached statistics are reused.
@@ -48,167 +38,86 @@ NOT_CELL = ("seed", "output")   # (kept for readers; harness.identity.canonical 
 @dataclass(frozen=True)
 class MetricSpec:
     column: str          # the DataFrame column; its name states the protocol
-    group: str           # ppl | kv_ppl | zeroshot | latency | kv | other
-    path: tuple          # path inside record["metrics"] ("derived" for computed columns)
-    lower_is_better: bool | None
+    group: str           # the declaration's group: ppl | kv_ppl | zeroshot | latency | kv | other
+    path: tuple          # (section, *path inside record["metrics"][section]); ("derived", name) for means
+    lower_is_better: bool | None     # from the declared higher_is_better; None: not ranked (a spread)
     quality: bool        # a quality metric (ppl, accuracy) gets "% of dense"
     headline: bool       # shown in the leaderboard tables (every metric is in the CSV)
-    task: str = ""       # zero-shot task, latency setting, ... (the column header inside its table)
+    task: str = ""       # the declared header: zero-shot task, latency setting, ... (inside its table)
 
 
 def _is_number(v) -> bool:
     return isinstance(v, Number) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
-def _fmt_protocol(merged: dict) -> str:
-    parts = []
-    if "protocol" in merged:
-        v = merged.get("protocol_version")
-        parts.append(f"{merged['protocol']}" + (f" v{v}" if v is not None else ""))
-    if "lm_eval_version" in merged:
-        parts.append(f"lm-eval {merged['lm_eval_version']}")
-    if merged.get("num_fewshot") is not None:
-        parts.append(f"{merged['num_fewshot']}-shot")
-    if "seq_len" in merged:
-        parts.append(f"seq {merged['seq_len']}")
-    if "n_windows" in merged:
-        parts.append(f"{merged['n_windows']} win")
-    if merged.get("limit") is not None:
-        parts.append(f"limit {merged['limit']}")
-    for k in ("context", "context_len", "chunk", "device", "dtype"):
-        if merged.get(k) is not None:
-            parts.append(f"{k.replace('_len', '')} {merged[k]}")
-    if merged.get("threads") is not None:
-        parts.append(f"{merged['threads']} thr")
-    return ", ".join(str(p) for p in parts)
+# How a declared setting is quoted in a column name; any other setting reads "<name> <value>".
+SETTING_WORDS = {"lm_eval_version": "lm-eval {}", "num_fewshot": "{}-shot", "seq_len": "seq {}",
+                 "n_windows": "{} win", "limit": "limit {}", "context_len": "context {}", "threads": "{} thr"}
 
 
-def _protocol_of(*dicts: dict) -> str:
-    merged: dict = {}
-    for d in dicts:
-        merged.update({k: d[k] for k in (*PROTOCOL_FIELDS, "device", "threads")
-                       if k in d and not isinstance(d[k], (dict, list))})
-    return _fmt_protocol(merged)
+def protocol_label(protocol: str, version: str | None, settings: dict) -> str:
+    """'sparsegpt-wanda-ppl v1, seq 512, 8 win': the protocol, its version and every declared
+    setting in declared order. Numbers whose labels differ never share a column."""
+    parts = [f"{protocol}" + (f" v{version}" if version else "")] if protocol else []
+    parts += [SETTING_WORDS.get(k, f"{k} {{}}").format(v) for k, v in settings.items()
+              if not isinstance(v, (dict, list))]
+    return ", ".join(parts)
 
 
-def _lower(d: dict, default: bool | None) -> bool | None:
-    """The metric contract's `higher_is_better` when the evaluator states it, else the default."""
-    hib = d.get("higher_is_better") if isinstance(d, dict) else None
-    return (not hib) if isinstance(hib, bool) else default
+def _columned(name: str, label: str) -> str:
+    return f"{name} ({label})" if label else name
 
 
-class _Out:
-    def __init__(self):
-        self.values: dict[str, float] = {}
-        self.specs: list[MetricSpec] = []
-        self.text: dict[str, str] = {}
-
-    def add(self, col, value, group, path, lower, quality, headline, task=""):
-        if _is_number(value):
-            self.values[col] = float(value)
-            self.specs.append(MetricSpec(col, group, tuple(path), lower, quality, headline, task))
-
-
-def _ppl(out: _Out, top: str, node: dict) -> None:
-    group = "ppl" if top == "ppl" else "kv_ppl"
-    for ds, d in node.items():
-        if isinstance(d, dict) and _is_number(d.get("value")):
-            label = f"{top} {ds}" if top == "ppl" else f"bounded-cache ppl {ds}"
-            out.add(f"{label} ({_protocol_of(d)})", d["value"], group, (top, ds, "value"),
-                    _lower(d, True), True, True, ds)
-
-
-def _zeroshot(out: _Out, node: dict) -> None:
-    tasks = node.get("tasks") if isinstance(node.get("tasks"), dict) else \
-        {k: v for k, v in node.items() if isinstance(v, dict)}
-    proto = _protocol_of(node)
-    accs = {}
-    for task, d in tasks.items():
-        for metric in ("acc", "acc_norm"):
-            if _is_number(d.get(metric)):
-                col = f"{task} {metric} ({_protocol_of(node, d) if not proto else proto})"
-                out.add(col, d[metric], "zeroshot", ("zeroshot", task, metric), _lower(d, False), True,
-                        metric == "acc", f"{task} {metric}")
-                out.add(f"{col} stderr", d.get(f"{metric}_stderr"), "zeroshot", ("zeroshot", task, f"{metric}_stderr"),
-                        None, False, False, f"{task} {metric} stderr")
-                if metric == "acc":
-                    accs[task] = float(d[metric])
-    if accs:
-        col = f"zero-shot mean acc ({len(accs)} tasks, {proto})"
-        out.add(col, sum(accs.values()) / len(accs), "zeroshot", ("derived", "mean_acc"), False, True, True, "mean acc")
-
-
-def _latency(out: _Out, node: dict) -> None:
-    """What harness.evaluation.latency writes: prefill/decode lists of settings, each with median
-    and quartiles. Headline numbers: prefill ms per (batch × prompt), decode ms/token per batch."""
-    proto = _protocol_of(node)
-    for p in node.get("prefill") or []:
-        s = p.get("seconds") or {}
-        if _is_number(s.get("median")):
-            task = f"prefill ms b{p.get('batch')}x{p.get('prompt_len')}"
-            col = f"{task} ({proto})"
-            out.add(col, 1000 * s["median"], "latency", ("latency", "prefill", task), True, False, True, task)
-            if _is_number(s.get("iqr")):
-                out.add(f"{col} iqr", 1000 * s["iqr"], "latency", ("latency", "prefill", task, "iqr"), None, False,
-                        False, task)
-    for d in node.get("decode") or []:
-        s = d.get("ms_per_token") or {}
-        if _is_number(s.get("median")):
-            task = f"decode ms/token b{d.get('batch')} (prompt {d.get('prompt_len')})"
-            col = f"{task} ({proto})"
-            out.add(col, s["median"], "latency", ("latency", "decode", task), True, False, True, task)
-            if _is_number(s.get("iqr")):
-                out.add(f"{col} iqr", s["iqr"], "latency", ("latency", "decode", task, "iqr"), None, False, False, task)
-    if node.get("kernel_path"):
-        out.text["kernel path"] = str(node["kernel_path"])
-
-
-def _kv_memory(out: _Out, node: dict) -> None:
-    proto = _protocol_of(node)
-    ctx = f"{node.get('context')}+{node.get('new_tokens')} tokens"
-    out.add(f"KV MiB at {ctx} ({proto})", (node.get("kv_bytes_measured") or float("nan")) / 2**20, "kv",
-            ("kv_memory", "kv_bytes_measured"), True, False, True, "KV MiB measured")
-    out.add(f"KV fraction of full at {ctx} ({proto})", node.get("kv_fraction_of_full"), "kv",
-            ("kv_memory", "kv_fraction_of_full"), True, False, False, "KV fraction")
-
-
-def _generic(out: _Out, top: str, node: dict) -> None:
-    """Any other evaluator: every finite numeric leaf (its `value`s as headline)."""
-    def walk(d: dict, path: tuple, chain: list[dict]) -> None:
-        for key, v in d.items():
-            p = (*path, str(key))
-            if isinstance(v, dict):
-                walk(v, p, [*chain, v])
-            elif _is_number(v) and key not in NOT_A_RESULT and not str(key).endswith("_s"):
-                spread = any(w in str(key).lower().split("_") for w in SPREAD_WORDS)
-                label = " ".join(x for x in p if x != "value")
-                proto = _protocol_of(*chain)
-                out.add(f"{label} ({proto})" if proto else label, v, "other", p, _lower(chain[-1], None), False,
-                        key == "value" and not spread, label)
-    walk(node, (top,), [node])
-
-
-def flatten_metrics(metrics: dict) -> tuple[dict[str, float], list[MetricSpec]]:
-    values, specs, _ = flatten_metrics_text(metrics)
+def flatten_metrics(metrics: dict, declarations: dict) -> tuple[dict[str, float], list[MetricSpec]]:
+    values, specs, _ = flatten_metrics_text(metrics, declarations)
     return values, specs
 
 
-def flatten_metrics_text(metrics: dict) -> tuple[dict[str, float], list[MetricSpec], dict[str, str]]:
-    out = _Out()
-    for top, node in (metrics or {}).items():
+def flatten_metrics_text(metrics: dict, declarations: dict
+                         ) -> tuple[dict[str, float], list[MetricSpec], dict[str, str]]:
+    """One column per declared number with a finite value (record_schema.declared_value), named
+    '<name> (<protocol label>)', a spread named after its result ('<result column> <name>'); one
+    column per declared mean (over the results present); the declared facts as text columns."""
+    values: dict[str, float] = {}
+    specs: list[MetricSpec] = []
+    text: dict[str, str] = {}
+
+    def add(col, value, spec_args):
+        if value is not None and _is_number(value):
+            values[col] = float(value)
+            specs.append(MetricSpec(col, *spec_args))
+
+    for sec, decl in (declarations or {}).items():
+        node = (metrics or {}).get(sec)
         if not isinstance(node, dict):
             continue
-        if top in ("ppl", "kv_ppl"):
-            _ppl(out, top, node)
-        elif top == "zeroshot":
-            _zeroshot(out, node)
-        elif top == "latency":
-            _latency(out, node)
-        elif top == "kv_memory":
-            _kv_memory(out, node)
-        else:
-            _generic(out, top, node)
-    return out.values, out.specs, out.text
+        base = decl.get("settings") or {}
+        section_label = protocol_label(decl.get("protocol", ""), decl.get("protocol_version"), base)
+        result_cols = {}
+        for m in decl.get("metrics") or []:
+            if m["role"] == "result" or m.get("spread_of") is None:
+                label = protocol_label(decl.get("protocol", ""), decl.get("protocol_version"),
+                                       {**base, **(m.get("settings") or {})})
+                result_cols[m["name"]] = _columned(m["name"], label)
+        for m in decl.get("metrics") or []:
+            hib = m.get("higher_is_better")
+            col = (f"{result_cols[m['spread_of']]} {m['name']}" if m["role"] == "spread" and m.get("spread_of")
+                   else result_cols[m["name"]])
+            add(col, declared_value(node, m), (decl["group"], (sec, *m["path"]), None if hib is None else not hib,
+                                               bool(m.get("quality")), bool(m.get("headline")), m.get("header", "")))
+        for mean in decl.get("means") or []:
+            by_name = {m["name"]: m for m in decl.get("metrics") or []}
+            got = [v for v in (declared_value(node, by_name[n]) for n in mean["of"]) if v is not None]
+            if got:
+                col = f"{mean['name']} ({len(got)} {mean['over']}, {section_label})"
+                add(col, sum(got) / len(got), (decl["group"], ("derived", mean["name"]),
+                                               not mean["higher_is_better"], bool(mean["quality"]), True,
+                                               mean["header"]))
+        for label, path in (decl.get("facts") or {}).items():
+            v = lookup(node, path)
+            if isinstance(v, str) and v:
+                text[label] = v
+    return values, specs, text
 
 
 def target_label(target: dict) -> str:
@@ -307,6 +216,7 @@ def kv_label(kv: dict | None) -> str:
 
 
 def flatten_record(record: dict, path: str | None = None, result_set: str | None = None) -> tuple[dict, list[MetricSpec]]:
+    record = upgrade_record(record)     # a record read without harness.records gets its declarations here
     method = record.get("method") or {}
     target = record.get("target") or {}
     model = record.get("model") or {}
@@ -371,7 +281,7 @@ def flatten_record(record: dict, path: str | None = None, result_set: str | None
     for k, v in (record.get("timing") or {}).items():
         if _is_number(v):
             row[f"timing {k}"] = float(v)
-    values, specs, text = flatten_metrics_text(record.get("metrics") or {})
+    values, specs, text = flatten_metrics_text(record.get("metrics") or {}, record.get("metric_declarations") or {})
     row.update(values)
     row.update(text)
     return row, specs

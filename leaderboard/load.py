@@ -1,5 +1,6 @@
 """Read every record under <results>: <results>/records and every named result set below it
-(<results>/<set>/.../records). A corrupt or unreadable file is named and skipped, a
+(<results>/<set>/.../records), each in the current schema (version-1 records are upgraded in memory:
+harness.records.upgrade_record). A corrupt or unreadable file is named and skipped, a
 duplicate run_id keeps the newest file, badly typed fields and impossible metric values are named
 (check_record_fields)."""
 
@@ -11,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.records import records_dir, validate_record
+from harness.records import records_dir, upgrade_record, validate_record
 
 log = logging.getLogger("prunebench.leaderboard")
 
@@ -141,6 +142,7 @@ def load_records(results_dir: str | Path) -> Loaded:
                 record = json.load(f)
             if not isinstance(record, dict):
                 raise ValueError(f"top level is {type(record).__name__}, not an object")
+            record = upgrade_record(record)    # version-1 records get their metric declarations
             validate_record(record)
         except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
             why = f"{type(exc).__name__}: {exc}"

@@ -1,8 +1,10 @@
 """Evaluators, looked up by the name of their section under `eval:` in the config.
 
 Each evaluator is a module with
-  evaluate(model, tokenizer, section: dict, ctx: EvalContext) -> dict
-      the metrics it measured, each carrying its protocol name and version;
+  evaluate(model, tokenizer, section: dict, ctx: EvalContext) -> Evaluated (harness.record_schema)
+      the values it measured, stored at record["metrics"][<section>], and their declaration
+      (protocol name, version and settings; per number whether higher is better and whether it is
+      a result or a spread), stored at record["metric_declarations"][<section>];
   check(section: dict, data_dir, device: str) -> None
       its config checks, called by validation (harness.validate) before any model loads: a
       one-line ConfigError (DataError, TaskDataError, ...) for a section that cannot run;

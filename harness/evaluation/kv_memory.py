@@ -17,6 +17,7 @@ import torch
 from harness.adapters import adapter_for
 from harness.kv.bounded import generate_bounded
 from harness.kv.cache import analytic_kv_bytes, kv_geometry
+from harness.record_schema import Evaluated, result, section
 
 PROTOCOL = "kv-memory-generation"
 PROTOCOL_VERSION = "1"
@@ -81,9 +82,20 @@ def check(section: dict, data_dir, device: str) -> None:
         check_available(source, corpus(source).eval_split, data_dir)
 
 
-def evaluate(model, tokenizer, section: dict, ctx) -> dict:
-    """section: {context, new_tokens, chunk, source: wikitext2|random}"""
-    policy = ctx.kv
-    return {"kv_memory": measure(model, tokenizer, int(section.get("context", 512)),
-                                 int(section.get("new_tokens", 16)), policy, int(section.get("chunk", 64)),
-                                 ctx.device, section.get("source", "wikitext2"), ctx.data_dir, ctx.seed)}
+def declare(values: dict):
+    """The measured KV bytes (as MiB) and their fraction of the full cache, both lower is better, at
+    the context + generated tokens of the run; quoted settings: context length and dtype."""
+    at = f"at {values['context']}+{values['new_tokens']} tokens"
+    return section(PROTOCOL, PROTOCOL_VERSION, "kv", [
+        result(f"KV MiB {at}", ["kv_bytes_measured"], False, quality=False, header="KV MiB measured",
+               scale=1 / 2**20),
+        result(f"KV fraction of full {at}", ["kv_fraction_of_full"], False, quality=False, headline=False,
+               header="KV fraction")],
+        settings={"context": values["context"], "dtype": values["dtype"]})
+
+
+def evaluate(model, tokenizer, cfg: dict, ctx) -> Evaluated:
+    """cfg: {context, new_tokens, chunk, source: wikitext2|random}"""
+    values = measure(model, tokenizer, int(cfg.get("context", 512)), int(cfg.get("new_tokens", 16)), ctx.kv,
+                     int(cfg.get("chunk", 64)), ctx.device, cfg.get("source", "wikitext2"), ctx.data_dir, ctx.seed)
+    return Evaluated("kv_memory", values, declare(values))

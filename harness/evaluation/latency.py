@@ -26,6 +26,8 @@ from torch import nn
 from harness.adapters import adapter_for
 from harness.blocks.masks import nm_violations
 from harness.evaluation.sparse_kernels import check_kernel, sparse_kernel_weights
+from harness.record_schema import Evaluated, result, section
+from harness.record_schema import spread as spread_of   # `spread` here is the timing statistics
 
 PROTOCOL = "latency-prefill-decode"
 PROTOCOL_VERSION = "1"
@@ -215,7 +217,26 @@ def check(section: dict, data_dir, device: str) -> None:
     check_kernel(str(section.get("sparse_kernel", "none")), device)
 
 
-def evaluate(model, tokenizer, section: dict, ctx) -> dict:
-    """section: {warmup, repeats, semi_structured, sparse_kernel (none|csr|flash_llm), prefill: {batch: [..], prompt_len: [..]},
+def declare(values: dict):
+    """Per prefill setting: median ms (lower is better; stored in seconds) with its inter-quartile
+    range; per decode setting: median ms per generated token with its IQR. Quoted settings: device,
+    dtype and threads. The kernel path is shown beside the numbers."""
+    metrics = []
+    for i, p in enumerate(values["prefill"]):
+        name = f"prefill ms b{p['batch']}x{p['prompt_len']}"
+        m = result(name, ["prefill", i, "seconds", "median"], False, quality=False, scale=1000.0)
+        metrics += [m, spread_of("iqr", m, ["prefill", i, "seconds", "iqr"], header=name, scale=1000.0)]
+    for i, d in enumerate(values["decode"]):
+        name = f"decode ms/token b{d['batch']} (prompt {d['prompt_len']})"
+        m = result(name, ["decode", i, "ms_per_token", "median"], False, quality=False)
+        metrics += [m, spread_of("iqr", m, ["decode", i, "ms_per_token", "iqr"], header=name)]
+    return section(PROTOCOL, PROTOCOL_VERSION, "latency", metrics,
+                   settings={"device": values["device"], "dtype": values["dtype"], "threads": values["threads"]},
+                   facts={"kernel path": ["kernel_path"]})
+
+
+def evaluate(model, tokenizer, cfg: dict, ctx) -> Evaluated:
+    """cfg: {warmup, repeats, semi_structured, sparse_kernel (none|csr|flash_llm), prefill: {batch: [..], prompt_len: [..]},
     decode: {batch: [..], prompt_len, new_tokens}}"""
-    return {"latency": measure(model, section, ctx.device, ctx.seed)}
+    values = measure(model, cfg, ctx.device, ctx.seed)
+    return Evaluated("latency", values, declare(values))

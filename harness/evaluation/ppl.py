@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from harness.data import CORPORA, check_available, corpus, eval_text
 from harness.hashing import sha256_text, sha256_tokens
+from harness.record_schema import Evaluated, result, section
 
 PROTOCOL = "sparsegpt-wanda-ppl"
 PROTOCOL_VERSION = "1"
@@ -130,22 +131,31 @@ def check(section: dict, data_dir, device: str) -> None:
         check_available(ds, split, data_dir)
 
 
-def evaluate(model, tokenizer, section: dict, ctx) -> dict:
-    """section: {datasets: [wikitext2, ...], split: null (corpus default), seq_len, max_windows, batch_size}"""
+def declare(results: dict):
+    """Per dataset: the perplexity (lower is better), quoted with the window length and the number
+    of windows evaluated, which differ between datasets (C4 is capped, WikiText-2 is not)."""
+    return section(PROTOCOL, PROTOCOL_VERSION, "ppl", [
+        result(f"ppl {name}", [name, "value"], False, quality=True, header=name,
+               settings={"seq_len": r["seq_len"], "n_windows": r["n_windows"]})
+        for name, r in results.items()])
+
+
+def evaluate(model, tokenizer, cfg: dict, ctx) -> Evaluated:
+    """cfg: {datasets: [wikitext2, ...], split: null (corpus default), seq_len, max_windows, batch_size}"""
     results = {}
-    for name in section["datasets"]:
-        text, rows = eval_text(name, section.get("split"), ctx.data_dir)
+    for name in cfg["datasets"]:
+        text, rows = eval_text(name, cfg.get("split"), ctx.data_dir)
         cap = CORPORA[name].eval_windows if name in CORPORA else None
-        limit = section.get("max_windows")
+        limit = cfg.get("max_windows")
         if cap:                 # the protocol's own cap; a quick preset may cut further
             limit = min(int(limit), cap) if limit else cap
-        r = perplexity(model, tokenizer, text, int(section["seq_len"]), int(section.get("batch_size", 1)),
+        r = perplexity(model, tokenizer, text, int(cfg["seq_len"]), int(cfg.get("batch_size", 1)),
                        limit, ctx.device, desc=f"ppl/{name}")
-        r["max_windows"] = section.get("max_windows")
+        r["max_windows"] = cfg.get("max_windows")
         r["protocol_windows"] = cap
         r.update({"dataset": name, "split": rows.split, "data_source": rows.source,
                   "data_sha256": rows.sha256, "data_variant": rows.variant})
         if not math.isfinite(r["value"]):
             raise FloatingPointError(f"perplexity on {name} is not finite ({r['value']})")
         results[name] = r
-    return {"ppl": results}
+    return Evaluated("ppl", results, declare(results))

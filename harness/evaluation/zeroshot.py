@@ -21,6 +21,7 @@ import torch
 
 from harness.env import default_cache_dir
 from harness.evaluation.lm_eval_tasks import HUB_NAMES, check_local_tasks, prepare_tasks
+from harness.record_schema import Evaluated, result, section, spread
 
 PROTOCOL = "lm-eval-zeroshot"
 PROTOCOL_VERSION = "1"
@@ -94,27 +95,55 @@ def check(section: dict, data_dir, device: str) -> None:
     check_local_tasks(section, data_dir)
 
 
-def evaluate(model, tokenizer, section: dict, ctx) -> dict:
-    """section: {tasks, limit, batch_size, max_length, bootstrap_iters, num_fewshot, source: local|hub}"""
+# Ranked per task (higher is better): accuracy is the headline; acc_norm is kept in the CSV files.
+# LAMBADA's perplexity is recorded but not declared (v1 boards never showed it).
+RANKED = {"acc": True, "acc_norm": False}   # metric -> headline
+
+
+def declare(values: dict):
+    """Per task: acc and acc_norm (higher is better) with lm-eval's bootstrap stderr as their spread,
+    and the unweighted mean accuracy over the tasks. Quoted settings: the lm-eval version, the number
+    of shots, the per-task sample limit (when set) and the thread count."""
+    metrics, accs = [], []
+    for task, d in values["tasks"].items():
+        for metric, headline in RANKED.items():
+            if metric in d:
+                m = result(f"{task} {metric}", ["tasks", task, metric], True, quality=True, headline=headline)
+                metrics.append(m)
+                if f"{metric}_stderr" in d:
+                    metrics.append(spread("stderr", m, ["tasks", task, f"{metric}_stderr"]))
+                if metric == "acc":
+                    accs.append(m["name"])
+    settings = {"lm_eval_version": values["lm_eval_version"], "num_fewshot": values["num_fewshot"],
+                "limit": values["limit"], "threads": values["threads"]}
+    means = [{"name": "zero-shot mean acc", "header": "mean acc", "of": accs, "over": "tasks",
+              "higher_is_better": True, "quality": True}] if accs else None
+    return section(PROTOCOL, PROTOCOL_VERSION, "zeroshot", metrics,
+                   settings={k: v for k, v in settings.items() if v is not None}, means=means)
+
+
+def evaluate(model, tokenizer, cfg: dict, ctx) -> Evaluated:
+    """cfg: {tasks, limit, batch_size, max_length, bootstrap_iters, num_fewshot, source: local|hub}"""
     import lm_eval
 
     t0 = time.perf_counter()
-    limit = section.get("limit")
-    names = list(section["tasks"])
+    limit = cfg.get("limit")
+    names = list(cfg["tasks"])
     cache_dir = ctx.cache_dir
-    out = run_lm_eval(model, tokenizer, names, limit=limit, batch_size=int(section.get("batch_size", 8)),
-                      max_length=int(section.get("max_length", 2048)),
-                      bootstrap_iters=int(section.get("bootstrap_iters", 100)),
-                      num_fewshot=int(section.get("num_fewshot", 0)), seed=ctx.seed, device=ctx.device,
-                      source=section.get("source", "local"), data_dir=ctx.data_dir, cache_dir=cache_dir)
+    out = run_lm_eval(model, tokenizer, names, limit=limit, batch_size=int(cfg.get("batch_size", 8)),
+                      max_length=int(cfg.get("max_length", 2048)),
+                      bootstrap_iters=int(cfg.get("bootstrap_iters", 100)),
+                      num_fewshot=int(cfg.get("num_fewshot", 0)), seed=ctx.seed, device=ctx.device,
+                      source=cfg.get("source", "local"), data_dir=ctx.data_dir, cache_dir=cache_dir)
     samples_file = None
     if ctx.run_dir is not None and ctx.run_id:
         samples_file = Path(ctx.run_dir) / f"{ctx.run_id}.zeroshot.jsonl"
         write_samples(samples_file, out)
-    return {"zeroshot": {
+    values = {
         "protocol": PROTOCOL, "protocol_version": PROTOCOL_VERSION, "lm_eval_version": lm_eval.__version__,
-        "source": section.get("source", "local"), "limit": limit, "num_fewshot": int(section.get("num_fewshot", 0)),
-        "batch_size": int(section.get("batch_size", 8)), "max_length": int(section.get("max_length", 2048)),
-        "bootstrap_iters": int(section.get("bootstrap_iters", 100)), "threads": torch.get_num_threads(),
+        "source": cfg.get("source", "local"), "limit": limit, "num_fewshot": int(cfg.get("num_fewshot", 0)),
+        "batch_size": int(cfg.get("batch_size", 8)), "max_length": int(cfg.get("max_length", 2048)),
+        "bootstrap_iters": int(cfg.get("bootstrap_iters", 100)), "threads": torch.get_num_threads(),
         "samples_file": samples_file.name if samples_file else None,
-        "eval_s": time.perf_counter() - t0, "tasks": summarize(out)}}
+        "eval_s": time.perf_counter() - t0, "tasks": summarize(out)}
+    return Evaluated("zeroshot", values, declare(values))

@@ -23,7 +23,7 @@ def test_arc_easy_equals_lm_eval_cli_path(smollm2, data_dir, cache_dir, tmp_path
     section = {"tasks": ["arc_easy"], "limit": LIMIT, "batch_size": 8, "max_length": 2048, "bootstrap_iters": 10}
     ctx = EvalContext(device="cpu", data_dir=data_dir, run_dir=tmp_path, run_id="eq", seed=0,
                       cache_dir=tmp_path)
-    ours = evaluate(smollm2.model, smollm2.tokenizer, section, ctx)["zeroshot"]
+    ours = evaluate(smollm2.model, smollm2.tokenizer, section, ctx).values
     assert (tmp_path / "eq.zeroshot.jsonl").is_file()
     mine = ours["tasks"]["arc_easy"]
     assert mine["n"] == LIMIT and mine["task_version"] == 1.0 and ours["limit"] == LIMIT

@@ -49,7 +49,7 @@ def failed_variant(record: dict, stage: str = "prune") -> dict:
     r["config"]["seed"] = 7
     from harness.records import run_id_for
 
-    r.update(run_id=run_id_for(r["config"]), status="failed", metrics={}, measured={},
+    r.update(run_id=run_id_for(r["config"]), status="failed", metrics={}, metric_declarations={}, measured={},
              error={"stage": stage, "type": "RuntimeError", "message": "out of memory", "traceback": ""})
     return r
 

@@ -85,7 +85,7 @@ def test_integrity_warnings_are_listed_on_the_page(results_copy, capsys):
     out = results_copy / "leaderboard"
     section = _warnings_section((out / "index.html").read_text())
     assert "trunc&lt;script&gt;.json" in section and "<script>" not in section
-    assert "oldschema0000000.json" in section and "schema_version 0 != 1" in section
+    assert "oldschema0000000.json" in section and "schema_version 0 is not one this code reads" in section
     assert f"duplicate run_id {json.loads(files[1].read_text())['run_id']}" in section
     assert f"{files[2].name}: metrics.ppl.wikitext2.value=0.5 is impossible" in section
     assert f"{files[2].name}: config.seed=&#x27;{bad['config']['seed']}&#x27; is not an integer; coerced" in section

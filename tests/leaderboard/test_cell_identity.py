@@ -71,7 +71,7 @@ def test_a_run_that_stopped_early_joins_the_cell_its_recorded_data_agrees_with(r
     # seed 7 stopped after calibration: its provenance has the calibration file only
     stopped = copy.deepcopy(seed0)
     stopped["config"]["seed"] = 7
-    stopped.update(run_id=run_id_for(stopped["config"]), status="failed", metrics={},
+    stopped.update(run_id=run_id_for(stopped["config"]), status="failed", metrics={}, metric_declarations={},
                    error={"stage": "prune", "type": "RuntimeError", "message": "out of memory", "traceback": ""})
     stopped["provenance"]["data_sha256"] = {k: v for k, v in stopped["provenance"]["data_sha256"].items()
                                             if k.startswith("calib:")}

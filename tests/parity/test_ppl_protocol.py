@@ -20,7 +20,7 @@ def test_c4_is_cut_at_256_windows(data_dir):
     all_ids = tok(text, return_tensors="pt")["input_ids"][0]
     assert all_ids.numel() > 300 * seq_len                      # the uncut text has more windows
     out = evaluate(model, tok, {"datasets": ["c4"], "seq_len": seq_len},
-                   SimpleNamespace(data_dir=data_dir, device="cpu"))["ppl"]["c4"]
+                   SimpleNamespace(data_dir=data_dir, device="cpu")).values["c4"]
     assert out["n_windows"] == 256 and out["protocol_windows"] == 256
     # the windows are the first 256 * seq_len tokens of the joined text
     ids = all_ids[: 256 * seq_len]
@@ -31,6 +31,6 @@ def test_c4_is_cut_at_256_windows(data_dir):
 def test_quick_preset_still_cuts_further(data_dir):
     model, tok = make_tiny("llama")
     out = evaluate(model, tok, {"datasets": ["c4"], "seq_len": 8, "max_windows": 4},
-                   SimpleNamespace(data_dir=data_dir, device="cpu"))["ppl"]["c4"]
+                   SimpleNamespace(data_dir=data_dir, device="cpu")).values["c4"]
     assert out["n_windows"] == 4 and out["max_windows"] == 4
     assert torch.isfinite(torch.tensor(out["value"]))

@@ -18,11 +18,14 @@ def test_run_id_ignores_paths_and_logging_but_not_semantics():
 
 
 def test_atomic_write_leaves_no_temp_and_nan_is_json(tmp_path):
-    path = write_record(tmp_path, _record(metrics={"ppl": float("nan")}))
+    from harness.evaluation.ppl import declare
+
+    values = {"wikitext2": {"value": float("nan"), "seq_len": 8, "n_windows": 1}}
+    path = write_record(tmp_path, _record(metrics={"ppl": values}, metric_declarations={"ppl": declare(values)}))
     assert path == record_path(tmp_path, "abc")
     assert [p.name for p in path.parent.iterdir()] == ["abc.json"]
     data = json.loads(path.read_text())
-    assert data["metrics"]["ppl"] == "nan" and data["schema_version"] == "1"
+    assert data["metrics"]["ppl"]["wikitext2"]["value"] == "nan" and data["schema_version"] == "2"
     assert read_record(path)["status"] == "ok"
 
 
