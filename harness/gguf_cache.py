@@ -6,7 +6,8 @@ file's parameters in float32 at once. Here the file is memory-mapped (gguf.GGUFR
 is dequantized, renamed and transformed exactly as transformers' legacy GGUF loader does
 (`modeling_gguf_pytorch_utils`: the same name map, the same per-architecture TensorProcessor, the
 same float32 cast), and written out with the rest of its decoder block; a shard is released before
-the next one is dequantized, so the peak is one shard (a block, or the embedding alone) plus the map.
+the next one is dequantized, so the weights' share of the peak is one shard (a block, or the
+embedding alone) and the dequantizer's temporaries for its largest tensor, not the model.
 
 The result is a regular transformers checkpoint directory (config.json, generation_config.json,
 model-0000i-of-0000n.safetensors + model.safetensors.index.json, tokenizer files) that
