@@ -269,25 +269,30 @@ def _strip_gguf_marker(model: nn.Module) -> None:
         del model.config.quantization_config
 
 
-def _load_gguf(path: Path, cache_root: Path, digest: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _gguf_cache(path: Path, cache_root: Path, digest: str) -> tuple[Path, bool]:
+    """The float32 safetensors copy of the verified GGUF `path` (sha256 `digest`), built if missing;
+    returns (directory, whether it was already there).
 
+    The copy stands in for the GGUF only while every file matches the digest written when it was
+    made; otherwise it is dropped and rebuilt. It is built tensor by tensor (harness.gguf_cache), never
+    as a whole float32 model. Copies made before that, one model.safetensors written by
+    save_pretrained, hold the same tensors bit for bit and still load: only the file layout differs,
+    and the directory digest covers whichever files are there."""
     cache = cache_root / "models" / f"gguf-{digest[:16]}"
-    marker = cache / "prunebench_source.json"
-    if marker.is_file():
-        # The float copy stands in for the verified GGUF: it is used only if every file still
-        # matches the digest written when it was made; otherwise it is dropped and rebuilt.
+    if (cache / "prunebench_source.json").is_file():
         if verify_dir(cache):
-            model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32, use_safetensors=True)
-            tokenizer = AutoTokenizer.from_pretrained(cache)
-            return model, tokenizer, True
+            return cache, True
         drop(cache, f"dequantized copy of {path.name} does not match its digest")
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    _strip_gguf_marker(model)
-    tmp = cache.with_name(cache.name + ".tmp")
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
+    from harness.gguf_cache import streams, write_dequantized
+
+    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")   # per process: concurrent builders never share one
+    if tmp.exists():
+        import shutil
+        shutil.rmtree(tmp)
+    if streams(path):
+        write_dequantized(path, tmp)
+    else:
+        _dequantize_whole(path, tmp)
     (tmp / "prunebench_source.json").write_text(json.dumps({"gguf": str(path), "sha256": digest}))
     write_dir_digest(tmp)
     if cache.exists():  # a concurrent job won the race; keep theirs
@@ -295,7 +300,19 @@ def _load_gguf(path: Path, cache_root: Path, digest: str):
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         tmp.rename(cache)
-    return model, tokenizer, False
+    return cache, False
+
+
+def _dequantize_whole(path: Path, out: Path) -> None:
+    """transformers' own loader, the whole model in float32 at once: only for the architectures
+    transformers loads through weight-conversion ops, which harness.gguf_cache does not reproduce."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.warning("%s: architecture not streamed; dequantizing the whole model in memory", path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    _strip_gguf_marker(model)
+    model.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name).save_pretrained(out)
 
 
 def _weights_dir(kind: str, source: dict[str, Any], model, cache_root: Path, digest: str) -> Path:
@@ -355,12 +372,9 @@ def load_model(name: str, source: dict[str, Any], dtype: torch.dtype, device: st
     if kind in ("gguf", "gguf_package"):
         path = gguf_path(source)
         digest = _verify_sha(path, source.get("sha256"))
-        cache = Path(cache_dir) / "models" / f"gguf-{digest[:16]}"
-        # a float copy stands in for the verified GGUF only while its files match their digest
-        cache_hit = (cache / "prunebench_source.json").is_file() and verify_dir(cache)
-        if not cache_hit:
-            model, tokenizer, _ = _load_gguf(path, Path(cache_dir), digest)
-        checkpoint = cache
+        # weights load from the verified float copy like any local checkpoint (under disk offload
+        # only unit by unit)
+        checkpoint, cache_hit = _gguf_cache(path, Path(cache_dir), digest)
     elif kind in ("local", "hub"):
         if kind == "hub":  # a branch or tag pinned to its commit before anything is read
             import os

@@ -65,22 +65,34 @@ def test_reproduce_does_not_trust_the_caches_it_checks(tmp_path):
 
 @pytest.mark.slow
 def test_tampered_dequantized_gguf_cache_is_rebuilt(tmp_path, cache_dir):
-    """4 KB of a cached q_proj overwritten: the next load verifies the float copy, drops and rebuilds it,
-    and gives the weights of the verified GGUF."""
+    """4 KB of the shard holding a cached q_proj overwritten: the next load verifies the float copy,
+    drops and rebuilds it, and gives the weights of the verified GGUF (the shard's bytes restored)."""
+    import json
+
     from harness.config import compose_config
-    from harness.hashing import sha256_state_dict
+    from harness.digests import verify_dir
+    from harness.hashing import sha256_file, sha256_state_dict
     from harness.models import load_model
 
     source = dict(compose_config(["model=smollm2-135m"]).model.source)
     ref = load_model("smollm2-135m", source, torch.float32, "cpu", cache_dir)   # builds or verifies
     ref_sha = sha256_state_dict(ref.model.state_dict())
+    entry = f"gguf-{ref.sha256[:16]}"
     del ref
     mine = tmp_path / "cache"
-    shutil.copytree(cache_dir / "models", mine / "models")
-    [st] = [p for p in (mine / "models").glob("gguf-*/*.safetensors")]
+    shutil.copytree(cache_dir / "models" / entry, mine / "models" / entry)
+    copy = mine / "models" / entry
+    index = copy / "model.safetensors.index.json"   # sharded cache; a single-file one from before
+    shard = (json.loads(index.read_text())["weight_map"]["model.layers.7.self_attn.q_proj.weight"]
+             if index.is_file() else "model.safetensors")
+    st = copy / shard
+    original = sha256_file(st)
     with open(st, "r+b") as f:
         f.seek(st.stat().st_size // 2)
         f.write(b"\x7f" * 4096)
+    assert not verify_dir(copy)
     again = load_model("smollm2-135m", source, torch.float32, "cpu", mine)
-    assert not again.cache_hit
+    assert not again.cache_hit and verify_dir(copy)
+    if index.is_file():   # rebuilt in the layout it had: the tampered shard's bytes are back
+        assert sha256_file(st) == original
     assert sha256_state_dict(again.model.state_dict()) == ref_sha
