@@ -47,7 +47,8 @@ def check_group_choices(argv: list[str]) -> str | None:
     """Hydra reports an unknown group option (`method=wandaa`) with a multi-line listing; check the
     command line's group choices first so the user gets one line with near matches. Only names
     that exist nowhere (conf/ or an installed plugin) are rejected; sweeps (`method=wanda,magnitude`)
-    are checked value by value."""
+    are checked value by value. A name that is the option of exactly one other group (`method=h2o`,
+    a KV-cache policy) gets that group instead: "use kv=h2o"."""
     import difflib
 
     wanted: list[tuple[str, str]] = []
@@ -69,10 +70,21 @@ def check_group_choices(argv: list[str]) -> str | None:
                 continue
             return f"unknown config group {key!r}"
         if value not in opts:
+            other = _group_holding(value, key)
+            if other:   # method=h2o: h2o is a KV-cache policy, an option of the kv group
+                return f"{value} is not a {key} but an option of {other}: use {other}={value}"
             near = difflib.get_close_matches(value, opts, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(near)}?" if near else ""
             return f"unknown {key} {value!r}{hint} (available: {', '.join(opts)})"
     return None
+
+
+def _group_holding(value: str, not_group: str) -> str | None:
+    """The one other top-level group of conf/ that has `value` as an option (None when no group or
+    several have it: `none` is an option of many)."""
+    holding = [p.name for p in CONF_DIR.iterdir()
+               if p.is_dir() and p.name != not_group and (p / f"{value}.yaml").is_file()]
+    return holding[0] if len(holding) == 1 else None
 
 
 def model_name(model_cfg: dict[str, Any]) -> str:

@@ -155,7 +155,7 @@ def validate(config: dict) -> Plan:
         _check_calib(config.get("calib") or {}, uses_calib, data_dir)
         _check_evals(config.get("eval") or {}, data_dir, device)
         _check_output(config, target.pattern)
-        recovery, kv, budget = _recovery_and_kv(config, method, data_dir)
+        recovery, kv, budget = _recovery_and_kv(config, data_dir)
         if uses_calib:
             check_calib_not_eval(config.get("calib") or {}, config.get("eval") or {})
         check_lengths(config, uses_calib)
@@ -224,10 +224,14 @@ def param_defaults(config: dict) -> dict[str, dict]:
 def _method_target_allocator(config: dict) -> tuple[Any, Any, Any]:
     from harness.blocks.allocators import build_allocator
     from harness.targets import Target, allocator_mismatch, pattern_mismatch
-    from methods.registry import build_method
+    from harness.kv import POLICIES
+    from methods.registry import METHODS, build_method
 
     method_cfg = config["method"]
-    method = build_method(method_cfg["name"], method_cfg.get("params") or {})
+    name = method_cfg["name"]
+    if name not in METHODS and name in POLICIES:
+        raise ConfigError(f"{name} is a KV-cache policy, not a method: use kv={name}")
+    method = build_method(name, method_cfg.get("params") or {})
     target = Target.from_config(config["target"])
     mismatch = pattern_mismatch(method, target.pattern)
     if mismatch:
@@ -293,7 +297,7 @@ def _check_output(config: dict, pattern: str) -> None:
         check_format(output.get("format") or "safetensors", pattern)
 
 
-def _recovery_and_kv(config: dict, method, data_dir: Path | None) -> tuple[Any, Any, Any]:
+def _recovery_and_kv(config: dict, data_dir: Path | None) -> tuple[Any, Any, Any]:
     """The recovery (its budget and corpus checked, never an evaluated text) and the KV policy."""
     from harness.evaluation import evaluated_texts
     from harness.recovery import check_recovery, get_recovery
@@ -301,8 +305,6 @@ def _recovery_and_kv(config: dict, method, data_dir: Path | None) -> tuple[Any, 
     recovery_cfg = config.get("recovery") or {"name": "none"}
     recovery = get_recovery(recovery_cfg["name"])
     kv = build_kv_policy(config.get("kv"))
-    if kv is None and getattr(method, "is_kv_policy", False):
-        kv = method   # method=h2o alone: the method is the policy
     budget = check_recovery(recovery_cfg, list(evaluated_texts(config.get("eval") or {})), data_dir)
     if kv is not None:
         check_kv_evaluated(kv, config.get("eval") or {})

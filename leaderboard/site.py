@@ -197,7 +197,7 @@ def index_page(frames: Frames, sections: dict[str, list[Table]], plots: list[Pat
     body.append('<h2 id="overview">All cells</h2>' + _filters(overview.frame) + _column_toggles(overview.frame) +
                 '<p class="note"><span id="shown"></span> cells shown</p>')
     body.append('<div class="scroll">' + render_table(overview.frame, "overview", links) + "</div>")
-    body.append(_section("Coverage: every registered method, and the list's papers", sections["coverage"],
+    body.append(_section("Coverage: every registered method and KV-cache policy, and the list's papers", sections["coverage"],
                          {"Method": method_href(0)}, "coverage"))
     body.append(_section("By model and pattern (rows: method variants; columns: levels)", sections["pattern"], links,
                          "pattern"))
@@ -234,12 +234,13 @@ def _link(url: str | None) -> str:
 
 
 def method_page(name: str, records: list[dict], cells: pd.DataFrame) -> str:
-    """Paper, code, the list's tags, version, differences, reference-equality tests and every result."""
-    from methods.registry import available, build_method
+    """Paper, code, the list's tags, version, differences, reference-equality tests and every result
+    of a method or a KV-cache policy (its results: the runs under it, on any method)."""
+    from leaderboard.tables import cells_of, registered_cards
 
     body = []
-    if name in available():
-        m = build_method(name)
+    axis, m = next(((a, card) for n, a, card in registered_cards() if n == name), ("method", None))
+    if m is not None:
         link, tags = m.paper_entry()
         tests = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "tests" / "methods").glob(f"test_{name}*.py"))
         body.append(_kv_table([("paper", m.paper), ("version (current code)", m.version),
@@ -255,8 +256,7 @@ def method_page(name: str, records: list[dict], cells: pd.DataFrame) -> str:
         body.append("<h2>the paper's tags (the list's badges)</h2>" + _kv_table(tags.as_dict().items()))
     else:
         body.append('<p class="note">Not in the current registry (records of an older code version).</p>')
-    mine = cells[(cells["method"] == name) | (cells["kv_policy"].fillna("").str.split(" ").str[0] == name)] \
-        if not cells.empty else cells
+    mine = cells_of(cells, name, axis)
     if mine.empty:
         body.append("<h2>results</h2><p>no result yet</p>")
     else:
@@ -272,10 +272,12 @@ def method_page(name: str, records: list[dict], cells: pd.DataFrame) -> str:
         body.append("<h2>results (one row per cell)</h2>" + '<div class="scroll">' +
                     render_table(show.reset_index(drop=True), "results", {"run_ids": run_href(1)}, filterable=False)
                     + "</div>")
-    versions = sorted({str(r["method"].get("version")) for r in records})
+    section = "kv" if axis == "kv" else "method"   # the record section naming this card
+    versions = sorted({str((r.get(section) or {}).get("version")) for r in records
+                       if (r.get(section) or {}).get("name") == name})
     if versions:
-        body.append(f'<p class="note">method versions in the records: {e(", ".join(versions))}</p>')
-    return _page(f"method {name}", "\n".join(body), depth=1)
+        body.append(f'<p class="note">{section} versions in the records: {e(", ".join(versions))}</p>')
+    return _page(f"{'KV-cache policy' if axis == 'kv' else 'method'} {name}", "\n".join(body), depth=1)
 
 
 def run_page(record: dict, row: dict, metric_columns: list[str], check: dict | None = None) -> str:
@@ -321,11 +323,15 @@ def write_site(out_dir: Path, frames: Frames, records: list[dict], cells: pd.Dat
     index = out_dir / "index.html"
     index.write_text(index_page(frames, sections, plots, plot_notes, problems, out_dir, lock, warnings),
                      encoding="utf-8")
-    from methods.registry import available
+    from leaderboard.tables import registered_cards
 
-    by_method: dict[str, list[dict]] = {name: [] for name in available()}
-    for r in records:
+    axes = {name: axis for name, axis, _ in registered_cards()}
+    by_method: dict[str, list[dict]] = {name: [] for name in axes}
+    for r in records:   # a run's page list: its method's, and its KV policy's when it ran under one
         by_method.setdefault(str(r["method"].get("name")), []).append(r)
+        kv = (r.get("kv") or {}).get("name")
+        if axes.get(kv) == "kv":
+            by_method[kv].append(r)
     (out_dir / "methods").mkdir(exist_ok=True)
     for name, rs in by_method.items():
         (out_dir / "methods" / f"{slug(name)}.html").write_text(method_page(name, rs, cells), encoding="utf-8")

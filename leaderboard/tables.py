@@ -8,7 +8,8 @@ latency       prefill ms and decode ms/token per setting, the kernel path, and t
               same pruned model (joined on the pruned model's identity).
 kv            KV-cache policies: bounded-cache perplexity and measured KV memory, labelled by policy.
 by pattern    per model × pattern × perplexity protocol: one row per method variant, levels as columns.
-coverage      every registered method (with "no result yet"), and the list's papers not implemented.
+coverage      every registered method and KV-cache policy (with "no result yet"), and the list's papers not
+              implemented.
 published     paper vs reproduced (matching model and protocol) and the "as reported" numbers;
               published conclusions vs reproduced (published.conclusions_table, harness/conclusions.py).
 status        runs per method × level and status, and every failed run with its error.
@@ -279,22 +280,37 @@ def _dense_for(dense: pd.DataFrame, col: str, row) -> str:
     return vals.pop() if len(vals) == 1 else ("" if not vals else "several: " + ", ".join(sorted(vals)))
 
 
-def coverage(frames: Frames, cells: pd.DataFrame, listed: list[dict] | None) -> list[Table]:
-    """Every registered method with its cells (or "no result yet"), and the list's papers that
-    prunebench does not implement."""
+def registered_cards() -> list[tuple[str, str, object]]:
+    """(name, axis, card) of every registered method (axis "method", methods.registry) and then
+    of every KV-cache policy (axis "kv", harness.kv.POLICIES): the board's coverage rows and pages."""
+    from harness.kv import POLICIES
     from methods.registry import available, build_method
 
+    return [(name, "method", build_method(name)) for name in available()] + \
+        [(name, "kv", POLICIES.build(name)) for name in POLICIES.names()]
+
+
+def cells_of(cells: pd.DataFrame, name: str, axis: str = "method") -> pd.DataFrame:
+    """A method's cells are the runs of that method; a KV policy's, the runs under that policy
+    (on any method and model)."""
+    if cells.empty:
+        return cells
+    if axis == "kv":
+        return cells[cells["kv_policy"].fillna("").str.split(" ").str[0] == name]
+    return cells[cells["method"] == name]
+
+
+def coverage(frames: Frames, cells: pd.DataFrame, listed: list[dict] | None) -> list[Table]:
+    """Every registered method and KV-cache policy (column Axis: method= or kv=) with its cells
+    (or "no result yet"), and the list's papers that prunebench does not implement."""
     rows, implemented = [], set()
     ok = cells[cells["n_ok"] > 0] if not cells.empty else cells
-    for name in available():
-        m = build_method(name)
+    for name, axis, m in registered_cards():
         link, tags = m.paper_entry()
         implemented.add(link)
         implemented.update(m.papers())   # a method covering several papers (depth: one per metric)
-        # a KV policy is a method too: its cells are the runs with that policy (on any model)
-        mine = ok[(ok["method"] == name) | (ok["kv_policy"].fillna("").str.split(" ").str[0] == name)] \
-            if not ok.empty else ok
-        rows.append({"Method": name, **{v: tags.as_dict()[k] for k, v in
+        mine = cells_of(ok, name, axis)
+        rows.append({"Method": name, "Axis": axis, **{v: tags.as_dict()[k] for k, v in
                                         (("type", "Type"), ("criteria", "Criteria"), ("budget", "Budget"),
                                          ("data", "Data"), ("retrain", "Retrain"), ("weights", "Weights"))},
                      "Paper": m.paper, "On the list": link or "not on the list",
@@ -307,7 +323,7 @@ def coverage(frames: Frames, cells: pd.DataFrame, listed: list[dict] | None) -> 
             missing.append({"Paper": row["title"], "Link": row["paper"], "Type": row["type"],
                             "Criteria": row["criteria"], "Budget": row["budget"], "Data": row["data"],
                             "Retrain": row["retrain"], "Weights": row["weight"], "Status": "not implemented"})
-    return [Table("coverage", "Every registered method", pd.DataFrame(rows)),
+    return [Table("coverage", "Every registered method and KV-cache policy", pd.DataFrame(rows)),
             Table("not_implemented", "Papers of the Awesome-LLMs-Pruning list not implemented",
                   pd.DataFrame(missing, columns=["Paper", "Link", "Type", "Criteria", "Budget", "Data", "Retrain",
                                                  "Weights", "Status"]),

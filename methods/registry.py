@@ -1,6 +1,6 @@
 """Method registry (harness.registry.Registry): stable names, near-match errors, discovery of this
-package's modules on first lookup. The KV-cache policies (harness.kv.POLICIES) are listed here
-too: `method=h2o` alone runs the policy on the unchanged weights."""
+package's modules on first lookup. The KV-cache policies are not methods: they have their own
+registry (harness.kv.POLICIES) and config axis (`kv=`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import importlib
 import pkgutil
 
 from harness.errors import UnknownMethodError  # noqa: F401  (re-exported)
-from harness.kv import POLICIES
 from harness.registry import Registry
 from methods.base import Method
 
@@ -29,8 +28,6 @@ def _discover() -> None:
     for info in pkgutil.iter_modules(methods.__path__):
         if info.name not in _NOT_METHOD_MODULES and not info.name.startswith("_"):
             importlib.import_module(f"methods.{info.name}")
-    for name in POLICIES.names():
-        METHODS.add(name, POLICIES.get(name))
 
 
 METHODS: Registry[type[Method]] = Registry("method", error=UnknownMethodError, discover=_discover, check=_check)

@@ -20,8 +20,9 @@ def _is_policy(name: str, cls) -> None:
         raise TypeError(f"KV policy {name!r} must be a KVPolicy subclass named {name!r}")
 
 
-# name (== conf/kv/<name>.yaml) -> policy class, imported on first use. A policy also runs as a
-# method on its own (method=h2o: weights untouched), so methods.registry lists these names too.
+# name (== conf/kv/<name>.yaml) -> policy class, imported on first use. A policy is not a method:
+# `method=h2o` is refused with a hint to use `kv=h2o` (harness.config on the command line,
+# harness.validate for a composed config).
 POLICIES: Registry = Registry("KV policy", {
     "h2o": "harness.kv.h2o:H2O",
     "keyformer": "harness.kv.keyformer:Keyformer",

@@ -7,9 +7,9 @@ probabilities to `observe` and asks `select` which cached positions survive evic
 Kept tokens keep the RoPE positions they were cached with (no position re-indexing), as kvpress
 does; StreamingLLM's paper re-indexes positions inside the cache (see harness/kv/streaming_llm.py).
 
-A policy carries the same card as a method (harness.card) and the method interface (patterns,
-check, prune), so that `method=h2o` alone runs it on the unchanged weights: methods.registry
-lists the policies beside the methods.
+A policy carries the same card as a method (harness.card: paper, reference, differences, tags,
+`describe`) but is not a method: it is chosen on the `kv` axis (`kv=h2o`, on top of any method,
+`method=dense` for the unchanged weights).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import torch
 
 from harness.card import Card
 from harness.tags import Tags
-from harness.targets import TargetError
 
 # H2O's and Keyformer's badges on the Awesome-LLMs-Pruning list (criteria "Other" there too)
 KV_TAGS = dict(type="Other", budget="Sparsity-KV cache", data="Data free", retrain="Without", weights="Frozen")
@@ -49,15 +48,10 @@ class KVPolicy(Card):
     """Base of the KV-cache policies. Subclasses set `needs_attention` and implement `select`
     (and `contribution` when they accumulate attention-derived scores)."""
 
-    streams_blocks: ClassVar[bool] = True   # weights untouched: nothing to hold for pruning
-
     budget: float = 0.2
     window: int = 32
 
-    patterns: ClassVar[frozenset[str]] = frozenset({"none"})
-    needs_calibration: ClassVar[bool] = False
     needs_attention: ClassVar[bool] = False
-    is_kv_policy: ClassVar[bool] = True
 
     def __post_init__(self):
         if not self.budget > 0:
@@ -66,16 +60,6 @@ class KVPolicy(Card):
             raise ValueError(f"{self.name}: a budget >= 1 is a token count and must be an integer")
         if int(self.window) < 0:
             raise ValueError(f"{self.name}: window must be >= 0")
-
-    # -- weights: untouched ------------------------------------------------------------------------
-    def check(self, model, ctx) -> None:
-        if ctx.target.pattern != "none":
-            raise TargetError(f"{self.name} changes the KV cache, not weights; use target=none, or compose it "
-                              f"with a weight method as kv={self.name}")
-
-    def prune(self, model, ctx) -> dict:
-        return {"kv_policy": {"name": self.name, **self.params(),
-                              "note": "weights unchanged; acts in the bounded-cache evaluators"}}
 
     # -- cache -------------------------------------------------------------------------------------
     def selected_tokens(self, context: int) -> int:

@@ -1,5 +1,5 @@
 """The committed board: built (as CI builds it) from every committed record set under results/,
-it has a row for every registered method, "not implemented" rows for the list's papers that are
+it has a row for every registered method and KV-cache policy, "not implemented" rows for the list's papers that are
 missing, each implemented paper's tags equal to the list's, and the paper-vs-reproduced tables."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ RESULTS = Path(__file__).resolve().parents[2] / "results"
 
 @pytest.mark.skipif(not any(RESULTS.rglob("records/*.json")), reason="no committed records under results/")
 def test_committed_board(tmp_path, data_dir):
+    from harness.kv import POLICIES
     from leaderboard.__main__ import build
     from methods.registry import available, build_method
 
@@ -31,10 +32,12 @@ def test_committed_board(tmp_path, data_dir):
     assert b.n_records > 0 and not [p for p, why in b.problems if "duplicate" not in why]
     tables = tmp_path / "site" / "tables"
     cov = pd.read_csv(tables / "coverage.csv")
-    assert sorted(cov["Method"]) == available()
+    cards = {"method": build_method, "kv": POLICIES.build}   # coverage's Axis column -> its registry
+    assert sorted(cov[cov["Axis"] == "method"]["Method"]) == available()
+    assert sorted(cov[cov["Axis"] == "kv"]["Method"]) == POLICIES.names()
     listed = {row["paper"]: row for row in json.loads((data_dir / "awesome-llms-pruning" / "tags.json").read_text())}
     for _, row in cov.iterrows():
-        link = build_method(row["Method"]).paper_entry()[0]
+        link = cards[row["Axis"]](row["Method"]).paper_entry()[0]
         if link:
             paper = listed[link]
             assert [row[c] for c in ("Type", "Criteria", "Budget", "Data", "Retrain", "Weights")] == \
@@ -55,5 +58,5 @@ def test_committed_board(tmp_path, data_dir):
     index = (tmp_path / "site" / "index.html").read_text()
     assert "Paper vs reproduced" in index and "Published conclusions vs reproduced" in index
     assert "not implemented" in index and "dequantised from the Q4_1" in index
-    for name in available():
+    for name in available() + POLICIES.names():
         assert (tmp_path / "site" / "methods" / f"{name}.html").is_file(), name

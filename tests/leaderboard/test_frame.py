@@ -108,14 +108,17 @@ def test_run_tags_follow_what_ran_and_structured_counts_parameters(board):
     assert "metric=taylor" in taylor.split() and "metric=angular" in angular.split()
 
 
-def test_coverage_lists_every_method_and_the_lists_missing_papers(board, data_dir):
+def test_coverage_lists_every_method_and_kv_policy_and_the_lists_missing_papers(board, data_dir):
+    from harness.kv import POLICIES
     from methods.registry import available
 
     _, frames, cells = board
     listed = json.loads((data_dir / "awesome-llms-pruning" / "tags.json").read_text())
     cov, missing = tables.coverage(frames, cells, listed)
-    assert list(cov.frame["Method"]) == available()
+    assert list(cov.frame["Method"]) == available() + POLICIES.names()
+    assert list(cov.frame["Axis"]) == ["method"] * len(available()) + ["kv"] * len(POLICIES)
     cells_of = dict(zip(cov.frame["Method"], cov.frame["Cells"]))
+    # h2o's cell is the run under kv=h2o (its method: dense)
     assert cells_of["h2o"] == 1 and cells_of["magnitude_global"] == "no result yet"
     assert "Puzzle: Distillation-Based NAS for Inference-Optimized LLMs" in set(missing.frame["Paper"])
     assert not ({"https://arxiv.org/abs/2306.11695", "https://arxiv.org/abs/2310.05175"} & set(missing.frame["Link"]))

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from harness.blocks.importance import METRICS
+from harness.kv import POLICIES
 from methods.registry import available, build_method
 from methods.tags import LIST_KEYS, LIST_VOCABULARY, run_tags
 
@@ -25,11 +26,11 @@ def _check(link, tags, listed, who):
     assert {axis: tags.as_dict()[axis] for axis in LIST_KEYS} == {axis: row[key] for axis, key in LIST_KEYS.items()}, who
 
 
-def test_every_listed_method_carries_its_papers_tags(listed):
+def test_every_listed_method_and_kv_policy_carries_its_papers_tags(listed):
     seen = set()
-    for name in available():
-        method = build_method(name)
-        link, tags = method.paper_entry()
+    cards = [(name, build_method(name)) for name in available()] + [(name, POLICIES.build(name)) for name in POLICIES]
+    for name, card in cards:
+        link, tags = card.paper_entry()
         if link:
             _check(link, tags, listed, name)
             seen.add(link)

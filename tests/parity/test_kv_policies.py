@@ -23,7 +23,7 @@ import torch
 
 from harness.adapters import adapter_for
 from harness.kv.bounded import generate_bounded
-from methods.registry import build_method
+from harness.kv import POLICIES
 from tests.conftest import make_tiny
 
 KV_HEADS = 4   # == query heads: MHA
@@ -104,7 +104,7 @@ def run(policy, prompt_len=40, new_tokens=12, seed=0):
 
 
 def test_h2o_keeps_reference_heavy_hitters():
-    policy = build_method("h2o", {"budget": 6, "window": 4})
+    policy = POLICIES.build("h2o", {"budget": 6, "window": 4})
     tracker = Tracker(4)
     instrument(policy, tracker, heavy_recent_keep(6, 4), reference_score=lambda a: a.sum(1))
     run(policy)
@@ -120,7 +120,7 @@ def test_keyformer_keeps_reference_key_tokens():
     it as keyformer's gumbel_softmax(logits, tau, hard=False): softmax((logits + g) / tau). The
     logits are log p up to a per-row constant, which softmax ignores."""
     tau = 0.7
-    policy = build_method("keyformer", {"budget": 6, "window": 4, "tau": tau, "noise_seed": 3})
+    policy = POLICIES.build("keyformer", {"budget": 6, "window": 4, "tau": tau, "noise_seed": 3})
     gen = torch.Generator().manual_seed(3 + 0)                 # window seed 0 (generate_bounded)
 
     def score(p):                                               # p [heads, q, k] float64
@@ -133,7 +133,7 @@ def test_keyformer_keeps_reference_key_tokens():
     instrument(policy, tracker, heavy_recent_keep(6, 4), reference_score=score)
     run(policy)
     assert tracker.evictions == 4 * (40 + 12 - 10)
-    h2o = build_method("h2o", {"budget": 6, "window": 4})
+    h2o = POLICIES.build("h2o", {"budget": 6, "window": 4})
     t2 = Tracker(4)
     instrument(h2o, t2, heavy_recent_keep(6, 4), reference_score=lambda a: a.sum(1))
     run(h2o)
@@ -145,7 +145,7 @@ def test_streaming_llm_keeps_sinks_and_recent(sink):
     def keep(_scores, length, capacity):
         return [list(range(sink)) + list(range(length - (capacity - sink), length))] * KV_HEADS
 
-    policy = build_method("streaming_llm", {"budget": 6, "window": 4, "sink": sink})
+    policy = POLICIES.build("streaming_llm", {"budget": 6, "window": 4, "sink": sink})
     tracker = Tracker(4)
     instrument(policy, tracker, keep)
     run(policy)

@@ -33,8 +33,8 @@ CASES = [
     # a KV policy with an evaluation that builds no KV cache would label dense numbers
     (["kv=h2o"], "kv=h2o needs an evaluation that builds a KV cache (kv_ppl or kv_memory, e.g. eval=kv_quick); "
                  "this eval runs ppl, which would report dense numbers"),
-    (["method=h2o"], "kv=h2o needs an evaluation that builds a KV cache (kv_ppl or kv_memory, e.g. eval=kv_quick); "
-                     "this eval runs ppl, which would report dense numbers"),
+    # a KV-cache policy named as the method (a config composed with method.name set, or an old record)
+    (["method.name=h2o", "kv=h2o", "eval=kv_quick"], "h2o is a KV-cache policy, not a method: use kv=h2o"),
     # calibrating on an evaluation split
     (["method=wanda", "target=unstructured_50", "calib.split=validation"],
      "calib: c4/validation is an evaluation split; calibrating on it inflates the result "
@@ -72,6 +72,12 @@ def test_cli_unknown_method_is_one_line_with_near_match(tmp_path):
     proc = cli("model=tiny-llama", "method=wandaa", f"paths.results_dir={tmp_path}")
     assert proc.returncode == 2
     assert first_line(proc.stderr).startswith("prunebench: config error: unknown method 'wandaa'; did you mean wanda")
+
+
+def test_cli_kv_policy_as_method_is_one_line_naming_the_kv_axis(tmp_path):
+    proc = cli("model=tiny-llama", "method=h2o", f"paths.results_dir={tmp_path}")
+    assert proc.returncode == 2
+    assert first_line(proc.stderr) == "prunebench: config error: h2o is not a method but an option of kv: use kv=h2o"
 
 
 def test_every_input_error_is_a_config_error():

@@ -12,10 +12,10 @@ from harness.adapters import adapter_for
 from harness.evaluation.ppl import window_nll
 from harness.kv.bounded import bounded_perplexity, generate_bounded
 from harness.kv.cache import analytic_kv_bytes, cache_bytes
-from methods.registry import build_method
+from harness.kv import POLICIES
 from tests.conftest import make_tiny
 
-KV_METHODS = ("h2o", "keyformer", "streaming_llm")
+KV_POLICIES = ("h2o", "keyformer", "streaming_llm")
 
 
 def _windows(n=2, seq=64, vocab=200, seed=0):
@@ -39,10 +39,10 @@ def test_smollm2_analytic_bytes_per_token():
     assert analytic_kv_bytes(cfg, 1, torch.bfloat16) == 22.5 * 1024
 
 
-@pytest.mark.parametrize("name", KV_METHODS)
+@pytest.mark.parametrize("name", KV_POLICIES)
 def test_eviction_keeps_exactly_budget_plus_window(tiny_llama, name):
     model, _ = tiny_llama
-    policy = build_method(name, {"budget": 0.25, "window": 8})
+    policy = POLICIES.build(name, {"budget": 0.25, "window": 8})
     prompt = _windows(1, 64)
     _, runner = generate_bounded(model, adapter_for(model), prompt, new_tokens=7, policy=policy, chunk=16)
     capacity = round(0.25 * 64) + 8
@@ -54,13 +54,13 @@ def test_eviction_keeps_exactly_budget_plus_window(tiny_llama, name):
 def test_h2o_keeps_heavy_hitters_and_window():
     from harness.kv.policy import KVState
 
-    policy = build_method("h2o", {"budget": 2, "window": 2})
+    policy = POLICIES.build("h2o", {"budget": 2, "window": 2})
     state = KVState()
     scores = torch.tensor([5.0, 0.1, 3.0, 0.2, 0.3, 9.0, 0.0, 0.0])                 # 8 cached tokens
     state.scores[0] = scores.expand(1, 2, 8).clone()
     keep = policy.select(state, 0, 8, policy.capacity(100), 1, 2, "cpu")
     assert keep[0, 0].tolist() == [0, 5, 6, 7]   # top-2 among the first 6 (9.0 at 5, 5.0 at 0) + the last 2
-    stream = build_method("streaming_llm", {"budget": 2, "window": 2, "sink": 1})
+    stream = POLICIES.build("streaming_llm", {"budget": 2, "window": 2, "sink": 1})
     assert stream.select(None, 0, 8, 4, 1, 2, "cpu")[0, 1].tolist() == [0, 5, 6, 7]
 
 
@@ -74,10 +74,10 @@ def test_bounded_ppl_full_budget_equals_plain(tiny_llama):
     assert full["value"] == pytest.approx(plain, rel=1e-5)
     # a policy whose capacity covers the whole window never evicts and is the same computation
     h2o = bounded_perplexity(model, adapter_for(model), windows, chunk=16,
-                             policy=build_method("h2o", {"budget": 64, "window": 0}))
+                             policy=POLICIES.build("h2o", {"budget": 64, "window": 0}))
     assert h2o["evictions"] == 0 and h2o["value"] == pytest.approx(full["value"], rel=1e-6)
     small = bounded_perplexity(model, adapter_for(model), windows, chunk=16,
-                               policy=build_method("h2o", {"budget": 0.1, "window": 4}))
+                               policy=POLICIES.build("h2o", {"budget": 0.1, "window": 4}))
     assert small["evictions"] > 0 and small["kv_tokens_final"] == round(0.1 * 64) + 4
     assert small["value"] != pytest.approx(full["value"], rel=1e-6)
 
@@ -104,6 +104,16 @@ def test_kv_group_composes_with_weight_method(results_dir):
     bad["kv"] = {"name": "wanda", "params": {}}
     with pytest.raises(ConfigError, match="not a KV-cache method"):
         validate(bad)
+
+
+def test_policies_are_the_kv_axis_not_methods():
+    from harness.config import CONF_DIR
+    from methods.registry import available
+
+    assert sorted(POLICIES) == sorted(KV_POLICIES) and not set(POLICIES) & set(available())
+    for name in POLICIES:
+        assert (CONF_DIR / "kv" / f"{name}.yaml").is_file(), name
+        assert not (CONF_DIR / "method" / f"{name}.yaml").exists(), name
 
 
 def test_default_kv_keeps_run_ids_stable():

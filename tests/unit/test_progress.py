@@ -89,6 +89,15 @@ def test_group_pre_check_rejects_only_names_that_exist_nowhere(argv, ok):
         assert "did you mean" in problem and "\n" not in problem
 
 
+def test_group_pre_check_points_an_option_of_one_other_group_to_that_group():
+    from harness.config import check_group_choices
+
+    assert check_group_choices(["method=h2o"]) == "h2o is not a method but an option of kv: use kv=h2o"
+    assert check_group_choices(["kv=wanda"]) == "wanda is not a kv but an option of method: use method=wanda"
+    # `none` is an option of several groups (kv, recovery, target): no one group to point to
+    assert check_group_choices(["method=none"]).startswith("unknown method 'none'")
+
+
 def test_sweep_and_status_have_a_real_help(capsys):
     from harness import status, sweep
 
