@@ -27,8 +27,9 @@ from harness.adapters import adapter_for  # noqa: E402
 from harness.evaluation import flash_llm  # noqa: E402
 from harness.evaluation.flash_llm import FlashLLMLinear, pack, packed_bytes, spmm, spmm_into, unpack  # noqa: E402
 from harness.evaluation.latency import measure  # noqa: E402
-from harness.evaluation.sparse_kernels import check_kernel, sparse_kernel_weights  # noqa: E402
+from harness.evaluation.sparse_kernels import check_kernel  # noqa: E402
 from tests.conftest import make_tiny  # noqa: E402
+from tests.kernel_helpers import logits_dense_and_through_kernel  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 # 70 x 150 with 32 x 32 tiles: neither dimension a multiple of the tile (3 x 5 tiles, padded edges)
@@ -158,15 +159,10 @@ def test_latency_evaluator_runs_through_the_kernel_and_records_it():
             for lin in adapter.linears(block).values():
                 lin.weight.mul_(torch.rand_like(lin.weight) >= 0.7)
     ids = torch.randint(0, 250, (1, 5))
-    with torch.no_grad():
-        dense_logits = model(ids).logits
-        with sparse_kernel_weights(model, adapter, "flash_llm") as info:
-            assert all(isinstance(m, FlashLLMLinear) for b in adapter.blocks(model)
-                       for m in adapter.linears(b).values())
-            sparse_logits = model(ids).logits
+    dense_logits, sparse_logits, info = logits_dense_and_through_kernel(model, adapter, "flash_llm",
+                                                                        FlashLLMLinear, ids)
     torch.testing.assert_close(sparse_logits, dense_logits, rtol=1e-4, atol=1e-4)
     assert info["sparse_kernel"] == "flash_llm" and info["flash_llm"]["interpreted"] is True
-    assert all(isinstance(m, torch.nn.Linear) for b in adapter.blocks(model) for m in adapter.linears(b).values())
     section = {"warmup": 0, "repeats": 1, "prefill": {"batch": [1], "prompt_len": [4]},
                "decode": {"batch": [1], "prompt_len": 2, "new_tokens": 1}, "sparse_kernel": "flash_llm"}
     r = measure(model, section, "cpu")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.adapters import adapter_for
 from harness.evaluation.latency import measure
-from harness.evaluation.sparse_kernels import CSRLinear, sparse_kernel_weights
+from harness.evaluation.sparse_kernels import CSRLinear
 from methods.registry import build_method
+from tests.kernel_helpers import logits_dense_and_through_kernel
 from tests.methods.tiny_block_helpers import tiny_context
 from harness.targets import Target
 
@@ -29,15 +29,9 @@ def test_latency_runs_through_csr_and_restores_the_model():
     model, adapter, ctx = tiny_context(Target("unstructured_70", "unstructured", 0.7))
     build_method("magnitude").prune(model, ctx)
     ids = torch.randint(0, 250, (1, 12))
-    with torch.no_grad():
-        dense_logits = model(ids).logits
-        with sparse_kernel_weights(model, adapter, "csr") as info:
-            assert all(isinstance(m, CSRLinear) for b in adapter.blocks(model)
-                       for m in adapter.linears(b).values())
-            sparse_logits = model(ids).logits
+    dense_logits, sparse_logits, info = logits_dense_and_through_kernel(model, adapter, "csr", CSRLinear, ids)
     torch.testing.assert_close(sparse_logits, dense_logits, rtol=1e-4, atol=1e-5)
     assert info["sparse_linears_sparsity"] == pytest.approx(0.7, abs=0.01)
-    assert all(isinstance(m, torch.nn.Linear) for b in adapter.blocks(model) for m in adapter.linears(b).values())
     r = measure(model, {**SECTION, "sparse_kernel": "csr"}, "cpu")
     assert r["kernel_path"] == "sparse:csr" and r["sparse_kernel"] == "csr"
     assert r["sparse_linears"] == 7 * len(adapter.blocks(model))
