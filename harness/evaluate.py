@@ -163,7 +163,7 @@ def evaluate_saved(source: dict, model_dir: Path, config: dict) -> dict:
     log.info("record %s (%s, evaluation of %s) -> %s", run_id, record["status"], source.get("run_id"), path)
     from harness.tracking import track_run
 
-    track_run(config, record)
+    track_run(plan.tracking, plan.seed, config, record)
     return record
 
 

@@ -147,8 +147,9 @@ def run_experiment(cfg) -> dict:
     from harness.tracking import start_run, track_run
 
     pruning_id = pruning_id_for(config, plan.param_defaults)
-    live = start_run(config, {"run_id": run_id, "pruning_id": pruning_id, **described,   # W&B open while
-                              "model": {"name": plan.model.name}})                        # the stages work
+    # W&B open while the stages work: where and under which name from the plan, the config only logged
+    live = start_run(plan.tracking, plan.seed, config,
+                     {"run_id": run_id, "pruning_id": pruning_id, **described, "model": {"name": plan.model.name}})
     error, interrupted = None, None
     try:
         _run_stages(plan, state)  # the stages read the typed plan, never the raw config
@@ -169,9 +170,9 @@ def run_experiment(cfg) -> dict:
                    {k: v for k, v in record["output"].items() if k != "model_dir"})
     _finish(record, plan, t_start)
     if interrupted is not None:
-        track_run(config, record, live)
+        track_run(plan.tracking, plan.seed, config, record, live)
         raise interrupted
-    track_run(config, record, live)  # W&B (offline by default); never fails the run
+    track_run(plan.tracking, plan.seed, config, record, live)  # W&B (offline by default); never fails the run
     return record
 
 
