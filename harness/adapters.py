@@ -330,55 +330,49 @@ def _width_blocker(block: nn.Module, attn: str, mlp: str, attn_inputs: tuple[str
     return ""
 
 
-def derive_adapter(model: nn.Module, override: dict | None = None) -> FamilyAdapter:
-    """Read the adapter off `model` (one tiny forward); `override` (conf/model `adapter:`) and
-    OVERRIDES[model_type] replace derived fields."""
-    config = _text_config(model.config)
-    model_type = getattr(model.config, "model_type", None) or "unknown"
+def _declared_fields(model_type: str, override: dict | None) -> dict:
+    """The fields not to derive: OVERRIDES[model_type], then the model's `adapter:` section on top."""
     declared = {**OVERRIDES.get(model_type, {}), **dict(override or {})}
     valid = {f.name for f in fields(FamilyAdapter)}
     bad = sorted(set(declared) - valid)
     if bad:
         raise AdapterError(f"unknown adapter field(s) {bad} in the override; fields: {sorted(valid - {'traced_groups'})}")
-    n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
-    layers = declared.get("layers") or _find_layers(model, int(n_layers or -1))
-    blocks = FamilyAdapter._get(model, layers)
+    return declared
 
+
+def _embed_and_head(model: nn.Module, declared: dict, model_type: str) -> tuple[str, str]:
+    """Paths of the input embedding and the LM head (found from transformers' accessors)."""
     embed = declared.get("embed") or _path_of(model, model.get_input_embeddings())
     head = declared.get("lm_head") or _path_of(model, model.get_output_embeddings())
     for part, value, example in (("embed", embed, "model.embed_tokens"), ("lm_head", head, "lm_head")):
         if not value:
             raise AdapterError(f"cannot find the {part} of model_type={model_type!r}. Declare it in "
                                f"conf/model/<name>.yaml:\n  adapter:\n    {part}: {example}")
+    return embed, head
 
-    trace = _trace(model, layers)
-    events = trace["events"]
-    n_experts = _n_experts(config)
-    routers = tuple(declared.get("routers") or dict.fromkeys(r for b in blocks for r in _routers(b, n_experts)))
+
+def _block_linears(block: nn.Module, routers: tuple[str, ...]) -> list[str]:
+    return [n for n, m in block.named_modules() if isinstance(m, nn.Linear) and n not in routers]
+
+
+def _traced_groups(blocks, events: list, routers: tuple[str, ...]) -> dict:
+    """{layout signature: linears grouped by the input they read}, traced once per distinct block
+    layout (blocks with the same linears group alike; alternating layouts each get their own)."""
     traced_groups = {}
     for i, block in enumerate(blocks):
-        present = [n for n, m in block.named_modules() if isinstance(m, nn.Linear) and n not in routers]
-        sig = _signature(present)
+        sig = _signature(_block_linears(block, routers))
         if sig not in traced_groups:
             traced_groups[sig] = [g for g in _groups_of_block([e for e in events if e[0] == i], block, set(routers))]
-    groups0 = traced_groups[_signature([n for n, m in blocks[0].named_modules()
-                                         if isinstance(m, nn.Linear) and n not in routers])]
-    if len(groups0) < 2:
-        raise AdapterError(f"cannot find the attention and MLP linears of block 0 of model_type={model_type!r} "
-                           f"(traced groups: {groups0}). Declare them in conf/model/<name>.yaml:\n  adapter:\n"
-                           f"    attn: self_attn\n    mlp: mlp")
+    return traced_groups
 
-    # sublayers: attention holds the first linear to run, the MLP the last
-    b0 = [e for e in events if e[0] == 0]
-    attn = declared.get("attn", _child(groups0[0][0]))
-    last_linear = groups0[-1][-1]
-    mlp = declared.get("mlp", _child(last_linear))
-    moe = bool(n_experts) and bool(mlp) and n_experts is not None and any(
-        "expert" in n for n, _ in FamilyAdapter._get(blocks[0], mlp).named_modules())
 
-    def rel(name: str, sub: str) -> str:
-        return name[len(sub) + 1:] if sub else name
+def _relative(name: str, sub: str) -> str:
+    return name[len(sub) + 1:] if sub else name
 
+
+def _sublayer_groups(groups0: list, attn: str, mlp: str, model_type: str) -> tuple[list, list]:
+    """Block 0's input groups split into the attention's and the MLP's (an MLP without its own module:
+    the block-level linears; routed experts left out when the MLP has shared linears too)."""
     def members(sub: str, exclude_experts: bool) -> list[tuple[str, ...]]:
         """groups0 restricted to the linears of sublayer `sub` (block-level ones when sub == "")."""
         out = []
@@ -395,13 +389,14 @@ def derive_adapter(model: nn.Module, override: dict | None = None) -> FamilyAdap
         raise AdapterError(f"cannot tell the attention linears from the MLP linears of model_type={model_type!r} "
                            f"(attn={attn!r}, mlp={mlp!r}, groups={groups0}). Declare them in conf/model/<name>.yaml:"
                            f"\n  adapter:\n    attn: self_attn\n    mlp: mlp")
-    attn_inputs = tuple(declared.get("attn_inputs") or (rel(n, attn) for n in in_attn[0]))
-    attn_output = declared.get("attn_output") or rel(in_attn[-1][-1], attn)
-    mlp_first = in_mlp[0]
-    mlp_inputs = tuple(declared.get("mlp_inputs") or (rel(n, mlp) for n in mlp_first))
-    mlp_output = declared.get("mlp_output") or rel(in_mlp[-1][-1], mlp)
+    return in_attn, in_mlp
 
-    # norms: the last block-level norm that ran before the sublayer's first linear
+
+def _block_norms(block0: nn.Module, b0: list, attn: str, mlp: str, first_attn: str, first_mlp: str,
+                 declared: dict) -> tuple[str, str, bool]:
+    """(attn_norm, mlp_norm, parallel) of block 0 from its traced events `b0`: a sublayer's norm is the
+    last block-level norm that ran before its first linear; "" = no norm in front (OLMo-2 normalises
+    the sublayer outputs instead)."""
     order = [name for _bi, name, _x, _y in b0]
     input_of = {name: x for _bi, name, x, _y in b0}
     output_of = {name: y for _bi, name, _x, y in b0}
@@ -409,23 +404,25 @@ def derive_adapter(model: nn.Module, override: dict | None = None) -> FamilyAdap
     def norm_before(sub: str, first_linear: str) -> str | None:
         idx = order.index(first_linear) if first_linear in order else len(order)
         x = input_of.get(sub) if sub else input_of.get(first_linear)
-        cands = [n for n in order[:idx] if _is_norm(FamilyAdapter._get(blocks[0], n))
+        cands = [n for n in order[:idx] if _is_norm(FamilyAdapter._get(block0, n))
                  and not (attn and n.startswith(attn + ".")) and not (mlp and n.startswith(mlp + "."))]
         if x is not None:   # a norm in front of the sublayer produced exactly its input
             return ([n for n in cands if output_of.get(n) == x] or [None])[-1]
         exact = [n for n in cands if output_of.get(n) == x]
         return (exact or cands or [None])[-1]
 
-    # "" = no norm in front (OLMo-2 normalises the sublayer outputs instead)
-    attn_norm = declared.get("attn_norm", norm_before(attn, in_attn[0][0]) or "")
-    mlp_norm = declared.get("mlp_norm", norm_before(mlp, mlp_first[0]) or "")
+    attn_norm = declared.get("attn_norm", norm_before(attn, first_attn) or "")
+    mlp_norm = declared.get("mlp_norm", norm_before(mlp, first_mlp) or "")
     parallel = declared.get("parallel")
     if parallel is None:   # both sublayers read the block input (through one norm or two)
-        first_attn, first_mlp = in_attn[0][0], mlp_first[0]
         x_attn = input_of.get(attn_norm) if attn_norm else input_of.get(attn or first_attn)
         x_mlp = input_of.get(mlp_norm) if mlp_norm else input_of.get(mlp or first_mlp)
         parallel = (bool(attn_norm) and attn_norm == mlp_norm) or (x_attn is not None and x_attn == x_mlp)
+    return attn_norm, mlp_norm, parallel
 
+
+def _final_norm(model: nn.Module, events: list, declared: dict, model_type: str) -> str:
+    """The last norm outside the blocks that ran (block index -1 in the trace)."""
     final_norm = declared.get("final_norm")
     if not final_norm:
         outside = [name for bi, name, _x, _y in events if bi == -1 and _is_norm(FamilyAdapter._get(model, name))]
@@ -433,17 +430,52 @@ def derive_adapter(model: nn.Module, override: dict | None = None) -> FamilyAdap
     if not final_norm:
         raise AdapterError(f"cannot find the final norm of model_type={model_type!r}. Declare it in "
                            f"conf/model/<name>.yaml:\n  adapter:\n    final_norm: model.norm")
+    return final_norm
+
+
+def derive_adapter(model: nn.Module, override: dict | None = None) -> FamilyAdapter:
+    """Read the adapter off `model` (one tiny forward); `override` (conf/model `adapter:`) and
+    OVERRIDES[model_type] replace derived fields."""
+    config = _text_config(model.config)
+    model_type = getattr(model.config, "model_type", None) or "unknown"
+    declared = _declared_fields(model_type, override)
+    n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    layers = declared.get("layers") or _find_layers(model, int(n_layers or -1))
+    blocks = FamilyAdapter._get(model, layers)
+    embed, head = _embed_and_head(model, declared, model_type)
+
+    trace = _trace(model, layers)
+    events = trace["events"]
+    n_experts = _n_experts(config)
+    routers = tuple(declared.get("routers") or dict.fromkeys(r for b in blocks for r in _routers(b, n_experts)))
+    traced_groups = _traced_groups(blocks, events, routers)
+    groups0 = traced_groups[_signature(_block_linears(blocks[0], routers))]
+    if len(groups0) < 2:
+        raise AdapterError(f"cannot find the attention and MLP linears of block 0 of model_type={model_type!r} "
+                           f"(traced groups: {groups0}). Declare them in conf/model/<name>.yaml:\n  adapter:\n"
+                           f"    attn: self_attn\n    mlp: mlp")
+
+    # sublayers: attention holds the first linear to run, the MLP the last
+    attn = declared.get("attn", _child(groups0[0][0]))
+    mlp = declared.get("mlp", _child(groups0[-1][-1]))
+    moe = bool(n_experts) and bool(mlp) and n_experts is not None and any(
+        "expert" in n for n, _ in FamilyAdapter._get(blocks[0], mlp).named_modules())
+    in_attn, in_mlp = _sublayer_groups(groups0, attn, mlp, model_type)
+    attn_inputs = tuple(declared.get("attn_inputs") or (_relative(n, attn) for n in in_attn[0]))
+    attn_output = declared.get("attn_output") or _relative(in_attn[-1][-1], attn)
+    mlp_inputs = tuple(declared.get("mlp_inputs") or (_relative(n, mlp) for n in in_mlp[0]))
+    mlp_output = declared.get("mlp_output") or _relative(in_mlp[-1][-1], mlp)
+    attn_norm, mlp_norm, parallel = _block_norms(blocks[0], [e for e in events if e[0] == 0], attn, mlp,
+                                                 in_attn[0][0], in_mlp[0][0], declared)
+    final_norm = _final_norm(model, events, declared, model_type)
     gated = declared.get("gated_mlp", len(mlp_inputs) >= 2 or any("gate" in n for n in mlp_inputs))
-    width_blocker = declared.get("width_blocker", _width_blocker(
-        blocks[0], attn, mlp, attn_inputs, moe, config))
-    out0 = trace["block_out"].get(0)
-    adapter = FamilyAdapter(
+    width_blocker = declared.get("width_blocker", _width_blocker(blocks[0], attn, mlp, attn_inputs, moe, config))
+    return FamilyAdapter(
         family=model_type, layers=layers, embed=embed, final_norm=final_norm, lm_head=head, attn=attn,
         mlp=mlp, attn_inputs=attn_inputs, attn_output=attn_output, mlp_inputs=mlp_inputs,
         mlp_output=mlp_output, attn_norm=attn_norm, mlp_norm=mlp_norm, gated_mlp=bool(gated),
-        parallel=bool(parallel), moe=moe, block_returns_tuple=isinstance(out0, (tuple, list)),
+        parallel=bool(parallel), moe=moe, block_returns_tuple=isinstance(trace["block_out"].get(0), (tuple, list)),
         traced_groups=traced_groups, routers=routers, width_blocker=width_blocker)
-    return adapter
 
 
 def adapter_for(model: nn.Module, override: dict | None = None) -> FamilyAdapter:

@@ -87,29 +87,13 @@ def new_config(source: dict, overrides: list[str], results_dir: Path | None = No
     return config
 
 
-def evaluate_saved(source: dict, model_dir: Path, config: dict) -> dict:
-    """Load the saved model, measure it, run the evaluators; write and return the linked record."""
-    import torch
-
-    from harness.adapters import adapter_for
-    from harness.blocks.measure import measure_sparsity
-    from harness.env import configure_runtime
-    from harness.evaluation import get_evaluator
-    from harness.evaluation.context import EvalContext
-    from harness.export import load_saved
-    from harness.progress import stage
-    from harness.records import existing_status, pruning_id_for, read_record, record_path, run_id_for, write_record
+def _linked_record(source: dict, model_dir: Path, config: dict, plan, run_id: str, threads: int) -> dict:
+    """The evaluation's record before any stage: the source's method, target, calibration and prune
+    report, `evaluated_from` the source, status failed until the evaluation finishes. Raises
+    EvaluateError when the config changes the pruned model's identity."""
+    from harness.records import pruning_id_for
     from harness.run import _env_block
-    from harness.validate import validate
 
-    runtime = config.get("runtime", {})
-    threads = configure_runtime(runtime.get("threads"), runtime.get("offline", True))
-    plan = validate(config)
-    run_id = run_id_for(config, plan.param_defaults)
-    if not plan.force and existing_status(plan.results_dir, run_id) == "ok":
-        log.info("skip %s: record exists with status ok", run_id)
-        return read_record(record_path(plan.results_dir, run_id))
-    t0 = time.perf_counter()
     record = {
         "run_id": run_id, "pruning_id": pruning_id_for(config, plan.param_defaults), "status": "failed", "error": None,
         "evaluated_from": {"run_id": source.get("run_id"), "model_dir": str(model_dir)},
@@ -124,6 +108,21 @@ def evaluate_saved(source: dict, model_dir: Path, config: dict) -> dict:
     if record["pruning_id"] != source_pid:
         raise EvaluateError(f"pruning identity changed ({source_pid} -> {record['pruning_id']}): "
                             f"only eval, output, paths and wandb settings may differ from the source run")
+    return record
+
+
+def _evaluation_stages(record: dict, model_dir: Path, plan, run_id: str, threads: int) -> dict | None:
+    """Load, measure and evaluate the saved model into `record` (filled as far as the stages got).
+    Returns the error naming the stage that failed, or None when all ran."""
+    import torch
+
+    from harness.adapters import adapter_for
+    from harness.blocks.measure import measure_sparsity
+    from harness.evaluation import get_evaluator
+    from harness.evaluation.context import EvalContext
+    from harness.export import load_saved
+    from harness.progress import stage
+
     current = "load"
     try:
         stage("load", model_dir=str(model_dir))
@@ -150,20 +149,40 @@ def evaluate_saved(source: dict, model_dir: Path, config: dict) -> dict:
         record["timing"]["eval_s"] = time.perf_counter() - t
         if plan.device.startswith("cuda"):
             record["memory"]["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
-        record["status"] = "ok"
+        return None
     except Exception as exc:  # noqa: BLE001 - a failed evaluation leaves a failed record naming the stage
         import traceback
 
-        record["error"] = {"stage": current, "type": type(exc).__name__, "message": str(exc)[:2000],
-                           "traceback": traceback.format_exc()[-8000:]}
         log.error("evaluation %s failed at stage %s: %s: %s", run_id, current, type(exc).__name__, exc)
+        return {"stage": current, "type": type(exc).__name__, "message": str(exc)[:2000],
+                "traceback": traceback.format_exc()[-8000:]}
+
+
+def evaluate_saved(source: dict, model_dir: Path, config: dict) -> dict:
+    """Load the saved model, measure it, run the evaluators; write and return the linked record."""
+    from harness.env import configure_runtime
+    from harness.records import existing_status, read_record, record_path, run_id_for, write_record
+    from harness.validate import validate
+
+    runtime = config.get("runtime", {})
+    threads = configure_runtime(runtime.get("threads"), runtime.get("offline", True))
+    plan = validate(config)
+    run_id = run_id_for(config, plan.param_defaults)
+    if not plan.force and existing_status(plan.results_dir, run_id) == "ok":
+        log.info("skip %s: record exists with status ok", run_id)
+        return read_record(record_path(plan.results_dir, run_id))
+    t0 = time.perf_counter()
+    record = _linked_record(source, model_dir, config, plan, run_id, threads)
+    record["error"] = _evaluation_stages(record, model_dir, plan, run_id, threads)
+    if record["error"] is None:
+        record["status"] = "ok"
     record["timing"]["total_s"] = time.perf_counter() - t0
     record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     path = write_record(plan.results_dir, record)
     log.info("record %s (%s, evaluation of %s) -> %s", run_id, record["status"], source.get("run_id"), path)
     from harness.tracking import track_run
 
-    track_run(config, record)
+    track_run(plan.tracking, plan.seed, config, record)
     return record
 
 

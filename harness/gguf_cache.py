@@ -63,13 +63,11 @@ def _tied_targets(model) -> set[str]:
     return set(tied)
 
 
-def write_dequantized(path: Path, out: Path) -> dict[str, int]:
-    """Write the float32 checkpoint of the GGUF file `path` into the (new, empty) directory `out`.
-    Returns {transformers parameter name: number of elements} of what was written."""
+def _gguf_mapping(path: Path):
+    """(reader, float32 config, transformers' tensor processor, GGUF -> parameter name map, tied
+    parameter names) from the file's metadata; no tensor is dequantized."""
     from gguf import GGUFReader
-    from gguf.quants import dequantize
-    from safetensors.torch import save_file
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.modeling_gguf_pytorch_utils import (
         TENSOR_PROCESSORS,
         TensorProcessor,
@@ -77,7 +75,6 @@ def write_dequantized(path: Path, out: Path) -> dict[str, int]:
         load_gguf_checkpoint,
     )
 
-    out.mkdir(parents=True, exist_ok=False)
     # metadata only (return_tensors=False): the dict transformers hands its TensorProcessor, and the
     # config it builds the model from; neither dequantizes a tensor.
     parsed = load_gguf_checkpoint(str(path), return_tensors=False)
@@ -91,8 +88,39 @@ def write_dequantized(path: Path, out: Path) -> dict[str, int]:
     processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=parsed["config"])
     key_map = get_gguf_hf_weights_map(skeleton, processor)
     tied = _tied_targets(skeleton) if config.get_text_config().tie_word_embeddings else set()
-    del skeleton
+    return reader, config, processor, key_map, tied
 
+
+def _dequantized_shard(group: list[str], tensors: dict, processor, key_map: dict, tied: set[str]) -> dict:
+    """{parameter name: float32 contiguous tensor} of one shard's GGUF tensors, tied aliases left out."""
+    from gguf.quants import dequantize
+
+    # Some processors (the MoE ones) merge several GGUF tensors into one parameter by writing
+    # into parsed_parameters["tensors"]; the shard's dict is that buffer, so a merged expert
+    # tensor is complete once its block is.
+    shard: dict[str, torch.Tensor] = {}
+    for gguf_name in group:
+        t = tensors[gguf_name]
+        weights = dequantize(t.data, t.tensor_type)   # numpy, shape reversed from GGUF's (out, in)
+        result = processor.process(weights=weights, name=gguf_name, tensor_key_mapping=key_map,
+                                   parsed_parameters={"tensors": shard})
+        if result.name is None or result.name not in key_map:
+            continue   # merged into the buffer above, or a tensor transformers does not load
+        # np.copy: the processed array can be a view of the memmap (F32 tensors) or non-contiguous
+        shard[key_map[result.name]] = torch.from_numpy(np.copy(result.weights)).to(torch.float32)
+    for name in [n for n in shard if n in tied]:
+        del shard[name]
+    return {n: v.to(torch.float32).contiguous() for n, v in shard.items()}
+
+
+def write_dequantized(path: Path, out: Path) -> dict[str, int]:
+    """Write the float32 checkpoint of the GGUF file `path` into the (new, empty) directory `out`.
+    Returns {transformers parameter name: number of elements} of what was written."""
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, GenerationConfig
+
+    out.mkdir(parents=True, exist_ok=False)
+    reader, config, processor, key_map, tied = _gguf_mapping(path)
     tensors = {t.name: t for t in reader.tensors}
     groups = _shard_groups(list(tensors))
     weight_map: dict[str, str] = {}
@@ -100,29 +128,14 @@ def write_dequantized(path: Path, out: Path) -> dict[str, int]:
     total_bytes = 0
     for i, group in enumerate(groups, start=1):
         shard_name = f"model-{i:05d}-of-{len(groups):05d}.safetensors"
-        # Some processors (the MoE ones) merge several GGUF tensors into one parameter by writing
-        # into parsed_parameters["tensors"]; the shard's dict is that buffer, so a merged expert
-        # tensor is complete once its block is.
-        shard: dict[str, torch.Tensor] = {}
-        for gguf_name in group:
-            t = tensors[gguf_name]
-            weights = dequantize(t.data, t.tensor_type)   # numpy, shape reversed from GGUF's (out, in)
-            result = processor.process(weights=weights, name=gguf_name, tensor_key_mapping=key_map,
-                                       parsed_parameters={"tensors": shard})
-            if result.name is None or result.name not in key_map:
-                continue   # merged into the buffer above, or a tensor transformers does not load
-            # np.copy: the processed array can be a view of the memmap (F32 tensors) or non-contiguous
-            shard[key_map[result.name]] = torch.from_numpy(np.copy(result.weights)).to(torch.float32)
-        for name in [n for n in shard if n in tied]:
-            del shard[name]
-        shard = {n: v.to(torch.float32).contiguous() for n, v in shard.items()}
+        shard = _dequantized_shard(group, tensors, processor, key_map, tied)
         if shard:
             save_file(shard, str(out / shard_name), metadata={"format": "pt"})
         for name, value in shard.items():
             weight_map[name] = shard_name
             written[name] = value.numel()
             total_bytes += value.numel() * value.element_size()
-        del shard
+        del shard   # one shard of float32 tensors in memory at a time
     _renumber(out, groups, weight_map)
     (out / INDEX_NAME).write_text(json.dumps({"metadata": {"total_size": total_bytes},
                                               "weight_map": dict(sorted(weight_map.items()))}, indent=2) + "\n")

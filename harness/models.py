@@ -347,6 +347,91 @@ def storage_dtype(requested: torch.dtype, dtype_is_auto: bool, device: str, chec
     return requested
 
 
+@dataclass
+class _VerifiedSource:
+    """A model source checked against its pinned hash: where its weights are (or the model itself)."""
+    source: dict[str, Any]            # a hub branch or tag resolved to its commit
+    digest: str
+    checkpoint: Path | None = None    # safetensors directory (gguf cache, local, hub); None for random_init
+    cache_hit: bool = False           # the gguf cache already held the dequantized copy
+    model: Any = None                 # random_init only: built in memory
+    tokenizer: Any = None
+
+
+def _verify_source(kind: str, source: dict[str, Any], cache_dir: Path, seed: int) -> _VerifiedSource:
+    """Locate the weights and verify them before anything is built from them."""
+    if kind in ("gguf", "gguf_package"):
+        path = gguf_path(source)
+        digest = _verify_sha(path, source.get("sha256"))
+        # weights load from the verified float copy like any local checkpoint (under disk offload
+        # only unit by unit)
+        checkpoint, cache_hit = _gguf_cache(path, cache_dir, digest)
+        return _VerifiedSource(source, digest, checkpoint, cache_hit)
+    if kind in ("local", "hub"):
+        if kind == "hub":  # a branch or tag pinned to its commit before anything is read
+            import os
+
+            offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+            resolved = resolve_hub_revision(source, offline)
+            source = {**source, **resolved, "revision": resolved["resolved_revision"]}
+        checkpoint = _weights_dir(kind, source, None, cache_dir, "")
+        digest = _verify_dir_sha(checkpoint, source.get("sha256"))   # streamed over every weight file
+        return _VerifiedSource(source, digest, checkpoint)
+    model, tokenizer = build_random_init(source["family"], dict(source.get("config") or {}), seed)
+    return _VerifiedSource(source, sha256_state_dict(model.state_dict()), model=model, tokenizer=tokenizer)
+
+
+def _disk_model(weights: Path, tokenizer, storage: torch.dtype):
+    """(meta-device skeleton, tokenizer, store): weights are read unit by unit from `weights`."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from harness.offload import SafetensorsStore
+
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(weights)
+    model = _skeleton(AutoConfig.from_pretrained(weights), storage)
+    return model, tokenizer, SafetensorsStore.from_dir(weights)
+
+
+def _memory_model(model, tokenizer, checkpoint: Path | None, storage: torch.dtype, place: str,
+                  allow_pickle: bool):
+    """(model, tokenizer) with every parameter in `storage` dtype on `place` (the device, or cpu
+    under cpu offload), fused MoE experts split into one linear per expert."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if model is None:   # gguf cache or local directory
+        model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=storage,
+                                                     use_safetensors=None if allow_pickle else True)
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    for p in model.parameters():   # parameters only: buffers (rotary frequencies) keep float32
+        if p.is_floating_point() and p.dtype != storage:
+            p.data = p.data.to(storage)
+    model = model.to(device=place)
+    # fused MoE experts -> one linear per expert (same forward, same state dict). Disk offload
+    # reads weights by their checkpoint names, so there the fused layout stays (not pruned).
+    from harness.experts import unfuse_experts
+
+    unfuse_experts(model)
+    return model, tokenizer
+
+
+def _residency(model, adapter_override: dict | None, mode: str, device: str, storage: torch.dtype,
+               compute: torch.dtype, store):
+    """Where the model's units live while it works; None when no adapter can be derived and the
+    model sits whole on its device (offload needs the adapter's units)."""
+    from harness.adapters import adapter_for
+    from harness.offload import Residency
+
+    try:
+        adapter = adapter_for(model, adapter_override)   # conf/model `adapter:` fields win
+    except ValueError:
+        if mode != "none":
+            raise
+        adapter = None
+    return Residency(model, adapter, mode, device, storage, compute, store) if adapter else None
+
+
 def load_model(name: str, source: dict[str, Any], dtype: torch.dtype, device: str, cache_dir: str | Path,
                allow_pickle: bool = False, seed: int = 0, offload: str = "none",
                max_memory_gb: float | None = None, dtype_is_auto: bool = False, calib_tokens: int = 0,
@@ -358,35 +443,17 @@ def load_model(name: str, source: dict[str, Any], dtype: torch.dtype, device: st
     `offload` (harness.offload): none | cpu | disk | auto. With disk (or auto resolving to it) only
     the skeleton is built, on the meta device; weights are read unit by unit from safetensors.
     `dtype` is the storage dtype; units compute in float32 on CPU."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig
 
-    from harness.adapters import adapter_for
-    from harness.offload import Residency, SafetensorsStore, choose_mode
+    from harness.offload import choose_mode
 
     check_source(source, allow_pickle)
     t0 = time.perf_counter()
     kind = source["kind"]
-    cache_hit = False
-    model = tokenizer = None
-    checkpoint: Path | None = None
-    if kind in ("gguf", "gguf_package"):
-        path = gguf_path(source)
-        digest = _verify_sha(path, source.get("sha256"))
-        # weights load from the verified float copy like any local checkpoint (under disk offload
-        # only unit by unit)
-        checkpoint, cache_hit = _gguf_cache(path, Path(cache_dir), digest)
-    elif kind in ("local", "hub"):
-        if kind == "hub":  # a branch or tag pinned to its commit before anything is read
-            import os
-
-            offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-            resolved = resolve_hub_revision(source, offline)
-            source = {**source, **resolved, "revision": resolved["resolved_revision"]}
-        checkpoint = _weights_dir(kind, source, None, Path(cache_dir), "")
-        digest = _verify_dir_sha(checkpoint, source.get("sha256"))   # streamed over every weight file
-    else:  # random_init
-        model, tokenizer = build_random_init(source["family"], dict(source.get("config") or {}), seed)
-        digest = sha256_state_dict(model.state_dict())
+    found = _verify_source(kind, source, Path(cache_dir), seed)
+    source, digest, checkpoint = found.source, found.digest, found.checkpoint
+    model, tokenizer = found.model, found.tokenizer
+    found.model = found.tokenizer = None   # held here only: disk offload drops a random_init model below
     storage = storage_dtype(dtype, dtype_is_auto, device, checkpoint)
     compute = torch.float32 if device == "cpu" else storage
     config = model.config if model is not None else AutoConfig.from_pretrained(checkpoint)
@@ -394,39 +461,18 @@ def load_model(name: str, source: dict[str, Any], dtype: torch.dtype, device: st
                              eval_tokens)
     if mode == "disk":
         weights = checkpoint if checkpoint is not None else _weights_dir(kind, source, model, Path(cache_dir), digest)
-        if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(weights)
-        del model
-        model = _skeleton(AutoConfig.from_pretrained(weights), storage)
-        store = SafetensorsStore.from_dir(weights)
+        model = None   # the in-memory model is freed before the skeleton is built
+        model, tokenizer, store = _disk_model(weights, tokenizer, storage)
     else:
         store = None
-        if model is None:   # gguf cache or local directory
-            model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=storage,
-                                                         use_safetensors=None if allow_pickle else True)
-        if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-        for p in model.parameters():   # parameters only: buffers (rotary frequencies) keep float32
-            if p.is_floating_point() and p.dtype != storage:
-                p.data = p.data.to(storage)
-        model = model.to(device=device if mode == "none" else "cpu")
-        # fused MoE experts -> one linear per expert (same forward, same state dict). Disk offload
-        # reads weights by their checkpoint names, so there the fused layout stays (not pruned).
-        from harness.experts import unfuse_experts
-
-        unfuse_experts(model)
+        model, tokenizer = _memory_model(model, tokenizer, checkpoint, storage,
+                                         device if mode == "none" else "cpu", allow_pickle)
     model.eval()
     model.config.use_cache = False  # calibration/eval forwards need no cache; generation turns it on
-    try:
-        adapter = adapter_for(model, adapter_override)   # conf/model `adapter:` fields win
-    except ValueError:
-        if mode != "none":
-            raise
-        adapter = None
-    residency = Residency(model, adapter, mode, device, storage, compute, store) if adapter else None
+    residency = _residency(model, adapter_override, mode, device, storage, compute, store)
     model._prunebench_residency = residency
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, source=dict(source), sha256=digest,
-                       dtype=storage, device=device, load_s=time.perf_counter() - t0, cache_hit=cache_hit,
+                       dtype=storage, device=device, load_s=time.perf_counter() - t0, cache_hit=found.cache_hit,
                        residency=residency, offload_plan=plan)
 
 

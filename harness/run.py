@@ -105,8 +105,8 @@ class RunState:
     env: dict = field(default_factory=dict)         # the run's environment (the loader settles its dtype)
 
 
-def run_experiment(cfg) -> dict:
-    """Run one grid cell from a composed config; returns the record (also written to disk)."""
+def _plain_config(cfg) -> dict:
+    """The composed config as a plain dict, the model named (model=hf: the hub id)."""
     from omegaconf import DictConfig, OmegaConf
 
     config = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
@@ -114,15 +114,57 @@ def run_experiment(cfg) -> dict:
         from harness.config import model_name
 
         config["model"]["name"] = model_name(config["model"])  # model=hf: the hub id
+    return config
+
+
+def _describe(plan) -> dict:
+    """Identity version, method, target, KV policy and tags of the run, described before any stage
+    runs: a method's describe() must not see what pruning did."""
+    from harness.identity import IDENTITY_VERSION
+
+    described = {"identity_version": IDENTITY_VERSION, "method": plan.method.describe(),
+                 "target": plan.target.describe(),
+                 "kv": plan.kv.describe() if plan.kv is not None else {"name": "none"}}
+    described["tags"] = _run_tags(plan, described["method"], plan.recovery_plan.name)
+    return described
+
+
+def _stage_error(failed: "_StageFailed", run_id: str) -> tuple[dict, KeyboardInterrupt | None]:
+    """The record's error for a failed stage, and the interrupt to re-raise once the record is written."""
+    exc = failed.__cause__
+    log.error("run %s failed at stage %s: %s: %s", run_id, failed.stage, type(exc).__name__, exc)
+    error = {"stage": failed.stage, "type": type(exc).__name__, "message": str(exc)[:2000],
+             "traceback": failed.traceback}
+    return error, (exc if isinstance(exc, KeyboardInterrupt) else None)
+
+
+def _finished_record(config: dict, plan, state: RunState, described: dict, error: dict | None, started_at: str,
+                   pruning_id: str) -> dict:
+    """The record with its pruning identity and the source as loaded; a saved model gets its card."""
+    record = assemble_record(config, plan, state, described, error, started_at)
+    record = {"run_id": record["run_id"], "pruning_id": pruning_id, **record}
+    if state.load is not None:
+        record["model"]["source"] = state.load.loaded.source  # a hub branch resolved to its commit sha
+    if record.get("output") and not error:  # the model card and metadata need the finished record
+        from harness.export import write_card
+
+        write_card(Path(record["output"]["model_dir"]), record,
+                   {k: v for k, v in record["output"].items() if k != "model_dir"})
+    return record
+
+
+def run_experiment(cfg) -> dict:
+    """Run one grid cell from a composed config; returns the record (also written to disk)."""
+    config = _plain_config(cfg)
     runtime = config.get("runtime", {})
     configure_offline(runtime.get("offline", True))
     from harness.env import configure_runtime
 
     threads = configure_runtime(runtime.get("threads"), runtime.get("offline", True))
 
-    from harness.identity import IDENTITY_VERSION
-    from harness.records import check_writable, existing_status, read_record, record_path, run_id_for
+    from harness.records import check_writable, existing_status, pruning_id_for, read_record, record_path, run_id_for
     from harness.schema import resolve_seeds
+    from harness.tracking import start_run, track_run
     from harness.validate import validate
 
     config = resolve_seeds(config)  # the top-level seed drives calib / recovery unless they pin one
@@ -138,40 +180,21 @@ def run_experiment(cfg) -> dict:
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     state = RunState(run_id=run_id, seed=plan.seed, threads=threads,
                      env=_env_block(plan.device) | {"threads": threads, "dtype": str(plan.dtype)})
-    # described before any stage runs: a method's describe() must not see what pruning did
-    described = {"identity_version": IDENTITY_VERSION, "method": plan.method.describe(),
-                 "target": plan.target.describe(),
-                 "kv": plan.kv.describe() if plan.kv is not None else {"name": "none"}}
-    described["tags"] = _run_tags(plan, described["method"], plan.recovery_plan.name)
-    from harness.records import pruning_id_for
-    from harness.tracking import start_run, track_run
-
+    described = _describe(plan)
     pruning_id = pruning_id_for(config, plan.param_defaults)
-    live = start_run(config, {"run_id": run_id, "pruning_id": pruning_id, **described,   # W&B open while
-                              "model": {"name": plan.model.name}})                        # the stages work
+    # W&B open while the stages work: where and under which name from the plan, the config only logged
+    live = start_run(plan.tracking, plan.seed, config,
+                     {"run_id": run_id, "pruning_id": pruning_id, **described, "model": {"name": plan.model.name}})
     error, interrupted = None, None
     try:
         _run_stages(plan, state)  # the stages read the typed plan, never the raw config
     except _StageFailed as failed:  # a failed cell must always leave a record
-        exc = failed.__cause__
-        error = {"stage": failed.stage, "type": type(exc).__name__, "message": str(exc)[:2000],
-                 "traceback": failed.traceback}
-        log.error("run %s failed at stage %s: %s: %s", run_id, failed.stage, type(exc).__name__, exc)
-        interrupted = exc if isinstance(exc, KeyboardInterrupt) else None
-    record = assemble_record(config, plan, state, described, error, started_at)
-    record = {"run_id": record["run_id"], "pruning_id": pruning_id, **record}
-    if state.load is not None:
-        record["model"]["source"] = state.load.loaded.source  # a hub branch resolved to its commit sha
-    if record.get("output") and not error:  # the model card and metadata need the finished record
-        from harness.export import write_card
-
-        write_card(Path(record["output"]["model_dir"]), record,
-                   {k: v for k, v in record["output"].items() if k != "model_dir"})
+        error, interrupted = _stage_error(failed, run_id)
+    record = _finished_record(config, plan, state, described, error, started_at, pruning_id)
     _finish(record, plan, t_start)
+    track_run(plan.tracking, plan.seed, config, record, live)  # W&B (offline by default); never fails the run
     if interrupted is not None:
-        track_run(config, record, live)
         raise interrupted
-    track_run(config, record, live)  # W&B (offline by default); never fails the run
     return record
 
 

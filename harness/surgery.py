@@ -447,7 +447,7 @@ def prune_hidden(model: nn.Module, adapter: FamilyAdapter, keep_idx) -> None:
     _require(adapter)
     emb = adapter.embedding(model)
     d = emb.weight.shape[1]
-    idx = _index(keep_idx, d, "hidden channels").to(emb.weight.device)
+    idx = _index(keep_idx, d, "hidden channels").to(emb.weight.device)   # [d'] kept channels
     d_new = idx.numel()
     _check_loadable(d_new, model.config.num_attention_heads)
     group = hidden_group(model, adapter)
@@ -457,21 +457,11 @@ def prune_hidden(model: nn.Module, adapter: FamilyAdapter, keep_idx) -> None:
         raise SurgeryError(f"hidden-channel pruning needs RMS norms; family {adapter.family!r} has "
                            f"mean-centred LayerNorms, whose statistics change when channels are removed")
     head = adapter.head(model)
-    tied = head.weight is emb.weight
-    scale = math.sqrt(d / d_new)
-    # Gemma: embeddings are multiplied by sqrt(hidden_size), recomputed from the config on reload
-    embed_scale = getattr(emb, "embed_scale", None)
-    emb_fix = 1.0
-    if isinstance(embed_scale, torch.Tensor) and math.isclose(float(embed_scale), math.sqrt(d), rel_tol=1e-4):
-        emb_fix = math.sqrt(d) / math.sqrt(d_new)
+    tied = head.weight is emb.weight      # read before the embedding is replaced
+    emb_fix = _embedding_fix(emb, d, d_new)
     final = FamilyAdapter._get(model, adapter.final_norm)
     with torch.no_grad():
-        emb.weight = nn.Parameter(emb.weight.data.index_select(1, idx).contiguous() * emb_fix)
-        emb.embedding_dim = d_new
-        if emb_fix != 1.0:
-            emb.embed_scale.fill_(math.sqrt(d_new))
-            if hasattr(emb, "scalar_embed_scale"):
-                emb.scalar_embed_scale = math.sqrt(d_new)
+        _slice_embedding(emb, idx, emb_fix)
         for m in group:
             if m.kind == "linear":
                 _set(model, m.path, _slice_along(FamilyAdapter._get(model, m.path), idx, m.dim))
@@ -479,37 +469,70 @@ def prune_hidden(model: nn.Module, adapter: FamilyAdapter, keep_idx) -> None:
             if hasattr(block, "hidden_size"):
                 block.hidden_size = d_new
         for norm in norms:
-            w = norm.weight.data.index_select(0, idx)
-            s_norm = scale / emb_fix if (norm is final and tied) else scale
-            if kinds[id(norm)] == "rms_offset":
-                w = (1.0 + w) * s_norm - 1.0
-            else:
-                w = w * s_norm
-            norm.weight = nn.Parameter(w)
-            for attr in ("variance_epsilon", "eps"):
-                if isinstance(getattr(norm, attr, None), float):
-                    setattr(norm, attr, getattr(norm, attr) * d / d_new)
+            # a tied head reads the final norm's output through the rescaled embedding: undo that there
+            s_norm = math.sqrt(d / d_new) / emb_fix if (norm is final and tied) else math.sqrt(d / d_new)
+            _slice_stream_norm(norm, idx, s_norm, kinds[id(norm)] == "rms_offset", d)
         # per-head norms read rms_norm_eps from the config too: keep the live model equal to a reload
         for block in adapter.blocks(model):
             for mod in adapter.attention(block).modules():
                 if _is_norm_module(mod) and mod not in norms:
-                    for attr in ("variance_epsilon", "eps"):
-                        if isinstance(getattr(mod, attr, None), float):
-                            setattr(mod, attr, getattr(mod, attr) * d / d_new)
-        if tied:
-            new_head = nn.Linear(d_new, head.out_features, bias=head.bias is not None,
-                                 device=emb.weight.device, dtype=emb.weight.dtype)
-            new_head.weight = emb.weight
-            if head.bias is not None:
-                new_head.bias = head.bias
-            _set(model, adapter.lm_head, new_head)
-        else:
-            _set(model, adapter.lm_head, _slice_linear(head, cols=idx))
+                    _scale_eps(mod, d, d_new)
+        _slice_head(model, adapter, head, emb, tied, idx)
     cfg = model.config
     if getattr(cfg, "head_dim", None) is None:
         cfg.head_dim = cfg.hidden_size // cfg.num_attention_heads
     cfg.rms_norm_eps = cfg.rms_norm_eps * d / d_new
     cfg.hidden_size = d_new
+
+
+def _embedding_fix(emb: nn.Module, d: int, d_new: int) -> float:
+    """Factor on the kept embedding columns: Gemma multiplies embeddings by sqrt(hidden_size), which a
+    reload recomputes from the new width, so the rows absorb sqrt(d / d'); 1.0 for other families."""
+    embed_scale = getattr(emb, "embed_scale", None)
+    if isinstance(embed_scale, torch.Tensor) and math.isclose(float(embed_scale), math.sqrt(d), rel_tol=1e-4):
+        return math.sqrt(d) / math.sqrt(d_new)
+    return 1.0
+
+
+def _slice_embedding(emb: nn.Module, idx: torch.Tensor, emb_fix: float) -> None:
+    """Keep embedding columns `idx` ([vocab, d] -> [vocab, d']), scaled by emb_fix (Gemma)."""
+    d_new = idx.numel()
+    emb.weight = nn.Parameter(emb.weight.data.index_select(1, idx).contiguous() * emb_fix)
+    emb.embedding_dim = d_new
+    if emb_fix != 1.0:
+        emb.embed_scale.fill_(math.sqrt(d_new))
+        if hasattr(emb, "scalar_embed_scale"):
+            emb.scalar_embed_scale = math.sqrt(d_new)
+
+
+def _slice_stream_norm(norm: nn.Module, idx: torch.Tensor, s_norm: float, offset: bool, d: int) -> None:
+    """Keep a stream norm's channels `idx` ([d] -> [d']) with its weight scaled so that it computes
+    what it computed with the other channels zeroed (offset: Gemma's (1 + w) weight)."""
+    w = norm.weight.data.index_select(0, idx)
+    w = (1.0 + w) * s_norm - 1.0 if offset else w * s_norm
+    norm.weight = nn.Parameter(w)
+    _scale_eps(norm, d, idx.numel())
+
+
+def _scale_eps(norm: nn.Module, d: int, d_new: int) -> None:
+    """eps scales with d / d': the mean of squares is over fewer channels."""
+    for attr in ("variance_epsilon", "eps"):
+        if isinstance(getattr(norm, attr, None), float):
+            setattr(norm, attr, getattr(norm, attr) * d / d_new)
+
+
+def _slice_head(model: nn.Module, adapter: FamilyAdapter, head: nn.Linear, emb: nn.Module, tied: bool,
+                idx: torch.Tensor) -> None:
+    """lm_head [vocab, d] -> [vocab, d']: a tied head shares the already sliced embedding weight."""
+    if tied:
+        new_head = nn.Linear(idx.numel(), head.out_features, bias=head.bias is not None,
+                             device=emb.weight.device, dtype=emb.weight.dtype)
+        new_head.weight = emb.weight
+        if head.bias is not None:
+            new_head.bias = head.bias
+        _set(model, adapter.lm_head, new_head)
+    else:
+        _set(model, adapter.lm_head, _slice_linear(head, cols=idx))
 
 
 # -------------------------------------------------------------------------------------------------

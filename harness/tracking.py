@@ -11,7 +11,8 @@ One W&B run per record, opened when the run starts (`start_run`) and finished wi
             recovery step `recovery/step`, `recovery/loss`, `recovery/lr`; at the end one row of
             the record's numbers, which are also the run's summary
 
-Config (conf/config.yaml):  wandb: {mode: ${oc.env:WANDB_MODE,offline}, project: prunebench, dir: <results>}
+Config (conf/config.yaml):  wandb: {mode: ${oc.env:WANDB_MODE,offline}, project: prunebench, dir: <results>},
+parsed once by validation into `Plan.tracking` (harness.validate.TrackingPlan); the config itself is only logged.
   mode offline   the run is written to <dir>/wandb/offline-run-<time>-<id>/run-<id>.wandb; no key, no network.
                  Upload later with `wandb sync <dir>/wandb/offline-run-*` (after `wandb login`).
   mode online    logs live (needs a key from `wandb login`; prunebench never reads or records one).
@@ -33,6 +34,10 @@ import struct
 import time
 from numbers import Number
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.validate import TrackingPlan
 
 log = logging.getLogger("prunebench.tracking")
 
@@ -102,8 +107,9 @@ def run_payload(record: dict) -> dict:
     return {"config": config, "tags": tags, "summary": summary}
 
 
-def resolve_mode(section: dict | None) -> str:
-    mode = (section or {}).get("mode") or os.environ.get("WANDB_MODE") or "offline"
+def resolve_mode(configured: str | None) -> str:
+    """The configured mode, else $WANDB_MODE (read when the run is logged), else offline."""
+    mode = configured or os.environ.get("WANDB_MODE") or "offline"
     if mode == "dryrun":  # wandb's old name for offline
         mode = "offline"
     if mode not in MODES:
@@ -134,18 +140,14 @@ class LiveRun:
             self.run.summary["stage"] = facts["stage"]
 
 
-def _section(config: dict) -> tuple[dict, str]:
-    section = dict(config.get("wandb") or {})
-    return section, resolve_mode(section)
-
-
-def start_run(config: dict, record: dict) -> LiveRun | None:
-    """Open the run's W&B run and subscribe it to progress events (None when disabled or failing)."""
+def start_run(tracking: TrackingPlan, seed: int, config: dict, record: dict) -> LiveRun | None:
+    """Open the run's W&B run and subscribe it to progress events (None when disabled or failing).
+    `tracking` and `seed` decide where and under which name it is logged; `config` is only logged."""
     try:
-        section, mode = _section(config)
+        mode = resolve_mode(tracking.mode)
         if mode == "disabled":
             return None
-        live = LiveRun(_init(section, mode, config, record), mode)
+        live = LiveRun(_init(tracking, mode, seed, config, record), mode)
         from harness.progress import add_listener
 
         add_listener(live)
@@ -155,14 +157,15 @@ def start_run(config: dict, record: dict) -> LiveRun | None:
         return None
 
 
-def track_run(config: dict, record: dict, live: LiveRun | None = None) -> Path | None:
+def track_run(tracking: TrackingPlan, seed: int, config: dict, record: dict,
+              live: LiveRun | None = None) -> Path | None:
     """Log one finished run (into `live` when start_run opened it). Returns the offline run
     directory (None when disabled or on failure)."""
     try:
-        section, mode = _section(config)
+        mode = resolve_mode(tracking.mode)
         if mode == "disabled":
             return None
-        return _log(section, mode, config, record, live)
+        return _log(tracking, mode, seed, config, record, live)
     except Exception as exc:  # noqa: BLE001 - tracking must never fail a run
         log.warning("W&B logging failed (the run and its record are unaffected): %s: %s", type(exc).__name__, exc)
         return None
@@ -173,28 +176,29 @@ def track_run(config: dict, record: dict, live: LiveRun | None = None) -> Path |
             remove_listener(live)
 
 
-def _init(section: dict, mode: str, config: dict, record: dict):
+def _init(tracking: TrackingPlan, mode: str, seed: int, config: dict, record: dict):
     import wandb
 
-    root = Path(section.get("dir") or (config.get("paths") or {}).get("results_dir") or ".")
+    root = Path(tracking.dir)
     root.mkdir(parents=True, exist_ok=True)
     # a unique id per execution: re-running a cell (force, reproduce) must not overwrite the earlier log
     run_key = f"{record['run_id']}-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
     name = "-".join(str(x) for x in ((record.get("method") or {}).get("name"), (record.get("target") or {}).get("name"),
-                                      (record.get("model") or {}).get("name"), f"s{config.get('seed', 0)}"))
-    group = (config.get("suite") or {}).get("name") or (record.get("model") or {}).get("name")
+                                      (record.get("model") or {}).get("name"), f"s{seed}"))
+    group = tracking.group or (record.get("model") or {}).get("name")
     settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, save_code=False,
                               x_disable_meta=True, disable_git=True)
-    return wandb.init(mode=mode, project=section.get("project") or "prunebench", entity=section.get("entity"),
+    return wandb.init(mode=mode, project=tracking.project, entity=tracking.entity,
                       dir=str(root), id=run_key, name=name.replace("/", "_"), group=str(group),
                       job_type="evaluate" if record.get("evaluated_from") else "prune",
                       config=run_config(config, record), tags=run_tags(record), settings=settings,
                       reinit="finish_previous")
 
 
-def _log(section: dict, mode: str, config: dict, record: dict, live: LiveRun | None) -> Path | None:
+def _log(tracking: TrackingPlan, mode: str, seed: int, config: dict, record: dict,
+         live: LiveRun | None) -> Path | None:
     payload = run_payload(record)
-    run = live.run if live is not None else _init(section, mode, config, record)
+    run = live.run if live is not None else _init(tracking, mode, seed, config, record)
     try:
         run.tags = tuple(payload["tags"])
         run.config.update(payload["config"], allow_val_change=True)

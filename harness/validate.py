@@ -91,6 +91,23 @@ class ModelPlan:
 
 
 @dataclass(frozen=True)
+class TrackingPlan:
+    """Where and how the run is logged to W&B (harness.tracking). The mode stays as configured: an
+    unknown mode is reported by tracking as a warning and never fails the run, so it is not checked here."""
+    mode: str | None = None          # None: $WANDB_MODE at logging time, else offline
+    project: str = "prunebench"
+    entity: str | None = None
+    dir: str = "."                   # wandb.dir, else paths.results_dir as configured, else the working dir
+    group: str | None = None         # the suite's name (a sweep's cells share it); None: the model's name
+
+    @classmethod
+    def from_config(cls, section: dict | None, suite: dict | None, paths: dict | None) -> "TrackingPlan":
+        c, d = dict(section or {}), cls()
+        return cls(c.get("mode") or None, c.get("project") or d.project, c.get("entity"),
+                   str(c.get("dir") or (paths or {}).get("results_dir") or d.dir), (suite or {}).get("name") or None)
+
+
+@dataclass(frozen=True)
 class RecoveryPlan:
     name: str = "none"
     params: Any = None                   # the recovery section as resolved (a read-only mapping)
@@ -124,6 +141,7 @@ class Plan:
     output: OutputPlan = field(default_factory=OutputPlan)
     runtime: RuntimePlan = field(default_factory=RuntimePlan)
     recovery_plan: RecoveryPlan = field(default_factory=RecoveryPlan)
+    tracking: TrackingPlan = field(default_factory=TrackingPlan)
     evals: tuple = ()       # ((evaluator name, its section), ...) in config order, None sections dropped
     force: bool = False         # run again even when an ok record exists
     retry_failed: bool = True   # run again when a failed record exists
@@ -177,6 +195,7 @@ def validate(config: dict) -> Plan:
                 output=OutputPlan.from_config(config.get("output")),
                 runtime=RuntimePlan.from_config(config.get("runtime")),
                 recovery_plan=recovery_plan(config, cache_dir, defaults, budget),
+                tracking=TrackingPlan.from_config(config.get("wandb"), config.get("suite"), paths),
                 evals=tuple((name, copy.deepcopy(section)) for name, section in (config.get("eval") or {}).items()
                             if section is not None),
                 force=bool(config.get("force", False)), retry_failed=bool(config.get("retry_failed", True)),

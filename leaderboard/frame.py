@@ -215,29 +215,10 @@ def kv_label(kv: dict | None) -> str:
     return f"{kv['name']} ({inner})" if inner else kv["name"]
 
 
-def flatten_record(record: dict, path: str | None = None, result_set: str | None = None) -> tuple[dict, list[MetricSpec]]:
-    record = upgrade_record(record)     # a record read without harness.records gets its declarations here
-    method = record.get("method") or {}
-    target = record.get("target") or {}
-    model = record.get("model") or {}
-    config = record.get("config") or {}
-    measured = record.get("measured") or {}
-    env = record.get("env") or {}
+def _identity_columns(record: dict, config: dict, method: dict, result_set: str | None) -> dict:
+    """Which run, which cell it belongs to, and how it ended."""
     error = record.get("error") or {}
-    calib = record.get("calibration") or {}
-    recovery = record.get("recovery") or {}
-    allocator = record.get("allocator") or {}
-    kv = record.get("kv") or {}
-    git = env.get("git") or {}
-    tags = _run_tags(record)
-    kvl = kv_label(kv)
-    if kvl and method.get("name") == "dense":
-        tags = {**(kv.get("tags") or tags)}
-        if tags.get("retrain") == "Without retraining":   # records written before the list's vocabulary
-            tags = {**tags, **{"type": "Other", "criteria": "Other", "budget": "Sparsity-KV cache",
-                               "data": "Data free", "retrain": "Without", "weights": "Frozen"}}
-    before, after = measured.get("params_before"), measured.get("params_after")
-    row = {
+    return {
         # a cell never spans two result sets (their runs came from different code / machines)
         "run_id": record["run_id"],
         "cell_id": run_id_for({"c": cell_id(config, method.get("version"), record.get("provenance")),
@@ -248,6 +229,20 @@ def flatten_record(record: dict, path: str | None = None, result_set: str | None
         "eval_id": run_id_for({"eval": config.get("eval"), "kv": config.get("kv")})[:8],
         "error_stage": error.get("stage"), "error": (f"{error.get('type')}: {error.get('message')}"
                                                      if error else None),
+    }
+
+
+def _method_columns(record: dict, method: dict) -> dict:
+    """The method (or KV policy), its label and the tags it is grouped by."""
+    kv = record.get("kv") or {}
+    tags = _run_tags(record)
+    kvl = kv_label(kv)
+    if kvl and method.get("name") == "dense":
+        tags = {**(kv.get("tags") or tags)}
+        if tags.get("retrain") == "Without retraining":   # records written before the list's vocabulary
+            tags = {**tags, **{"type": "Other", "criteria": "Other", "budget": "Sparsity-KV cache",
+                               "data": "Data free", "retrain": "Without", "weights": "Frozen"}}
+    return {
         "method": method.get("name"), "method_version": method.get("version"),
         # "reconstructed": built from the paper's text alone (records before this field: reference)
         "fidelity": method.get("fidelity", "reference"),
@@ -256,28 +251,63 @@ def flatten_record(record: dict, path: str | None = None, result_set: str | None
                                     else kv.get("name") if kvl else method.get("name")),
         **{axis: tags.get(axis) for axis in TAG_AXES}, "qualifier": tags.get("qualifier"),
         "group_type": tags.get("type"), "listed": method.get("listed"),
+    }
+
+
+def _setup_columns(record: dict) -> dict:
+    """Model, target, allocator, recovery and calibration of the run."""
+    model = record.get("model") or {}
+    target = record.get("target") or {}
+    allocator = record.get("allocator") or {}
+    calib = record.get("calibration") or {}
+    return {
         "model": model.get("name"), "family": model.get("family"),
         "quantized_source": "Q4_1" in str((model.get("source") or {}).get("file", "")),
         "target": target.get("name"), "pattern": target.get("pattern"), "ratio": target.get("ratio"),
         "n": target.get("n"), "m": target.get("m"), "count": target.get("count"), "level": target_label(target),
         "allocator": allocator.get("name") if isinstance(allocator, dict) else allocator,
-        "recovery": recovery.get("name"),
+        "recovery": (record.get("recovery") or {}).get("name"),
         "calibration": (f"{calib.get('corpus')} {calib.get('n_samples')}x{calib.get('seq_len')}"
                         if calib else None),
+    }
+
+
+def _env_columns(config: dict, env: dict) -> dict:
+    """Seed and machine, and the reproducibility flags a reader should see."""
+    git = env.get("git") or {}
+    return {
         "seed": config.get("seed"), "device": env.get("device"), "dtype": str(env.get("dtype", "")).replace("torch.", ""),
         "threads": env.get("threads"), "git_sha": git.get("sha"), "git_dirty": git.get("dirty"),
         "lock_sha256": (env.get("lock") or {}).get("sha256"),
         "flags": ", ".join(f for f, bad in (("dirty tree", git.get("dirty") is True),
                                               ("no git SHA", not git.get("sha")),
                                               ("no lock", not (env.get("lock") or {}).get("sha256"))) if bad),
+    }
+
+
+def _measured_columns(record: dict) -> dict:
+    """Sparsity and parameter counts as measured after pruning, and the peak memory."""
+    measured = record.get("measured") or {}
+    before, after = measured.get("params_before"), measured.get("params_after")
+    return {
         "sparsity_blocks": measured.get("sparsity_blocks"), "sparsity_total": measured.get("sparsity_total"),
         "params_before": before, "params_after": after,
         "params_removed": (1 - after / before) if _is_number(before) and _is_number(after) and before else None,
         "blocks_removed": ((record.get("prune_report") or {}).get("removed") or {}).get("count"),
         "peak_rss_bytes": (record.get("memory") or {}).get("peak_rss_bytes"),
-        "record_path": str(path) if path else None, "result_set": result_set,
-        "config_flat": json.dumps(_variant_config(config, method), sort_keys=True, default=str),
     }
+
+
+def flatten_record(record: dict, path: str | None = None, result_set: str | None = None) -> tuple[dict, list[MetricSpec]]:
+    """One row of the runs frame (column groups in this order: identity, method, setup, environment,
+    measured, source, timings, metrics) and the specs of its metric columns."""
+    record = upgrade_record(record)     # a record read without harness.records gets its declarations here
+    method = record.get("method") or {}
+    config = record.get("config") or {}
+    row = {**_identity_columns(record, config, method, result_set), **_method_columns(record, method),
+           **_setup_columns(record), **_env_columns(config, record.get("env") or {}), **_measured_columns(record),
+           "record_path": str(path) if path else None, "result_set": result_set,
+           "config_flat": json.dumps(_variant_config(config, method), sort_keys=True, default=str)}
     for k, v in (record.get("timing") or {}).items():
         if _is_number(v):
             row[f"timing {k}"] = float(v)

@@ -61,6 +61,14 @@ def collect_backward_statistics(model: nn.Module, linears: dict[str, nn.Linear],
     that read the same input (input-side statistics are computed once per group and shared, not
     copied); every name must be in exactly one group. The model's requires_grad flags are restored.
     """
+    in_cols, out_cols = _collectors(linears, input_groups, statistics, device)
+    losses = _observe_backward(model, linears, in_cols, out_cols, input_ids, batch_size, device)
+    return _gathered(linears, in_cols, out_cols), sum(losses) / max(len(losses), 1)
+
+
+def _collectors(linears: dict[str, nn.Linear], input_groups: list[tuple[str, ...]], statistics: tuple[str, ...],
+                device: str) -> tuple[dict, dict]:
+    """({input group: its input-side collectors}, {linear name: its output-gradient collectors})."""
     for s in statistics:
         if s not in BACKWARD_COLLECTORS:
             raise BACKWARD_COLLECTORS.unknown(s)
@@ -73,7 +81,14 @@ def collect_backward_statistics(model: nn.Module, linears: dict[str, nn.Linear],
                for g in input_groups}
     out_cols = {n: [BACKWARD_COLLECTORS.get(s)(lin.out_features, device) for s in out_stats]
                 for n, lin in linears.items()}
-    first_of_group = {g[0]: g for g in input_groups}
+    return in_cols, out_cols
+
+
+def _observe_backward(model: nn.Module, linears: dict[str, nn.Linear], in_cols: dict, out_cols: dict,
+                      input_ids: torch.Tensor, batch_size: int, device: str) -> list[float]:
+    """Forward and backward over `input_ids` ([n, seq]) in batches, feeding the collectors from hooks;
+    the calibration loss of each batch. Parameters get no gradient (requires_grad restored after)."""
+    first_of_group = {g[0]: g for g in in_cols}
     handles = []
 
     def forward_hook(name):
@@ -114,6 +129,11 @@ def collect_backward_statistics(model: nn.Module, linears: dict[str, nn.Linear],
             h.remove()
         for p, w in zip(params, was):
             p.requires_grad_(w)
+    return losses
+
+
+def _gathered(linears: dict[str, nn.Linear], in_cols: dict, out_cols: dict) -> dict[str, dict[str, torch.Tensor]]:
+    """{linear name: {statistic: tensor}}; a group's input statistics are shared by its members."""
     stats: dict[str, dict[str, torch.Tensor]] = {n: {} for n in linears}
     for g, cols in in_cols.items():
         merged: dict[str, torch.Tensor] = {}
@@ -124,4 +144,4 @@ def collect_backward_statistics(model: nn.Module, linears: dict[str, nn.Linear],
     for n, cols in out_cols.items():
         for c in cols:
             stats[n].update(c.result())
-    return stats, sum(losses) / max(len(losses), 1)
+    return stats

@@ -168,6 +168,27 @@ def _boundary_states(teacher, adapter, spans, x: torch.Tensor) -> tuple[list, li
     return [ins[a] for a, _ in spans], [outs[b - 1] for _, b in spans], [kws[a] for a, _ in spans]
 
 
+def _place_cores(model, adapter, teacher, spans: list, cores: nn.ModuleList, removed_set: set, kind: str,
+                 n_dense: int) -> None:
+    """Put each trained stand-in where its span was. The span sat between kept blocks; its stand-in
+    runs after the kept block before it (or before the first kept block when the span starts the
+    stack). position = kept blocks before the span."""
+    blocks = adapter.blocks(model)
+    positions = [sum(1 for i in range(a) if i not in removed_set) for a, _ in spans]
+    if kind == "layer":   # a real decoder block where its span was; later spans shift by the earlier inserts
+        from harness.surgery import insert_block, per_layer_config
+
+        teacher_layers = per_layer_config(teacher.config, n_dense)
+        for k, ((a, _), core, position) in enumerate(zip(spans, cores, positions)):
+            insert_block(model, adapter, position + k, core, {key: v[a] for key, v in teacher_layers.items()})
+    else:
+        for core, position in zip(cores, positions):
+            if position > 0:
+                attach(blocks[position - 1], core, "post")
+            else:
+                attach(blocks[0], core, "pre")
+
+
 def recover(model, tokenizer, params: dict, ctx) -> dict:
     check(params)
     removed = ctx.removed_blocks()
@@ -209,23 +230,7 @@ def recover(model, tokenizer, params: dict, ctx) -> dict:
         mse_after = float(loss_fn(x0))
     for p in trainable.values():
         p.requires_grad_(False)
-    # The span sat between kept blocks; its stand-in runs after the kept block before it (or before
-    # the first kept block when the span starts the stack). position = kept blocks before the span.
-    removed_set = set(removed)
-    blocks = adapter.blocks(model)
-    positions = [sum(1 for i in range(a) if i not in removed_set) for a, _ in spans]
-    if kind == "layer":   # a real decoder block where its span was; later spans shift by the earlier inserts
-        from harness.surgery import insert_block, per_layer_config
-
-        teacher_layers = per_layer_config(teacher.config, n_dense)
-        for k, ((a, _), core, position) in enumerate(zip(spans, cores, positions)):
-            insert_block(model, adapter, position + k, core, {key: v[a] for key, v in teacher_layers.items()})
-    else:
-        for core, position in zip(cores, positions):
-            if position > 0:
-                attach(blocks[position - 1], core, "post")
-            else:
-                attach(blocks[0], core, "pre")
+    _place_cores(model, adapter, teacher, spans, cores, set(removed), kind, n_dense)
     del teacher
     s.report |= stats | {"replace": {"module": kind, "loss": loss_kind, "spans": [list(sp) for sp in spans],
                                      "params_added": sum(p.numel() for p in trainable.values()),

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 import harness.run as run
 from harness.config import compose_config
 from harness.schema import resolve_seeds
-from harness.validate import CalibPlan, OutputPlan, PrunePlan, RuntimePlan, validate
+from harness.validate import CalibPlan, OutputPlan, PrunePlan, RuntimePlan, TrackingPlan, validate
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 TINY = ["model=tiny-llama", "eval.ppl.max_windows=2", "eval.ppl.seq_len=64", "calib.n_samples=4",
@@ -47,6 +47,13 @@ def test_validate_parses_every_section_once_into_frozen_values(tmp_path):
     assert plan.runtime == RuntimePlan("auto", 3.0, "auto")
     assert plan.seed == 5 and plan.model.name == "tiny-llama"
     assert plan.force is False and plan.retry_failed is True
+    # W&B: the mode as configured (tracking resolves and reports a bad one), dir defaulting to the results
+    assert plan.tracking == TrackingPlan(config["wandb"]["mode"], "prunebench", None, str(tmp_path), None)
+    assert TrackingPlan.from_config({"mode": "disabled", "project": "p", "entity": "e", "dir": "w"}, {"name": "grid"},
+                                    {"results_dir": "r"}) == TrackingPlan("disabled", "p", "e", "w", "grid")
+    assert TrackingPlan.from_config({}, None, {"results_dir": "r"}).dir == "r"
+    assert TrackingPlan.from_config(None, None, None) == TrackingPlan()
+    assert validate(dict(config, suite={"name": "tinygrid"})).tracking.group == "tinygrid"
     assert validate(dict(config, force=True, retry_failed=False)).force is True
     assert validate(dict(config, retry_failed=False)).retry_failed is False
     # the record's path roots: every configured *_dir, with data / cache / results as resolved
@@ -65,7 +72,7 @@ def test_validate_parses_every_section_once_into_frozen_values(tmp_path):
     without = resolve_seeds(dict(config, recovery={k: v for k, v in config["recovery"].items() if k != "stop_after"}))
     assert rp.checkpoint_dir == validate(without).recovery_plan.checkpoint_dir
     assert rp.checkpoint_dir.parent == (tmp_path / "cache" / "checkpoints").resolve()
-    for section in (plan.calib, plan.prune, plan.output, plan.runtime, plan.model, rp):
+    for section in (plan.calib, plan.prune, plan.output, plan.runtime, plan.model, plan.tracking, rp):
         with pytest.raises(dataclasses.FrozenInstanceError):
             section.__setattr__(dataclasses.fields(section)[0].name, None)
     with pytest.raises(TypeError):
