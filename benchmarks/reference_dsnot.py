@@ -23,7 +23,6 @@ the reference is copied here: its checkout is imported from `--reference-dir`.
 from __future__ import annotations
 
 import argparse
-import glob
 import sys
 import types
 from pathlib import Path
@@ -86,12 +85,11 @@ def _reference_prune(ref):
 
 
 def _masks(model_dir: Path) -> dict:
-    from safetensors.torch import load_file
+    """{name: zero mask} of every block linear of a saved model, read tensor by tensor."""
+    from harness.offload import SafetensorsStore
 
-    out = {}
-    for f in sorted(glob.glob(str(model_dir / "*.safetensors"))):
-        out.update({k: v == 0 for k, v in load_file(f).items() if ".layers." in k and k.endswith("proj.weight")})
-    return out
+    store = SafetensorsStore.from_dir(model_dir)
+    return {n: store.read(n) == 0 for n in store.names() if ".layers." in n and n.endswith("proj.weight")}
 
 
 def main() -> None:

@@ -130,8 +130,9 @@ def pack(weight: torch.Tensor, block_n: int = BLOCK_N, block_k: int = BLOCK_K) -
     _check_blocks(block_n, block_k)
     tiles = _tiles(weight.detach(), block_n, block_k)                  # [nt, kt, bn, bk]
     nz = tiles != 0
-    if int(nz.sum()) >= 2 ** 31:
-        raise ValueError(f"flash_llm: {int(nz.sum())} nonzeros exceed int32 tile offsets")
+    nnz = int(nz.sum())
+    if nnz >= 2 ** 31:
+        raise ValueError(f"flash_llm: {nnz} nonzeros exceed int32 tile offsets")
     values = tiles[nz].contiguous()                                    # boolean index: row-major per tile
     counts = nz.sum(dim=(2, 3)).flatten()                              # [nt * kt]
     offsets = torch.zeros(counts.numel() + 1, dtype=torch.int64, device=weight.device)
