@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What prunebench checks on a CUDA node, in one go (CI has no GPU, so nothing here runs there):
-#   tests    the GPU-marked tests (the CUDA pipeline in bf16, CPU vs CUDA masks, LoRA under autocast,
-#            semi-structured 2:4 latency)
+#   tests    every GPU-marked test (the CUDA pipeline in bf16, CPU vs CUDA masks, LoRA under autocast,
+#            semi-structured 2:4 latency, the flash_llm kernel against float64)
 #   scale    benchmarks/scale.py on a LLaMA-2-7B-shaped bf16 model built on the GPU: Wanda and SparseGPT
 #            with one block on the GPU at a time (offload=cpu) next to the whole model on the GPU
 #            (offload=none, the reference repositories' approach): peak CUDA memory, s/block, total
@@ -26,8 +26,7 @@ for step in $steps; do
   start=$(date +%s)
   case $step in
     tests)
-      python -m pytest -m gpu -q -p no:cacheprovider tests/e2e/test_cuda.py tests/e2e/test_recovery_cuda.py \
-        tests/unit/test_latency.py 2>&1 | tee "$OUT/tests.log" || status=1 ;;
+      python -m pytest -m gpu -q -p no:cacheprovider tests 2>&1 | tee "$OUT/tests.log" || status=1 ;;
     scale)
       { python benchmarks/scale.py build --shape llama2-7b --tokenizer bytes --device cuda --dir "$MODEL_DIR" &&
         python benchmarks/scale.py run --dir "$MODEL_DIR" --device cuda --methods wanda sparsegpt \
