@@ -89,7 +89,9 @@ def lock_state(root: Path = REPO_ROOT) -> dict[str, object]:
 
 
 def git_state(root: Path = REPO_ROOT) -> dict[str, object]:
-    """Code version: commit sha and whether the tree had uncommitted changes."""
+    """Code version: commit sha and whether the tree had uncommitted changes to tracked files.
+    results/ is left out: it holds records (outputs, not code), and a sweep that re-runs or retires
+    committed records there must not mark its own new records as made by changed code."""
     def _git(*args: str) -> str | None:
         try:
             return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
@@ -98,7 +100,7 @@ def git_state(root: Path = REPO_ROOT) -> dict[str, object]:
             return None
 
     sha = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return {"sha": sha, "dirty": bool(status) if status is not None else None}
 
 
