@@ -149,7 +149,8 @@ def mask_units(block: nn.Module, adapter: EncoderAdapter, sublayer: str, keep: t
 def _shrink(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
     """A copy of `linear` keeping rows (dim 0: outputs) or columns (dim 1: inputs) at `index`."""
     w = linear.weight.index_select(dim, index)                      # [out', in] or [out, in']
-    new = nn.Linear(w.shape[1], w.shape[0], bias=linear.bias is not None, dtype=w.dtype, device=w.device)
+    new = torch.nn.utils.skip_init(nn.Linear, w.shape[1], w.shape[0], bias=linear.bias is not None,
+                                   dtype=w.dtype, device=w.device)
     new.weight.data.copy_(w)
     if linear.bias is not None:
         new.bias.data.copy_(linear.bias if dim == 1 else linear.bias.index_select(0, index))

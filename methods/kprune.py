@@ -30,7 +30,7 @@ from torch import nn
 
 from harness.blocks.context import PruneContext
 from harness.encoders import encoder_flops, remove_dead_units, unit_columns
-from harness.tasks import batches, encode_pair, task_rows
+from harness.tasks import batch_ids, encode_pairs, pad_id, task_rows
 from harness.targets import TargetError
 from methods.base import Method
 from methods.registry import register
@@ -202,12 +202,11 @@ class KPrune(Method):
     def sample(self, ctx: PruneContext) -> tuple[list[dict], dict]:
         """Batches of sampled train rows (inputs only) and their description."""
         rows, sha = task_rows(self.task, "train", ctx.data_dir, self.holdout, self.split_seed)
-        lengths = [len(encode_pair(ctx.tokenizer, a, b, self.max_length)) for a, b, _ in rows]
-        mean_len = sum(lengths) / len(lengths)
+        seqs = encode_pairs(ctx.tokenizer, rows, self.max_length)
+        mean_len = sum(map(len, seqs)) / len(seqs)
         n = min(int(self.num_tokens / mean_len), len(rows))
         pick = torch.randperm(len(rows), generator=torch.Generator().manual_seed(ctx.seed))[:n].tolist()
-        batched = [inputs for inputs, _ in batches(ctx.tokenizer, [rows[i] for i in pick], self.max_length,
-                                                   self.batch_size)]
+        batched = batch_ids([seqs[i] for i in pick], pad_id(ctx.tokenizer), self.batch_size)
         tokens = sum(int(b["attention_mask"].sum()) for b in batched)
         return batched, {"task": self.task, "split": "train", "holdout": self.holdout, "split_seed": self.split_seed,
                          "train_rows": len(rows), "n_samples": n, "n_tokens": tokens, "mean_seq_len": mean_len,
