@@ -66,7 +66,7 @@ def test_run_record_has_accuracy_before_and_after(tmp_path):
     from harness.config import compose_config
     from harness.run import run_experiment
 
-    cfg = compose_config(["model=tiny-bert", "method=kprune", "target=flops_60", "eval=accuracy_boolq",
+    cfg = compose_config(["model=enc-tiny-bert", "method=kprune", "target=flops_60", "eval=accuracy_boolq",
                           "eval.accuracy.max_length=48", "method.params.num_tokens=1500",
                           "method.params.max_length=48", "runtime.threads=1", "wandb.mode=disabled",
                           f"paths.results_dir={tmp_path}"])

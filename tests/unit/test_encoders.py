@@ -76,8 +76,8 @@ def test_encoder_configs_load_as_sequence_classifiers(cache_dir):
     from harness.models import load_model
 
     for family in FAMILIES:
-        src = dict(compose_config([f"model=tiny-{family}"]).model.source)
-        loaded = load_model(f"tiny-{family}", src, torch.float32, "cpu", cache_dir, offload="auto")
+        src = dict(compose_config([f"model=enc-tiny-{family}"]).model.source)
+        loaded = load_model(f"enc-tiny-{family}", src, torch.float32, "cpu", cache_dir, offload="auto")
         assert type(loaded.model).__name__.endswith("ForSequenceClassification")
         assert loaded.residency is None
 
