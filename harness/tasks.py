@@ -131,10 +131,14 @@ def batches(tokenizer, rows, max_length: int, batch_size: int) -> list[tuple[dic
 
 @torch.no_grad()
 def accuracy(model, batched, device: str = "cpu") -> dict:
-    """{"acc", "n", "correct"} of a sequence classifier over [(inputs, labels)]."""
+    """{"acc", "n", "correct", "predictions"} of a sequence classifier over [(inputs, labels)];
+    predictions: the predicted class of each row, one digit a row (compared across records)."""
     correct = n = 0
+    preds = []
     for inputs, labels in batched:
         logits = model(**{k: v.to(device) for k, v in inputs.items()}).logits    # [B, classes]
-        correct += int((logits.argmax(-1).cpu() == labels).sum())
+        pred = logits.argmax(-1).cpu()
+        correct += int((pred == labels).sum())
         n += len(labels)
-    return {"acc": correct / max(n, 1), "n": n, "correct": correct}
+        preds += pred.tolist()
+    return {"acc": correct / max(n, 1), "n": n, "correct": correct, "predictions": "".join(map(str, preds))}

@@ -20,6 +20,7 @@ Finally the zeroed heads and neurons are removed (harness.encoders.remove_dead_u
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -35,6 +36,8 @@ from harness.targets import TargetError
 from methods.base import Method
 from methods.registry import register
 from methods.tags import Tags
+
+log = logging.getLogger("prunebench")
 
 
 # ------------------------------------------------------------------------------- the core math
@@ -250,6 +253,8 @@ class KPrune(Method):
             self.tune(sub, state, kd[s], keep)
             budget -= int(keep.sum()) * sub.flops
             kept.append(int(keep.sum()))
+            log.info("kprune sublayer %d/%d (%s): kept %d of %d units, %.1f s", s + 1, len(subs), sub.kind,
+                     kept[-1], len(keep), time.perf_counter() - t0)
         for p, g in zip(model.parameters(), grads):
             p.requires_grad_(g)
         removed = remove_dead_units(model, ctx.adapter)
