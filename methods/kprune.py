@@ -141,9 +141,11 @@ def _score_hooks(subs, target, masks, state):
 def score_pass(model, subs, target: int, batched, soft, temperature: float) -> dict:
     """Sums of z^2 and of (d loss / d mask)^2 per feature for sublayers >= target, and the target's
     features z [tokens, width] and inputs x [tokens, d] on the current model."""
-    masks = {i: torch.ones(subs[i].out.in_features, requires_grad=True) for i in range(target, len(subs))}
-    state = {"sq": {i: torch.zeros(subs[i].out.in_features) for i in masks}, "z": [], "x": [], "valid": None,
-             "grad": {i: torch.zeros(subs[i].out.in_features) for i in masks}, "tokens": 0, "samples": 0}
+    dev = subs[target].out.weight.device
+    masks = {i: torch.ones(subs[i].out.in_features, device=dev, requires_grad=True) for i in range(target, len(subs))}
+    state = {"sq": {i: torch.zeros(subs[i].out.in_features, device=dev) for i in masks}, "z": [], "x": [],
+             "grad": {i: torch.zeros(subs[i].out.in_features, device=dev) for i in masks}, "tokens": 0,
+             "samples": 0, "valid": None}
     handles = _score_hooks(subs, target, masks, state)
     try:
         for inputs, p in zip(batched, soft):
@@ -209,7 +211,8 @@ class KPrune(Method):
         mean_len = sum(map(len, seqs)) / len(seqs)
         n = min(int(self.num_tokens / mean_len), len(rows))
         pick = torch.randperm(len(rows), generator=torch.Generator().manual_seed(ctx.seed))[:n].tolist()
-        batched = batch_ids([seqs[i] for i in pick], pad_id(ctx.tokenizer), self.batch_size)
+        batched = [{k: v.to(ctx.device) for k, v in b.items()}
+                   for b in batch_ids([seqs[i] for i in pick], pad_id(ctx.tokenizer), self.batch_size)]
         tokens = sum(int(b["attention_mask"].sum()) for b in batched)
         return batched, {"task": self.task, "split": "train", "holdout": self.holdout, "split_seed": self.split_seed,
                          "train_rows": len(rows), "n_samples": n, "n_tokens": tokens, "mean_seq_len": mean_len,
