@@ -484,7 +484,10 @@ def adapter_for(model: nn.Module, override: dict | None = None) -> FamilyAdapter
     cached = model.__dict__.get(_ATTR)
     if cached is not None and not override:
         return cached
-    adapter = derive_adapter(model, override)
+    from harness.encoders import encoder_adapter, is_encoder
+
+    # encoders (BERT family): a declared layout (harness.encoders.ENCODER_LAYOUTS), not a derivation
+    adapter = encoder_adapter(model) if is_encoder(model.config) else derive_adapter(model, override)
     model.__dict__[_ATTR] = adapter
     return adapter
 

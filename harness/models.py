@@ -248,14 +248,17 @@ def _byte_level_tokenizer():
 
 
 def build_random_init(family: str, config: dict[str, Any], seed: int):
-    """A random-init CausalLM of `family` (a transformers model_type) with the byte tokenizer."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    """A random-init CausalLM of `family` (a transformers model_type; an encoder family: a sequence
+    classifier, harness.encoders) with the byte tokenizer."""
+    from transformers import AutoConfig
+
+    from harness.encoders import auto_model_class
 
     tokenizer = _byte_level_tokenizer()
     cfg = AutoConfig.for_model(family, vocab_size=len(tokenizer), **config)
     cfg.pad_token_id = tokenizer.pad_token_id
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    model = auto_model_class(cfg).from_config(cfg, dtype=torch.float32)
     return model, tokenizer
 
 
@@ -397,11 +400,13 @@ def _memory_model(model, tokenizer, checkpoint: Path | None, storage: torch.dtyp
                   allow_pickle: bool):
     """(model, tokenizer) with every parameter in `storage` dtype on `place` (the device, or cpu
     under cpu offload), fused MoE experts split into one linear per expert."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
+
+    from harness.encoders import auto_model_class
 
     if model is None:   # gguf cache or local directory
-        model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=storage,
-                                                     use_safetensors=None if allow_pickle else True)
+        auto = auto_model_class(AutoConfig.from_pretrained(checkpoint))
+        model = auto.from_pretrained(checkpoint, dtype=storage, use_safetensors=None if allow_pickle else True)
     if tokenizer is None:
         tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     for p in model.parameters():   # parameters only: buffers (rotary frequencies) keep float32
@@ -429,6 +434,8 @@ def _residency(model, adapter_override: dict | None, mode: str, device: str, sto
         if mode != "none":
             raise
         adapter = None
+    if getattr(adapter, "encoder", False):   # whole on its device; measured without offload units
+        return None
     return Residency(model, adapter, mode, device, storage, compute, store) if adapter else None
 
 
@@ -445,6 +452,7 @@ def load_model(name: str, source: dict[str, Any], dtype: torch.dtype, device: st
     `dtype` is the storage dtype; units compute in float32 on CPU."""
     from transformers import AutoConfig
 
+    from harness.encoders import is_encoder
     from harness.offload import choose_mode
 
     check_source(source, allow_pickle)
@@ -459,6 +467,10 @@ def load_model(name: str, source: dict[str, Any], dtype: torch.dtype, device: st
     config = model.config if model is not None else AutoConfig.from_pretrained(checkpoint)
     mode, plan = choose_mode(offload, config, device, storage, compute, max_memory_gb, calib_tokens, hessian,
                              eval_tokens)
+    if is_encoder(config):   # encoders are small and pruned whole (harness.encoders): no offload
+        if offload not in ("auto", "none"):
+            raise ValueError(f"runtime.offload={offload} is not supported for encoder models; use none or auto")
+        mode = "none"
     if mode == "disk":
         weights = checkpoint if checkpoint is not None else _weights_dir(kind, source, model, Path(cache_dir), digest)
         model = None   # the in-memory model is freed before the skeleton is built

@@ -50,8 +50,9 @@ def _run_tags(plan, method_description: dict, recovery_name: str) -> dict:
 
     listed, paper = plan.method.paper_entry(plan.target.pattern)
     method_description.update(tags=paper.as_dict(), listed=listed)
+    uses_data = getattr(plan.method, "uses_data", plan.method.needs_calibration)   # own sample rows count
     return run_tags(paper, plan.target.pattern, recovery_name,
-                    bool(getattr(plan.method, "updates_weights", False)), bool(plan.method.needs_calibration))
+                    bool(getattr(plan.method, "updates_weights", False)), bool(uses_data))
 
 
 def _env_block(device: str) -> dict:
@@ -254,7 +255,7 @@ def _load(plan, state: RunState) -> None:
                              device=plan.device, batch_size=plan.prune.batch_size,
                              propagation=plan.prune.propagation, seed=state.seed,
                              tokenizer=loaded.tokenizer, cache_dir=plan.cache_dir, model_sha256=loaded.sha256,
-                             reuse=plan.prune.reuse)
+                             reuse=plan.prune.reuse, data_dir=plan.data_dir)
 
 
 def _check(plan, state: RunState) -> None:
@@ -277,6 +278,7 @@ def _prune(plan, state: RunState) -> None:
     if not plan.method.streams_blocks:
         _materialize(state.load.loaded, f"method {plan.method.name} works on the whole model", plan, state.memory)
     state.params_before = sum(p.numel() for p in state.load.loaded.model.parameters())
+    _evaluate_dense(plan, state)
     state.prune_report = plan.method.prune(state.load.loaded.model, state.ctx) or {}
 
 
@@ -311,15 +313,38 @@ def _measure(plan, state: RunState) -> None:
                                     state.params_before, sum(p.numel() for p in model.parameters()))
 
 
+def _eval_context(plan, state: RunState):
+    from harness.evaluation.context import EvalContext
+
+    return EvalContext(device=plan.device, data_dir=plan.data_dir, run_dir=plan.results_dir / "records",
+                       run_id=state.run_id, seed=state.seed, threads=state.threads,
+                       kv=plan.kv, cache_dir=plan.cache_dir)
+
+
+def _evaluate_dense(plan, state: RunState) -> None:
+    """Eval sections with `dense_baseline: true` also score the model before pruning, stored as
+    `<section>_dense` (declared, not headline), so one record holds the numbers before and after."""
+    from harness.evaluation import get_evaluator
+
+    t = time.perf_counter()
+    loaded = state.load.loaded
+    for name, section in plan.evals:
+        if isinstance(section, dict) and section.get("dense_baseline"):
+            out = get_evaluator(name)(loaded.model, loaded.tokenizer, section, _eval_context(plan, state))
+            declaration = copy.deepcopy(out.declaration)
+            for metric in declaration.get("metrics", []):
+                metric.update(name=f"{metric['name']} (dense)", header=f"{metric['header']} (dense)", headline=False)
+            state.metrics[f"{out.section}_dense"] = out.values
+            state.declarations[f"{out.section}_dense"] = declaration
+            state.timing["eval_dense_s"] = time.perf_counter() - t
+
+
 def _evaluate(plan, state: RunState) -> None:
     import torch
 
     from harness.evaluation import get_evaluator
-    from harness.evaluation.context import EvalContext
 
-    ectx = EvalContext(device=plan.device, data_dir=plan.data_dir, run_dir=plan.results_dir / "records",
-                       run_id=state.run_id, seed=state.seed, threads=state.threads,
-                       kv=plan.kv, cache_dir=plan.cache_dir)
+    ectx = _eval_context(plan, state)
     loaded = state.load.loaded
     for name, section in plan.evals:
         out = get_evaluator(name)(loaded.model, loaded.tokenizer, section, ectx)

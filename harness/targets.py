@@ -8,6 +8,7 @@ sublayers    `count` attention or MLP sublayers removed (`sublayer: attn|mlp`)
 width        ratio of parameters removed by shrinking heads / channels
 rows_cols    ratio of block-linear weights zeroed as whole rows and columns of each matrix
 experts      ratio of routed experts removed in every mixture-of-experts layer
+flops        ratio of an encoder's FLOPs removed (attention heads + FFN neurons, harness.encoders)
 none         nothing pruned (the dense baseline)
 """
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 from harness.errors import TargetError  # noqa: F401  (re-exported)
 
-PATTERNS = ("none", "unstructured", "nm", "blocks", "sublayers", "width", "rows_cols", "experts")
+PATTERNS = ("none", "unstructured", "nm", "blocks", "sublayers", "width", "rows_cols", "experts", "flops")
 SCOPES = ("block_linears",)
 
 
@@ -72,7 +73,7 @@ class Target:
             raise TargetError("pattern sublayers needs count")
         if self.pattern == "blocks" and (self.count is None) == (not self.ratio):
             raise TargetError("pattern blocks needs exactly one of ratio > 0 or count")
-        if self.pattern in ("width", "rows_cols", "experts") and not self.ratio:
+        if self.pattern in ("width", "rows_cols", "experts", "flops") and not self.ratio:
             raise TargetError(f"pattern {self.pattern} needs ratio > 0 (fraction removed)")
 
     @classmethod

@@ -36,6 +36,7 @@ EVALUATORS: Registry = Registry("eval section", {
     "latency": "harness.evaluation.latency",
     "kv_memory": "harness.evaluation.kv_memory",
     "kv_ppl": "harness.evaluation.kv_ppl",
+    "accuracy": "harness.evaluation.accuracy",
 }, check=_has_evaluate_and_check)
 
 # Evaluators that build a KV cache, and so apply the run's `kv` policy; any other leaves it unused.

@@ -27,6 +27,8 @@ BAD = {
     "zeroshot": (["eval=zeroshot_quick"], "eval.zeroshot.tasks=[arc_eazy]",
                  "unknown zero-shot task(s) ['arc_eazy']; known: boolq, rte, hellaswag_llamacpp, winogrande, "
                  "arc_easy, arc_challenge, openbookqa, piqa, lambada_openai"),
+    "accuracy": (["eval=accuracy_boolq"], "eval.accuracy.task=boolk",
+                 "unknown classification task 'boolk'; known: boolq, rte"),
     "latency": (["eval=latency_quick"], "eval.latency.sparse_kernel=cusparse_magic",
                 "unknown latency.sparse_kernel 'cusparse_magic' (available: csr, flash_llm, none)"),
 }

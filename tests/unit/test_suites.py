@@ -45,7 +45,8 @@ def test_command_line_restricts_a_swept_key(tmp_path, data_env):
 def test_every_suite_expands_or_names_what_it_lacks(name, tmp_path, data_env):
     try:
         suite = expand_suite(name, [f"paths.results_dir={tmp_path}"])
-    except SuiteError as exc:  # a suite may name a method or target that is not in this checkout
-        assert "do not exist" in str(exc) or "Could not find" in str(exc), str(exc)
+    except SuiteError as exc:  # a suite may name a method or target that is not in this checkout, or a
+        # model built locally first (encoder_kprune: harness.finetune)
+        assert any(s in str(exc) for s in ("do not exist", "Could not find", "model directory not found")), str(exc)
         return
     assert any(c.state != INVALID for c in suite.cells)
