@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from harness.blocks.loop import BlockContext
+from harness.blocks.masks import lowest_k
 from harness.targets import Target
 from methods.base import WeightPruner
 from methods.registry import register
@@ -96,17 +97,16 @@ def _block_mask(w1: torch.Tensor, d: torch.Tensor, sparsity: float, segments: li
                 c2: int) -> torch.Tensor:
     """Adaptive unstructured mask of one column block (True = prune), [rows, count]: the exact
     share int(seg*c2*s) - int(seg*c1*s) of each segment's (linear's) prune count, lowest
-    w^2 / d^2 over that segment's rows only (stable sort: ties in index order)."""
+    w^2 / d^2 over that segment's rows only: the first k of a stable sort (ties in index order),
+    found by selection (lowest_k), which is what dominated the unstructured sweep when sorted."""
     crit = w1.pow(2) / d.reshape(1, -1).pow(2)               # [rows, count]
-    prune1 = torch.zeros_like(crit, dtype=torch.bool)
+    parts = []
     r0 = 0
     for seg in segments:
         k = int(seg * c2 * sparsity) - int(seg * c1 * sparsity)
-        if k:
-            idx = torch.sort(crit[r0:r0 + seg].flatten(), stable=True).indices[:k]
-            prune1[r0:r0 + seg].view(-1)[idx] = True
+        parts.append(lowest_k(crit[r0:r0 + seg].reshape(1, -1), k).reshape(seg, -1))   # [seg, count]
         r0 += seg
-    return prune1
+    return torch.cat(parts)
 
 
 def _sweep_block(w1: torch.Tensor, hinv1: torch.Tensor, prune1: torch.Tensor, n: int | None,
