@@ -254,7 +254,7 @@ def _load(plan, state: RunState) -> None:
                              device=plan.device, batch_size=plan.prune.batch_size,
                              propagation=plan.prune.propagation, seed=state.seed,
                              tokenizer=loaded.tokenizer, cache_dir=plan.cache_dir, model_sha256=loaded.sha256,
-                             reuse=plan.prune.reuse)
+                             reuse=plan.prune.reuse, devices=plan.runtime.devices)
 
 
 def _check(plan, state: RunState) -> None:
