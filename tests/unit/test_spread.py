@@ -7,7 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from harness.adapters import adapter_for
+from harness.blocks.allocators import build_allocator
 from harness.blocks.capture import capture_block_inputs, run_block
+from harness.blocks.context import PruneContext
 from harness.blocks.collectors import make_collector
 from harness.blocks.spread import check_devices, replicas, run_spread
 from harness.targets import Target
@@ -72,3 +75,28 @@ def test_devices_in_the_config():
     cfg = compose_config(["method=wanda", "target=unstructured_50", "runtime.devices=[cpu,cpu]"])
     plan = validate(OmegaConf.to_container(cfg, resolve=True))
     assert plan.device == "cpu" and plan.runtime.devices == TWO
+
+
+def test_moe_expert_without_routed_tokens_on_two_devices():
+    """Routed experts on two devices: an expert no token reaches on either copy is still found,
+    reported and pruned on every token of its layer, as on one device."""
+    from tests.conftest import make_tiny_family
+    from tests.methods.tiny_block_helpers import calibration
+
+    results = []
+    for devices in ((), TWO):
+        model, _ = make_tiny_family("mixtral")
+        adapter = adapter_for(model)
+        for block in adapter.blocks(model):   # every token routed away from expert 3
+            gate = block.mlp.gate
+            gate.forward = lambda h, original=gate.forward: (lambda lg, w, idx: (lg, w, idx % 3))(*original(h))
+        ctx = PruneContext(adapter=adapter, target=Target("unstructured_50", "unstructured", 0.5),
+                           calibration=calibration(seq=24), device="cpu", allocator=build_allocator("uniform"),
+                           batch_size=1, devices=devices)
+        report = build_method("wanda").prune(model, ctx)
+        results.append((sorted(report["linears_without_routed_tokens"]),
+                        [lin.weight.detach().clone() for b in adapter.blocks(model)
+                         for lin in adapter.linears(b).values()]))
+    assert results[0][0] == results[1][0] and len(results[0][0]) == 12
+    for a, b in zip(results[0][1], results[1][1]):
+        assert torch.equal(a == 0, b == 0)
