@@ -123,19 +123,20 @@ def _sweep_block(w1: torch.Tensor, hinv1: torch.Tensor, prune1: torch.Tensor, n:
     wt = w1.t().contiguous()                                 # [count, rows]
     pt = prune1.t().contiguous()                             # [count, rows], True = prune
     kt = ~pt                                                 # [count, rows], True = keep
-    diag = torch.diag(hinv1).tolist()                        # python floats: no 0-dim tensor ops
+    # [count]; divided by as 0-dim tensors like the reference (on CUDA a Python-float divisor
+    # becomes a multiply by its reciprocal: not bit-identical)
+    diag = torch.diag(hinv1)
     step = (m - n) if n is not None else 0
     for i in range(wt.shape[0]):
         if step and i % m == 0:
             # N:M: at each group's first column, prune the m-n lowest w^2/d^2 of every row
-            d = torch.diag(hinv1)[i:i + m]
-            crit = wt[i:i + m].t().pow(2) / d.reshape(1, -1).pow(2)               # [rows, m]
+            crit = wt[i:i + m].t().pow(2) / diag[i:i + m].reshape(1, -1).pow(2)   # [rows, m]
             idx = torch.topk(crit, step, dim=1, largest=False).indices            # [rows, m-n]
             pt.t().scatter_(1, i + idx, True)
             torch.logical_not(pt[i:i + m], out=kt[i:i + m])
         e = wt[i].masked_fill(kt[i], 0).div_(diag[i])                             # [rows]
         wt[i + 1:] -= hinv1[i, i + 1:, None] * e                                  # [count-i-1, rows]
-    err1 = wt.masked_fill(kt, 0).div_(torch.diag(hinv1).reshape(-1, 1))           # [count, rows]
+    err1 = wt.masked_fill(kt, 0).div_(diag.reshape(-1, 1))                        # [count, rows]
     return wt.masked_fill_(pt, 0).t(), err1.t().contiguous()
 
 
