@@ -255,7 +255,7 @@ def _load(plan, state: RunState) -> None:
                              device=plan.device, batch_size=plan.prune.batch_size,
                              propagation=plan.prune.propagation, seed=state.seed,
                              tokenizer=loaded.tokenizer, cache_dir=plan.cache_dir, model_sha256=loaded.sha256,
-                             reuse=plan.prune.reuse, data_dir=plan.data_dir)
+                             reuse=plan.prune.reuse, data_dir=plan.data_dir, devices=plan.runtime.devices)
 
 
 def _check(plan, state: RunState) -> None:

@@ -35,6 +35,7 @@ class TopLevel:
 class Runtime:
     threads: int | None = _min(1)
     device: str = "auto"
+    devices: list | None = None    # several devices: calibration micro-batches spread (harness.blocks.spread)
     dtype: str = "auto"
     offline: bool = True
 

@@ -65,12 +65,14 @@ class RuntimePlan:
     offload: str = "auto"
     max_memory_gb: float | None = None
     dtype: str = "auto"
+    devices: tuple = ()     # runtime.devices; () = the one device of Plan.device
 
     @classmethod
     def from_config(cls, section: dict | None) -> "RuntimePlan":
         c = section or {}
         max_gb = c.get("max_memory_gb")
-        return cls(str(c.get("offload", "auto")), float(max_gb) if max_gb else None, str(c.get("dtype", "auto")))
+        return cls(str(c.get("offload", "auto")), float(max_gb) if max_gb else None, str(c.get("dtype", "auto")),
+                   tuple(str(d) for d in c.get("devices") or ()))
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,7 @@ def _method_target_allocator(config: dict) -> tuple[Any, Any, Any]:
 
 def _runtime(config: dict) -> tuple[str, Any]:
     """The model source is loadable as configured; device, dtype, offload and propagation are known."""
+    from harness.blocks.spread import check_devices
     from harness.env import resolve_device, resolve_dtype
     from harness.models import check_source
     from harness.offload import MODES as OFFLOAD_MODES
@@ -273,7 +276,8 @@ def _runtime(config: dict) -> tuple[str, Any]:
     runtime = config.get("runtime", {})
     check_source(model_cfg["source"], bool(model_cfg.get("allow_pickle", False)),
                  offline=bool(runtime.get("offline", True)))
-    device = resolve_device(runtime.get("device", "auto"))
+    devices = [resolve_device(d) for d in check_devices(runtime.get("devices"))]
+    device = devices[0] if devices else resolve_device(runtime.get("device", "auto"))   # devices: the first is primary
     dtype = resolve_dtype(runtime.get("dtype", "auto"), device)
     if runtime.get("offload", "auto") not in OFFLOAD_MODES:
         raise ConfigError(f"runtime.offload must be one of {', '.join(OFFLOAD_MODES)}, got {runtime.get('offload')!r}")

@@ -115,7 +115,7 @@ class WeightPruner(Method):
         timing = block_loop(model, ctx.adapter, ctx.calibration.input_ids, visit, ratios,
                             statistics=self.statistics, device=ctx.device, batch_size=ctx.batch_size,
                             propagation=ctx.propagation, share_statistics=self.share_statistics,
-                            cache=ctx.block_cache(model), desc=f"prune {self.name}")
+                            cache=ctx.block_cache(model), desc=f"prune {self.name}", devices=ctx.devices)
         report["timing"] = {"capture_s": timing.capture_s, "forward_s": timing.forward_s,
                             "collect_s": timing.collect_s, "method_s": timing.method_s,
                             "n_block_forwards": timing.n_forwards}

@@ -18,6 +18,10 @@ Differences from the reference:
 - "dead" inputs (zero Hessian diagonal) get H_jj = 1 as in the reference, but their weights are
   not zeroed beforehand (they compute nothing; zeroing them would break the exact count);
 - H is accumulated as a plain sum scaled at the end (the reference rescales a running mean).
+Same result, less work (not differences): linears sharing an input (q/k/v, gate/up) are swept as
+one stacked matrix (`stack_shared`, the default; masks chosen per linear, lazy update per linear,
+so bit-identical to one sweep per linear), and the column loop runs on the transposed block with
+fewer tensor ops per column (bit-identical to the reference's loop; both tested).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import torch
 from torch import nn
 
 from harness.blocks.loop import BlockContext
+from harness.blocks.masks import lowest_k
 from harness.targets import Target
 from methods.base import WeightPruner
 from methods.registry import register
@@ -60,53 +65,79 @@ def sparsegpt_prune(weight: torch.Tensor, hinv: torch.Tensor, sparsity: float, n
     N:M keeps `n` of every `m` consecutive inputs (so m-n are pruned per group).
     `segments`: row counts of several linears sharing this input (hence H^-1), stacked in
     `weight`, reconstructed in one column sweep. Rows never mix in the sweep (a row's updates use
-    only that row and H^-1) and each segment's unstructured mask is chosen over its own rows with
-    its own exact count, so each linear gets what its own sweep would give.
+    only that row and H^-1), each segment's unstructured mask is chosen over its own rows with its
+    own exact count, and the lazy update is one matmul per segment (the shape of that linear's own
+    sweep, so the same BLAS summation order): each linear gets bit-for-bit what its own sweep gives.
     """
     w = weight.detach().clone().float()
     rows, cols = w.shape
     segments = segments or [rows]
     if sum(segments) != rows:
         raise ValueError(f"segments {segments} do not add up to {rows} rows")
-    prune_per_group = (m - n) if n is not None else 0
     if n is not None and blocksize % m:
         raise ValueError(f"blocksize {blocksize} must be a multiple of M={m}")
     for c1 in range(0, cols, blocksize):
         c2 = min(c1 + blocksize, cols)
-        count = c2 - c1
-        w1 = w[:, c1:c2].clone()                             # [rows, count]
-        q1 = torch.zeros_like(w1)
-        err1 = torch.zeros_like(w1)
         hinv1 = hinv[c1:c2, c1:c2]                           # [count, count]
         d = torch.diag(hinv1)                                # [count]
         if n is None:
-            # adaptive mask for this column block: exact share of each layer's prune count
-            crit = w1.pow(2) / d.reshape(1, -1).pow(2)
-            prune1 = torch.zeros_like(w1, dtype=torch.bool)
-            r0 = 0
-            for seg in segments:
-                k = int(seg * c2 * sparsity) - int(seg * c1 * sparsity)
-                if k:
-                    idx = torch.sort(crit[r0:r0 + seg].flatten(), stable=True).indices[:k]
-                    prune1[r0:r0 + seg].view(-1)[idx] = True
-                r0 += seg
+            prune1 = _block_mask(w[:, c1:c2], d, sparsity, segments, c1, c2)
         else:
-            prune1 = torch.zeros_like(w1, dtype=torch.bool)
-        for i in range(count):
-            col = w1[:, i]
-            if n is not None and i % m == 0 and prune_per_group:
-                crit = w1[:, i:i + m].pow(2) / d[i:i + m].reshape(1, -1).pow(2)   # [rows, m]
-                idx = torch.topk(crit, prune_per_group, dim=1, largest=False).indices
-                prune1.scatter_(1, i + idx, True)
-            q = col.clone()
-            q[prune1[:, i]] = 0
-            q1[:, i] = q
-            e = (col - q) / hinv1[i, i]                      # [rows]
-            w1[:, i:] -= e.unsqueeze(1).matmul(hinv1[i, i:].unsqueeze(0))
-            err1[:, i] = e
+            prune1 = torch.zeros(rows, c2 - c1, dtype=torch.bool, device=w.device)
+        q1, err1 = _sweep_block(w[:, c1:c2], hinv1, prune1, n, m)
         w[:, c1:c2] = q1
-        w[:, c2:] -= err1.matmul(hinv[c1:c2, c2:])            # lazy batched update
+        r0 = 0
+        for seg in segments:                                 # lazy batched update, per linear
+            w[r0:r0 + seg, c2:] -= err1[r0:r0 + seg].matmul(hinv[c1:c2, c2:])
+            r0 += seg
     return w
+
+
+def _block_mask(w1: torch.Tensor, d: torch.Tensor, sparsity: float, segments: list[int], c1: int,
+                c2: int) -> torch.Tensor:
+    """Adaptive unstructured mask of one column block (True = prune), [rows, count]: the exact
+    share int(seg*c2*s) - int(seg*c1*s) of each segment's (linear's) prune count, lowest
+    w^2 / d^2 over that segment's rows only: the first k of a stable sort (ties in index order),
+    found by selection (lowest_k), which is what dominated the unstructured sweep when sorted."""
+    crit = w1.pow(2) / d.reshape(1, -1).pow(2)               # [rows, count]
+    parts = []
+    r0 = 0
+    for seg in segments:
+        k = int(seg * c2 * sparsity) - int(seg * c1 * sparsity)
+        parts.append(lowest_k(crit[r0:r0 + seg].reshape(1, -1), k).reshape(seg, -1))   # [seg, count]
+        r0 += seg
+    return torch.cat(parts)
+
+
+def _sweep_block(w1: torch.Tensor, hinv1: torch.Tensor, prune1: torch.Tensor, n: int | None,
+                 m: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """OBS sweep over one column block: (pruned block q1, scaled errors err1), both [rows, count].
+
+    Same arithmetic as the reference's loop (per column: e = pruned part / d_i, then subtract
+    e (x) H^-1[i, i:]), in fewer Python-level tensor ops, which dominate at small widths: the
+    block is transposed so a column is one contiguous row ([count, rows]); the update skips
+    column i itself (only its pruned entries would change, and they are zeroed anyway), so a
+    column is final once visited and q1 and err1 are read off at the end instead of copied
+    column by column. Every element sees the same float operations in the same order, so the
+    result is bit-identical to the column-by-column form (tests/methods/test_sparsegpt.py)."""
+    wt = w1.t().contiguous()                                 # [count, rows]
+    pt = prune1.t().contiguous()                             # [count, rows], True = prune
+    kt = ~pt                                                 # [count, rows], True = keep
+    # [count]; divided by as 0-dim tensors like the reference (on CUDA a Python-float divisor
+    # becomes a multiply by its reciprocal: not bit-identical)
+    diag = torch.diag(hinv1)
+    step = (m - n) if n is not None else 0
+    for i in range(wt.shape[0]):
+        if step and i % m == 0:
+            # N:M: at each group's first column, prune the m-n lowest w^2/d^2 of every row
+            crit = wt[i:i + m].t().pow(2) / diag[i:i + m].reshape(1, -1).pow(2)   # [rows, m]
+            idx = torch.topk(crit, step, dim=1, largest=False).indices            # [rows, m-n]
+            pt.t().scatter_(1, i + idx, True)
+            torch.logical_not(pt[i:i + m], out=kt[i:i + m])
+        e = wt[i].masked_fill(kt[i], 0).div_(diag[i])                             # [rows]
+        wt[i + 1:] -= hinv1[i, i + 1:, None] * e                                  # [count-i-1, rows]
+    err1 = wt.masked_fill(kt, 0).div_(diag.reshape(-1, 1))                        # [count, rows]
+    return wt.masked_fill_(pt, 0).t(), err1.t().contiguous()
 
 
 @register
@@ -128,7 +159,7 @@ class SparseGPT(WeightPruner):
     blocksize: int = 128
     percdamp: float = 0.01
     share_hessians: bool = True
-    stack_shared: bool = False   # q/k/v (gate/up) reconstructed as one stacked matrix per shared H^-1
+    stack_shared: bool = True    # q/k/v (gate/up) rows swept as one stacked matrix per shared H^-1 (same result)
 
     def __post_init__(self):
         if self.blocksize <= 0 or not 0.0 <= self.percdamp < 1.0:

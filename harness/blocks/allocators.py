@@ -70,7 +70,7 @@ class OWL:
         timing = block_loop(model, ctx.adapter, ctx.calibration.input_ids, visit, [0.0] * n,
                             statistics=("input_norm",), device=ctx.device, batch_size=ctx.batch_size,
                             propagation="dense", cache=ctx.block_cache(model), modifies=False,
-                            desc="allocate owl")
+                            desc="allocate owl", devices=ctx.devices)
         return ratios, {"forward_s": timing.forward_s, "capture_s": timing.capture_s,
                         "reused": timing.reused}
 

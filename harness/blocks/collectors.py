@@ -1,7 +1,9 @@
 """Statistics of linear-layer inputs, accumulated by forward hooks during calibration.
 
 One collector per *input group* (q/k/v share their input, gate/up share theirs), so a Hessian or
-norm is computed once per distinct input and shared by the group's members.
+norm is computed once per distinct input and shared by the group's members. With several devices
+(runtime.devices) each device's copy of the block has its own collectors, `merge`d onto the first
+device's afterwards: equal to one device's up to float summation order.
 """
 
 from __future__ import annotations
@@ -9,6 +11,12 @@ from __future__ import annotations
 import torch
 
 from harness.registry import Registry
+
+
+def _add_sums(into, other) -> None:
+    """Merge a collector that keeps a plain sum (`sum`) and a count (`n_samples`)."""
+    into.sum += other.sum.to(into.sum.device)
+    into.n_samples += other.n_samples
 
 
 class InputNorm:
@@ -34,6 +42,14 @@ class InputNorm:
         xt = x.reshape(-1, x.shape[-1]).t().float()                                     # [in, tokens]
         self.scaler_row += torch.norm(xt, p=2, dim=1) ** 2 / self.n_samples
 
+    def merge(self, other: "InputNorm") -> None:
+        """Add another device's share (runtime.devices): the running means weighted by count."""
+        if other.n_samples:
+            total = self.n_samples + other.n_samples
+            self.scaler_row.mul_(self.n_samples / total).add_(other.scaler_row.to(self.scaler_row.device),
+                                                              alpha=other.n_samples / total)
+            self.n_samples = total
+
     def result(self) -> dict[str, torch.Tensor]:
         return {"input_norm": torch.sqrt(self.scaler_row), "input_sq_mean": self.scaler_row}
 
@@ -52,6 +68,9 @@ class InputSum:
     def update(self, x: torch.Tensor) -> None:  # x: [batch, seq, in]
         self.n_samples += x.shape[0]
         self.sum += x.float().sum(dim=(0, 1))
+
+    def merge(self, other: "InputSum") -> None:
+        _add_sums(self, other)
 
     def result(self) -> dict[str, torch.Tensor]:
         return {"input_sum": self.sum / max(self.n_samples, 1)}
@@ -73,6 +92,9 @@ class InputVariance:
         self.n_samples += x.shape[0]
         self.sum += x.float().var(dim=1, unbiased=False).double().sum(dim=0)
 
+    def merge(self, other: "InputVariance") -> None:
+        _add_sums(self, other)
+
     def result(self) -> dict[str, torch.Tensor]:
         return {"input_var": (self.sum / max(self.n_samples, 1)).float()}
 
@@ -90,6 +112,10 @@ class Hessian:
         self.n_samples += x.shape[0]
         flat = x.reshape(-1, x.shape[-1]).float()  # [tokens, in]
         self.xtx.addmm_(flat.t(), flat)
+
+    def merge(self, other: "Hessian") -> None:
+        self.xtx += other.xtx.to(self.xtx.device)
+        self.n_samples += other.n_samples
 
     def result(self) -> dict[str, torch.Tensor]:
         # scaled in place: a second [in, in] copy is 0.8 GB for a 14336-wide down_proj

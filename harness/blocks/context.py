@@ -26,6 +26,7 @@ class PruneContext:
     model_sha256: str | None = None     # identity of the loaded weights (keys the block cache)
     reuse: bool = True                  # reuse cached block inputs / dense statistics (cache_dir)
     data_dir: Path | None = None        # local data (methods sampling task rows: harness.tasks)
+    devices: tuple = ()                 # runtime.devices: micro-batches spread (harness.blocks.spread)
 
     def block_cache(self, model):
         """The on-disk cache for this model + calibration set, or None (harness.blocks.cache)."""
