@@ -209,7 +209,9 @@ def load_saved(path: str | Path, dtype: torch.dtype = torch.float32, device: str
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
     model = model.to(device=device, dtype=dtype).eval()
     model.config.use_cache = False
-    return model, tokenizer
+    from harness.quant import apply_saved_quant
+
+    return apply_saved_quant(model), tokenizer   # a ternary model's 8-bit activations come back as hooks
 
 
 def load_compressed(path: Path) -> nn.Module:

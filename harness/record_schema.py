@@ -116,7 +116,8 @@ class Record(TypedDict, total=False):
     error             ErrorSection, or None
     method*, model*, target*  what was pruned, how, and to which target (as the run described them)
     allocator, kv, recovery, calibration  the run's other stages as they ran
-    measured          sparsity and parameter counts measured on the pruned model
+    measured          sparsity and parameter counts measured on the pruned model (a quantised model:
+                      bits_per_weight and `quant`, harness.quant.measure_bits)
     metrics           evaluator section name -> the evaluator's values (see the module docstring)
     metric_declarations  evaluator section name -> SectionDeclaration
     timing, memory    seconds per stage, peak memory

@@ -80,9 +80,13 @@ class Measurement:
     sparsity: dict                      # measure_sparsity(): per-block and total sparsity, N:M check
     params_before: int
     params_after: int
+    quant: dict | None = None           # harness.quant.measure_bits(): bits per weight of a quantised model
 
     def as_record(self) -> dict:
-        return {**self.sparsity, "params_before": self.params_before, "params_after": self.params_after}
+        out = {**self.sparsity, "params_before": self.params_before, "params_after": self.params_after}
+        if self.quant is not None:      # only quantised models carry it: other records stay as they were
+            out |= {"bits_per_weight": self.quant["bits_per_weight"], "quant": self.quant}
+        return out
 
 
 @dataclass
@@ -249,6 +253,9 @@ def _load(plan, state: RunState) -> None:
     _record_offload(state.memory, state.env, loaded, plan)
     if loaded.residency is not None:   # disk offload: pruned blocks are staged next to the output
         loaded.residency.staging = plan.results_dir / "models" / f".{state.run_id}.staging"
+    from harness.quant import apply_saved_quant
+
+    apply_saved_quant(loaded.model)   # a saved ternary model (model=local): its 8-bit activation hooks
     adapter = adapter_for(loaded.model)
     state.load = LoadResult(loaded, adapter, tokenizer_sha256(loaded.tokenizer))
     state.ctx = PruneContext(adapter=adapter, target=plan.target, calibration=None, allocator=plan.allocator,
@@ -307,10 +314,13 @@ def _save_offloaded(plan, state: RunState) -> None:
 
 def _measure(plan, state: RunState) -> None:
     from harness.blocks.measure import measure_sparsity
+    from harness.quant import check_bits, measure_bits
 
     model = state.load.loaded.model
+    quant = measure_bits(model, state.load.adapter)
+    check_bits(quant, plan.target.bits)   # a target asking for bits is met on the stored weights, or the run fails
     state.measurement = Measurement(measure_sparsity(model, state.load.adapter, plan.target.n, plan.target.m),
-                                    state.params_before, sum(p.numel() for p in model.parameters()))
+                                    state.params_before, sum(p.numel() for p in model.parameters()), quant)
 
 
 def _eval_context(plan, state: RunState):

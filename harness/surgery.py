@@ -260,7 +260,9 @@ def load_pruned(path: str | Path, **kwargs) -> nn.Module:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     finally:
         hf_logging.set_verbosity(level)
-    return apply_dropped_sublayers(model)
+    from harness.quant import apply_saved_quant
+
+    return apply_saved_quant(apply_dropped_sublayers(model))   # quantised activations are hooks, not weights
 
 
 # -------------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ LIST_KEYS = {"type": "type", "criteria": "criteria", "budget": "budget", "data":
 
 # What a recovery stage makes of a run's Retrain / Weight tags (harness.recovery names).
 RECOVERY_RETRAIN = {"lora": "Efficient-LoRA", "kd": "Efficient", "partial": "Efficient",
-                    "replace": "Efficient Lightweight"}
+                    "replace": "Efficient Lightweight", "qat": "Efficient-Continued"}
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,21 @@ width        ratio of parameters removed by shrinking heads / channels
 rows_cols    ratio of block-linear weights zeroed as whole rows and columns of each matrix
 experts      ratio of routed experts removed in every mixture-of-experts layer
 flops        ratio of an encoder's FLOPs removed (attention heads + FFN neurons, harness.encoders)
+ternary      block-linear weights in {-s, 0, +s} per tensor (`bits`: log2(3) ~ 1.58 per weight asked
+             for; the zeros are whatever share the rounding gives, measured, not set by `ratio`)
 none         nothing pruned (the dense baseline)
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from harness.errors import TargetError  # noqa: F401  (re-exported)
 
-PATTERNS = ("none", "unstructured", "nm", "blocks", "sublayers", "width", "rows_cols", "experts", "flops")
+PATTERNS = ("none", "unstructured", "nm", "blocks", "sublayers", "width", "rows_cols", "experts", "flops",
+            "ternary")
+TERNARY_BITS = math.log2(3)   # bits of one three-valued weight, before the scale overhead
 SCOPES = ("block_linears",)
 
 
@@ -50,6 +55,7 @@ class Target:
     count: int | None = None
     sublayer: str | None = None
     scope: str = "block_linears"
+    bits: float | None = None       # ternary: bits per weight asked for (levels only, the scales apart)
 
     def __post_init__(self):
         if self.pattern not in PATTERNS:
@@ -73,6 +79,10 @@ class Target:
             raise TargetError("pattern sublayers needs count")
         if self.pattern == "blocks" and (self.count is None) == (not self.ratio):
             raise TargetError("pattern blocks needs exactly one of ratio > 0 or count")
+        if self.pattern == "ternary" and (self.bits is None or abs(float(self.bits) - TERNARY_BITS) > 0.01):
+            raise TargetError(f"pattern ternary needs bits: 1.58 (log2 3), got {self.bits!r}")
+        if self.pattern != "ternary" and self.bits is not None:
+            raise TargetError(f"only pattern ternary takes bits (got bits={self.bits} with {self.pattern})")
         if self.pattern in ("width", "rows_cols", "experts", "flops") and not self.ratio:
             raise TargetError(f"pattern {self.pattern} needs ratio > 0 (fraction removed)")
 
@@ -89,5 +99,8 @@ class Target:
         return self.pattern == "nm"
 
     def describe(self) -> dict:
-        return {"name": self.name, "pattern": self.pattern, "ratio": self.ratio, "n": self.n, "m": self.m,
-                "count": self.count, "sublayer": self.sublayer, "scope": self.scope}
+        out = {"name": self.name, "pattern": self.pattern, "ratio": self.ratio, "n": self.n, "m": self.m,
+               "count": self.count, "sublayer": self.sublayer, "scope": self.scope}
+        if self.bits is not None:   # only ternary targets carry it: every other record stays as it was
+            out["bits"] = self.bits
+        return out

@@ -291,6 +291,7 @@ def _measured_columns(record: dict) -> dict:
     before, after = measured.get("params_before"), measured.get("params_after")
     return {
         "sparsity_blocks": measured.get("sparsity_blocks"), "sparsity_total": measured.get("sparsity_total"),
+        "bits_per_weight": measured.get("bits_per_weight"),   # quantised models only (harness.quant)
         "params_before": before, "params_after": after,
         "params_removed": (1 - after / before) if _is_number(before) and _is_number(after) and before else None,
         "blocks_removed": ((record.get("prune_report") or {}).get("removed") or {}).get("count"),

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 ID_COLUMNS = ("method", "method_params", "target", "allocator", "recovery", "status")
-MEASURED_COLUMNS = ("sparsity_blocks", "params_after")
+MEASURED_COLUMNS = ("sparsity_blocks", "bits_per_weight", "params_after")
 
 
 def table(results_dir: str, metrics: list[str] | None = None, columns: list[str] | None = None,

@@ -20,6 +20,7 @@ RECOVERIES: Registry = Registry("recovery", {
     "partial": "harness.recovery.partial",
     "kd": "harness.recovery.kd",
     "replace": "harness.recovery.replace",
+    "qat": "harness.recovery.qat",
 })
 
 

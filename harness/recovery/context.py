@@ -30,6 +30,7 @@ class RecoveryContext:
     prune_report: dict = field(default_factory=dict)
     seed: int = 0
     teacher_factory: Any = None               # tests: callable -> (model, tokenizer) instead of a reload
+    evals: list = field(default_factory=list)  # the run's (evaluator, section) pairs (qat: ppl before training)
 
     @property
     def adapter(self):
@@ -75,4 +76,4 @@ def recovery_context(plan, ctx: PruneContext, run_id: str, model_sha256: str | N
                            data_dir=plan.data_dir, checkpoint_dir=rp.checkpoint_dir,
                            eval_texts=list(rp.eval_texts), model_cfg=plan.model.as_dict(),
                            model_sha256=model_sha256, prune_report=prune_report or {},
-                           seed=plan.seed, budget=rp.budget)
+                           seed=plan.seed, budget=rp.budget, evals=list(plan.evals))
