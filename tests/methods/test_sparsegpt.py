@@ -94,6 +94,17 @@ def test_sweep_bit_identical_to_column_by_column(nm, shape):
         assert torch.equal(sparsegpt_prune(w, hinv, sparsity, n, m, bs), column_by_column(w, hinv, sparsity, n, m, bs))
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("nm", [None, (2, 4)])
+def test_sweep_bit_identical_to_column_by_column_on_cuda(nm):
+    """The same bit-identity on a GPU, where the sweep divides by 0-dim tensors as the reference does
+    (a Python-float divisor would become a multiply by its reciprocal there)."""
+    x = correlated_inputs(512, 200).cuda()
+    hinv = inverse_hessian_factor(2 * x.t() @ x / x.shape[0], 0.01)
+    w = torch.randn(40, 200, generator=torch.Generator().manual_seed(5)).cuda()
+    n, m = nm if nm else (None, None)
+    assert torch.equal(sparsegpt_prune(w, hinv, 0.5, n, m, 64), column_by_column(w, hinv, 0.5, n, m, 64))
+
 @pytest.mark.parametrize("nm", [None, (2, 4)])
 def test_stacked_reconstruction_equals_one_sweep_per_linear(nm):
     """Linears sharing an input (q/k/v) reconstructed as one stacked matrix: each gets the mask and

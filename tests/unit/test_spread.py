@@ -100,3 +100,29 @@ def test_moe_expert_without_routed_tokens_on_two_devices():
     assert results[0][0] == results[1][0] and len(results[0][0]) == 12
     for a, b in zip(results[0][1], results[1][1]):
         assert torch.equal(a == 0, b == 0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("devices", [("cuda:0", "cuda:0"), ("cuda:0", "cpu")])
+def test_pruning_spread_from_a_gpu_equals_that_gpu_alone(devices):
+    """On a CUDA node: the micro-batches on two copies of each block (the same GPU twice, or the GPU
+    and the host) give the masks and weights of the GPU alone, up to float summation order (the
+    statistics are summed in another order; near-tied scores may flip, so 99.9% agreement)."""
+    from tests.methods.tiny_block_helpers import calibration, make_tiny
+
+    target = Target("unstructured_50", "unstructured", 0.5)
+    weights = []
+    for devs in ((), devices):
+        model, _tok = make_tiny("llama")
+        model = model.to("cuda:0")
+        adapter = adapter_for(model)
+        ctx = PruneContext(adapter=adapter, target=target, calibration=calibration(), device="cuda:0",
+                           allocator=build_allocator("uniform"), batch_size=1, devices=devs)
+        build_method("sparsegpt").prune(model, ctx)
+        weights.append([lin.weight.detach().float().cpu() for b in adapter.blocks(model)
+                        for lin in adapter.linears(b).values()])
+    for a, b in zip(*weights):
+        assert (a == 0).eq(b == 0).float().mean() >= 0.999
+        assert abs(int((a == 0).sum()) - int((b == 0).sum())) == 0     # exact count on both
+        same = (a == 0).eq(b == 0)
+        torch.testing.assert_close(a[same], b[same], rtol=1e-3, atol=1e-4)
