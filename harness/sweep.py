@@ -496,7 +496,10 @@ def launch(suite: Suite, cells: list[Cell], sweep_dir: Path, retry_failed: bool 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="sweep"):
         gh = GlobalHydra.instance().hydra
         setup_globals()
-        cfg = gh.compose_config("config", overrides, run_mode=RunMode.MULTIRUN,
+        # composed with one cell's own overrides too: a shared override of a swept group's key
+        # (method=llm_surgeon method.params.piece_size=128) only exists once the group is chosen
+        first = suite.cells[0].overrides if suite.cells else []
+        cfg = gh.compose_config("config", overrides + first, run_mode=RunMode.MULTIRUN,
                                 with_log_configuration=False)
         callbacks = Callbacks(cfg)
         launcher_obj = Plugins.instance().instantiate_launcher(
@@ -518,6 +521,7 @@ def launch(suite: Suite, cells: list[Cell], sweep_dir: Path, retry_failed: bool 
             # As Hydra's sweeper does: each job gets the task overrides plus its own (the
             # launcher re-composes a job from the hydra.* overrides and these).
             task = [str(o) for o in cfg.hydra.overrides.task]
+            task = task[:len(task) - len(first)]        # the shared ones; each cell adds its own
             launcher_obj.launch([task + c.overrides for c in cells], initial_job_idx=0)
         except Exception as exc:  # noqa: BLE001 - job errors are read from the records below
             log.error("launcher raised %s: %s (states are read from the records)", type(exc).__name__,

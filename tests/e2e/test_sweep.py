@@ -123,6 +123,15 @@ def test_invalid_cells_are_listed_not_launched(tmp_path, data_env, capsys):
     assert bad.returncode == 2 and "method/no_such_method" in bad.stderr
 
 
+def test_shared_override_of_a_swept_methods_parameter(tmp_path, data_env):
+    """`method=sparsegpt method.params.blocksize=64`: the parameter exists only once the swept
+    group is chosen; the launch composes it with the cell's own overrides and the record has it."""
+    results = tmp_path / "r"
+    proc = run_sweep(results, "method=sparsegpt", "target=unstructured_50", "method.params.blocksize=64")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (rec,) = records(results).values()
+    assert rec["status"] == "ok" and rec["method"]["params"]["blocksize"] == 64
+
 def test_submitit_local_launcher(tmp_path, data_env):
     results = tmp_path / "r"
     proc = run_sweep(results, "launcher=local", "method=magnitude,wanda", "target=nm_2_4")
