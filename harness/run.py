@@ -331,6 +331,15 @@ def _eval_context(plan, state: RunState):
                        kv=plan.kv, cache_dir=plan.cache_dir)
 
 
+def dense_baseline_declaration(declaration: dict) -> dict:
+    """An evaluator's declaration for its score of the model before pruning: the same metrics,
+    named and headed "(dense)", never headline (the pruned model's score is)."""
+    declaration = copy.deepcopy(declaration)
+    for metric in declaration.get("metrics", []):
+        metric.update(name=f"{metric['name']} (dense)", header=f"{metric['header']} (dense)", headline=False)
+    return declaration
+
+
 def _evaluate_dense(plan, state: RunState) -> None:
     """Eval sections with `dense_baseline: true` also score the model before pruning, stored as
     `<section>_dense` (declared, not headline), so one record holds the numbers before and after."""
@@ -341,11 +350,8 @@ def _evaluate_dense(plan, state: RunState) -> None:
     for name, section in plan.evals:
         if isinstance(section, dict) and section.get("dense_baseline"):
             out = get_evaluator(name)(loaded.model, loaded.tokenizer, section, _eval_context(plan, state))
-            declaration = copy.deepcopy(out.declaration)
-            for metric in declaration.get("metrics", []):
-                metric.update(name=f"{metric['name']} (dense)", header=f"{metric['header']} (dense)", headline=False)
             state.metrics[f"{out.section}_dense"] = out.values
-            state.declarations[f"{out.section}_dense"] = declaration
+            state.declarations[f"{out.section}_dense"] = dense_baseline_declaration(out.declaration)
             state.timing["eval_dense_s"] = time.perf_counter() - t
 
 
