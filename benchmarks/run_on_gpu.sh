@@ -26,7 +26,10 @@ for step in $steps; do
   start=$(date +%s)
   case $step in
     tests)
-      python -m pytest -m gpu -q -p no:cacheprovider tests 2>&1 | tee "$OUT/tests.log" || status=1 ;;
+      # the notebook test imports nbformat/nbclient at collection, which a GPU node's environment
+      # may lack, and has no GPU test
+      python -m pytest -m gpu -q -p no:cacheprovider --ignore=tests/leaderboard/test_notebook.py tests 2>&1 |
+        tee "$OUT/tests.log" || status=1 ;;
     scale)
       { python benchmarks/scale.py build --shape llama2-7b --tokenizer bytes --device cuda --dir "$MODEL_DIR" &&
         python benchmarks/scale.py run --dir "$MODEL_DIR" --device cuda --methods wanda sparsegpt \
