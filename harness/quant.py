@@ -138,7 +138,8 @@ def end_qat(model: nn.Module, names: list[str]) -> None:
 def measure_bits(model: nn.Module, adapter) -> dict | None:
     """Bits per weight of the stored block linears, from the weights themselves: log2(distinct values)
     per weight plus SCALE_BITS per distinct non-zero magnitude (a scale). None for an unquantised model."""
-    if quant_spec(model) is None:
+    spec = quant_spec(model)
+    if spec is None:
         return None
     total = level_bits = scale_bits = 0.0
     levels_max = 0
@@ -151,7 +152,6 @@ def measure_bits(model: nn.Module, adapter) -> dict | None:
             level_bits += w.numel() * math.log2(max(levels, 2))
             scale_bits += SCALE_BITS * scales
             levels_max = max(levels_max, levels)
-    spec = quant_spec(model)
     return {"bits_per_weight": (level_bits + scale_bits) / total, "bits_per_weight_levels": level_bits / total,
             "scale_bits": SCALE_BITS, "weight_levels_max": levels_max, "act_bits": int(spec["act_bits"]),
             "quantised_linears": len(spec["linears"])}
