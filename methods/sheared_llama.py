@@ -92,7 +92,8 @@ class ShearedLlama(StructuredMethod):
     tags: ClassVar[Tags] = Tags("Structured", "Trainable", "Sparsity-mix", "Medium~50B", "Extensive", "Update",
                                 qualifier="L0 masks to a target shape + dynamic batch loading")
     patterns: ClassVar[frozenset[str]] = frozenset({"shape"})
-    needs_calibration: ClassVar[bool] = False   # it reads its own training domains
+    needs_calibration: ClassVar[bool] = False   # it reads its own training domains ...
+    uses_data: ClassVar[bool] = True            # ... so a run without recovery is not "Data free"
     updates_weights: ClassVar[bool] = True
 
     def __post_init__(self):
