@@ -46,7 +46,8 @@ LIST_KEYS = {"type": "type", "criteria": "criteria", "budget": "budget", "data":
 
 # What a recovery stage makes of a run's Retrain / Weight tags (harness.recovery names).
 RECOVERY_RETRAIN = {"lora": "Efficient-LoRA", "kd": "Efficient", "partial": "Efficient",
-                    "replace": "Efficient Lightweight", "qat": "Efficient-Continued"}
+                    "replace": "Efficient Lightweight", "qat": "Efficient-Continued",
+                    "continued": "Efficient-Continued"}
 
 
 @dataclass(frozen=True)

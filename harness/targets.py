@@ -11,6 +11,9 @@ experts      ratio of routed experts removed in every mixture-of-experts layer
 flops        ratio of an encoder's FLOPs removed (attention heads + FFN neurons, harness.encoders)
 ternary      block-linear weights in {-s, 0, +s} per tensor (`bits`: log2(3) ~ 1.58 per weight asked
              for; the zeros are whatever share the rounding gives, measured, not set by `ratio`)
+shape        a named target architecture (`shape`: layers, heads, kv_heads, intermediate, hidden of a
+             LLaMA-layout model); `ratio` is unused, the method records the parameter count the
+             shape implies for the pruned model's config next to the measured one
 none         nothing pruned (the dense baseline)
 """
 
@@ -22,7 +25,8 @@ from dataclasses import dataclass
 from harness.errors import TargetError  # noqa: F401  (re-exported)
 
 PATTERNS = ("none", "unstructured", "nm", "blocks", "sublayers", "width", "rows_cols", "experts", "flops",
-            "ternary")
+            "ternary", "shape")
+SHAPE_KEYS = ("layers", "heads", "kv_heads", "intermediate", "hidden")
 TERNARY_BITS = math.log2(3)   # bits of one three-valued weight, before the scale overhead
 SCOPES = ("block_linears",)
 
@@ -56,6 +60,7 @@ class Target:
     sublayer: str | None = None
     scope: str = "block_linears"
     bits: float | None = None       # ternary: bits per weight asked for (levels only, the scales apart)
+    shape: tuple | None = None      # shape: ((key, int), ...) over SHAPE_KEYS (a YAML mapping is accepted)
 
     def __post_init__(self):
         if self.pattern not in PATTERNS:
@@ -83,8 +88,30 @@ class Target:
             raise TargetError(f"pattern ternary needs bits: 1.58 (log2 3), got {self.bits!r}")
         if self.pattern != "ternary" and self.bits is not None:
             raise TargetError(f"only pattern ternary takes bits (got bits={self.bits} with {self.pattern})")
+        self._check_shape()
         if self.pattern in ("width", "rows_cols", "experts", "flops") and not self.ratio:
             raise TargetError(f"pattern {self.pattern} needs ratio > 0 (fraction removed)")
+
+    def _check_shape(self) -> None:
+        if self.pattern != "shape":
+            if self.shape is not None:
+                raise TargetError(f"only pattern shape takes shape (got shape with {self.pattern})")
+            return
+        got = dict(self.shape or {})
+        if set(got) != set(SHAPE_KEYS):
+            raise TargetError(f"pattern shape needs shape with exactly {', '.join(SHAPE_KEYS)}; got {sorted(got)}")
+        if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in got.values()):
+            raise TargetError(f"shape widths must be positive integers, got {got}")
+        if got["heads"] % got["kv_heads"] or got["hidden"] % got["heads"]:
+            raise TargetError(f"shape needs heads a multiple of kv_heads and hidden a multiple of heads, got {got}")
+        if self.ratio:
+            raise TargetError("pattern shape takes no ratio (the shape fixes the size)")
+        # frozen: a hashable, ordered copy of the mapping
+        object.__setattr__(self, "shape", tuple((k, int(got[k])) for k in SHAPE_KEYS))
+
+    @property
+    def shape_dict(self) -> dict[str, int] | None:
+        return dict(self.shape) if self.shape is not None else None
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Target":
@@ -103,4 +130,6 @@ class Target:
                "count": self.count, "sublayer": self.sublayer, "scope": self.scope}
         if self.bits is not None:   # only ternary targets carry it: every other record stays as it was
             out["bits"] = self.bits
+        if self.shape is not None:  # only shape targets carry it
+            out["shape"] = self.shape_dict
         return out

@@ -125,6 +125,9 @@ def target_label(target: dict) -> str:
         return "dense"
     if target.get("n") and target.get("m"):
         return f"{target['n']}:{target['m']}"
+    if target.get("pattern") == "shape" and target.get("shape"):   # a named architecture, not a ratio
+        s = target["shape"]
+        return f"{s['layers']}L {s['heads']}/{s['kv_heads']}h {s['intermediate']}/{s['hidden']}"
     if target.get("count"):
         return f"{target['count']} {target.get('sublayer') or target['pattern']}"
     if target.get("ratio") is not None:

@@ -111,7 +111,7 @@ def ppl_vs_removed(frames: Frames, cells: pd.DataFrame, out_dir: Path, notes: li
     made = []
     for col in frames.metric_columns("ppl"):
         c = cells[cells[col].notna() & cells["params_removed"].notna() & (cells["n_ok"] > 0)
-                  & cells["pattern"].isin(["blocks", "sublayers", "width"])]
+                  & cells["pattern"].isin(["blocks", "sublayers", "width", "shape"])]
         for (model, device, dtype), g in c.groupby(["model", "device", "dtype"]):
             fig, ax = plt.subplots(figsize=(7.5, 4.6))
             for key, mg in g.groupby(["label", "variant", "recovery", "result_set"], dropna=False):

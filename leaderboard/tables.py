@@ -81,7 +81,7 @@ def _removed(c: pd.DataFrame) -> list[str]:
     """Sparsity of block linears for weight pruning; parameters removed for structured methods."""
     out = []
     for sb, pr, pattern in zip(c["sparsity_blocks"], c["params_removed"], c["pattern"]):
-        if pattern in ("blocks", "sublayers", "width") and not pd.isna(pr):
+        if pattern in ("blocks", "sublayers", "width", "shape") and not pd.isna(pr):
             out.append(f"{100 * pr:.1f}% params")
         elif not pd.isna(sb) and sb > 0:
             out.append(f"{100 * sb:.1f}% weights")

@@ -21,6 +21,7 @@ RECOVERIES: Registry = Registry("recovery", {
     "kd": "harness.recovery.kd",
     "replace": "harness.recovery.replace",
     "qat": "harness.recovery.qat",
+    "continued": "harness.recovery.continued",
 })
 
 

@@ -151,7 +151,7 @@ def _fingerprint(b: Budget, names: list[str], tag: str) -> str:
 
 
 def _save(ckpt: Path, params: dict[str, nn.Parameter], opt, sched, step: int, losses: list[float],
-          fingerprint: str) -> None:
+          fingerprint: str, extra_state=None) -> None:
     from safetensors.torch import save_file
 
     tmp = ckpt.with_name(ckpt.name + ".tmp")
@@ -163,6 +163,8 @@ def _save(ckpt: Path, params: dict[str, nn.Parameter], opt, sched, step: int, lo
              "losses": torch.tensor(losses, dtype=torch.float64), "rng_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["rng_cuda"] = torch.cuda.get_rng_state_all()
+    if extra_state is not None:
+        state["extra"] = extra_state.state_dict()
     torch.save(state, tmp / "state.pt")
     (tmp / "fingerprint.txt").write_text(fingerprint)
     if ckpt.exists():  # swap in atomically enough: a kill between these leaves either copy
@@ -174,7 +176,7 @@ def _save(ckpt: Path, params: dict[str, nn.Parameter], opt, sched, step: int, lo
         tmp.rename(ckpt)
 
 
-def _load(ckpt: Path, params: dict[str, nn.Parameter], opt, sched) -> tuple[int, list[float]]:
+def _load(ckpt: Path, params: dict[str, nn.Parameter], opt, sched, extra_state=None) -> tuple[int, list[float]]:
     from safetensors.torch import load_file
 
     tensors = load_file(str(ckpt / "trainable.safetensors"))
@@ -188,14 +190,22 @@ def _load(ckpt: Path, params: dict[str, nn.Parameter], opt, sched) -> tuple[int,
     torch.set_rng_state(state["rng_cpu"])
     if "rng_cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng_cuda"])
+    if extra_state is not None:
+        extra_state.load_state_dict(state["extra"])
     return int(state["step"]), [float(x) for x in state["losses"]]
 
 
 def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], torch.Tensor],
-          windows: torch.Tensor, b: Budget, checkpoint_dir: Path | None, tag: str,
-          after_step: Callable[[], None] | None = None, device: str = "cpu") -> dict:
-    """AdamW over `params` for b.steps steps on `windows` ([steps*batch*accum, seq_len]).
+          windows, b: Budget, checkpoint_dir: Path | None, tag: str,
+          after_step: Callable[[], None] | None = None, device: str = "cpu",
+          groups: Callable[[str], dict] | None = None, extra_state=None) -> dict:
+    """AdamW over `params` for b.steps steps on `windows` ([steps*batch*accum, seq_len]), or on
+    `windows.batch(step)` ([batch*accum, seq_len]) for a source that decides each step's batch
+    (harness.recovery.domains.DynamicBatches).
 
+    groups: parameter name -> optimizer-group options ({"lr": ..., "maximize": True}); parameters
+    with equal options share a group, the schedule scales every group's lr. extra_state: an object
+    with state_dict() / load_state_dict() (tensors and plain values) checkpointed with the step.
     Resumes from `checkpoint_dir/tag` when a checkpoint with the same fingerprint exists.
     Raises Preempted after step b.stop_after (the checkpoint is written first)."""
     from transformers import get_scheduler
@@ -204,16 +214,17 @@ def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], tor
 
     names = sorted(params)
     trainable = [params[n] for n in names]
-    opt = torch.optim.AdamW(trainable, lr=b.lr, weight_decay=b.weight_decay)
+    opt = torch.optim.AdamW(_param_groups(params, names, groups, b), lr=b.lr, weight_decay=b.weight_decay)
     sched = get_scheduler(b.schedule, opt, num_warmup_steps=b.warmup_steps, num_training_steps=b.steps)
-    fingerprint = _fingerprint(b, names, tag)
+    fingerprint = _fingerprint(b, names, tag if groups is None else f"{tag}|{_group_spec(names, groups)}")
     ckpt = checkpoint_dir / tag if checkpoint_dir is not None else None
-    start, losses, resumed_from = _resume(ckpt, fingerprint, params, opt, sched, tag)
+    start, losses, resumed_from = _resume(ckpt, fingerprint, params, opt, sched, tag, extra_state)
     bar = Progress(f"recovery {tag}", total=b.steps, unit="step", kind="recovery_step", initial=start).start()
     try:
         for step in range(start, b.steps):
-            total = _optimizer_step(windows[step * b.windows_per_step:(step + 1) * b.windows_per_step], loss_fn,
-                                    trainable, opt, sched, b, device)
+            batch = (windows.batch(step) if hasattr(windows, "batch")
+                     else windows[step * b.windows_per_step:(step + 1) * b.windows_per_step])
+            total = _optimizer_step(batch, loss_fn, trainable, opt, sched, b, device)
             if after_step is not None:
                 after_step()
             losses.append(total)
@@ -221,7 +232,7 @@ def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], tor
             done = step + 1
             stop = b.stop_after is not None and done == b.stop_after and done < b.steps
             if ckpt is not None and (stop or (b.checkpoint_every and done % b.checkpoint_every == 0 and done < b.steps)):
-                _save(ckpt, params, opt, sched, done, losses, fingerprint)
+                _save(ckpt, params, opt, sched, done, losses, fingerprint, extra_state)
             if stop:
                 raise Preempted(f"recovery {tag}: stopped after step {done} of {b.steps} (stop_after); "
                                 f"checkpoint {ckpt}")
@@ -232,19 +243,37 @@ def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], tor
         if not any(checkpoint_dir.iterdir()):  # the run's folder too, once no tag is left
             checkpoint_dir.rmdir()
     elif ckpt is not None and b.keep_checkpoints:
-        _save(ckpt, params, opt, sched, b.steps, losses, fingerprint)
+        _save(ckpt, params, opt, sched, b.steps, losses, fingerprint, extra_state)
     return _train_summary(b, losses, resumed_from, trainable)
 
 
+def _param_groups(params: dict[str, nn.Parameter], names: list[str], groups, b: Budget) -> list[dict]:
+    """One optimizer group per distinct options dict (in name order), or all in one group."""
+    if groups is None:
+        return [{"params": [params[n] for n in names]}]
+    out: dict[str, dict] = {}
+    for n in names:
+        opts = dict(groups(n))
+        key = json.dumps(opts, sort_keys=True)
+        out.setdefault(key, {**opts, "params": []})["params"].append(params[n])
+    return list(out.values())
+
+
+def _group_spec(names: list[str], groups) -> str:
+    """The group options of every parameter, for the checkpoint fingerprint."""
+    blob = json.dumps({n: groups(n) for n in names}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def _resume(ckpt: Path | None, fingerprint: str, params: dict[str, nn.Parameter], opt, sched,
-            tag: str) -> tuple[int, list[float], int | None]:
+            tag: str, extra_state=None) -> tuple[int, list[float], int | None]:
     """(first step, losses so far, step resumed from or None): a checkpoint of another budget is ignored."""
     if ckpt is None or not (ckpt / "fingerprint.txt").is_file():
         return 0, [], None
     if (ckpt / "fingerprint.txt").read_text() != fingerprint:
         log.warning("recovery %s: checkpoint %s is from another budget; starting over", tag, ckpt)
         return 0, [], None
-    start, losses = _load(ckpt, params, opt, sched)
+    start, losses = _load(ckpt, params, opt, sched, extra_state)
     log.info("recovery %s: resumed from step %d (%s)", tag, start, ckpt)
     return start, losses, start
 
