@@ -144,9 +144,12 @@ def lm_loss(model: nn.Module, windows: torch.Tensor, device: str, batch_size: in
 # ---------------------------------------------------------------------------------------------
 # the loop
 
-def _fingerprint(b: Budget, names: list[str], tag: str) -> str:
+def _fingerprint(b: Budget, names: list[str], tag: str, lr_scale: dict[str, float] | None = None) -> str:
     spec = {k: v for k, v in asdict(b).items() if k not in ("stop_after", "checkpoint_every", "keep_checkpoints")}
-    blob = json.dumps({"budget": spec, "params": names, "tag": tag}, sort_keys=True, default=str)
+    fields = {"budget": spec, "params": names, "tag": tag}
+    if lr_scale:   # only loops that scale learning rates carry it (earlier checkpoints keep their fingerprint)
+        fields["lr_scale"] = {n: lr_scale[n] for n in sorted(lr_scale)}
+    blob = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -193,9 +196,14 @@ def _load(ckpt: Path, params: dict[str, nn.Parameter], opt, sched) -> tuple[int,
 
 def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], torch.Tensor],
           windows: torch.Tensor, b: Budget, checkpoint_dir: Path | None, tag: str,
-          after_step: Callable[[], None] | None = None, device: str = "cpu") -> dict:
-    """AdamW over `params` for b.steps steps on `windows` ([steps*batch*accum, seq_len]).
+          after_step: Callable[[], None] | None = None, device: str = "cpu",
+          lr_scale: dict[str, float] | None = None, before_step: Callable[[int], None] | None = None) -> dict:
+    """AdamW over `params` for b.steps steps on `windows` ([steps*batch*accum, ...]).
 
+    lr_scale: {param name: factor} for parameters that train at b.lr * factor (one AdamW group per
+    factor; the schedule scales every group alike). before_step(step): called with the 0-based step
+    index before each step (a resumed run calls it from the resumed step on), for losses that follow
+    a schedule of their own.
     Resumes from `checkpoint_dir/tag` when a checkpoint with the same fingerprint exists.
     Raises Preempted after step b.stop_after (the checkpoint is written first)."""
     from transformers import get_scheduler
@@ -204,14 +212,20 @@ def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], tor
 
     names = sorted(params)
     trainable = [params[n] for n in names]
-    opt = torch.optim.AdamW(trainable, lr=b.lr, weight_decay=b.weight_decay)
+    scale = dict(lr_scale or {})
+    factors = sorted({float(scale.get(n, 1.0)) for n in names})
+    groups = [{"params": [params[n] for n in names if float(scale.get(n, 1.0)) == f], "lr": b.lr * f}
+              for f in factors]
+    opt = torch.optim.AdamW(groups, lr=b.lr, weight_decay=b.weight_decay)
     sched = get_scheduler(b.schedule, opt, num_warmup_steps=b.warmup_steps, num_training_steps=b.steps)
-    fingerprint = _fingerprint(b, names, tag)
+    fingerprint = _fingerprint(b, names, tag, scale)
     ckpt = checkpoint_dir / tag if checkpoint_dir is not None else None
     start, losses, resumed_from = _resume(ckpt, fingerprint, params, opt, sched, tag)
     bar = Progress(f"recovery {tag}", total=b.steps, unit="step", kind="recovery_step", initial=start).start()
     try:
         for step in range(start, b.steps):
+            if before_step is not None:
+                before_step(step)
             total = _optimizer_step(windows[step * b.windows_per_step:(step + 1) * b.windows_per_step], loss_fn,
                                     trainable, opt, sched, b, device)
             if after_step is not None:
