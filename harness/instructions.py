@@ -63,8 +63,9 @@ TEMPLATES: dict[str, tuple[str, str]] = {
 }
 
 # What the reference prepends to every evaluated sequence (lm_eval/models/compresso.py, PROMPT_DICT):
-# "train" is prompt_mark 1 (the training system text), "eval" prompt_mark 2 (the past-tense variant
-# written for the pruned model). Plain text (perplexity windows) is scored behind one of them.
+# "train" is prompt_mark 1 (the training system text; the default of its evaluation scripts), "eval"
+# prompt_mark 2 (the past-tense variant written for the pruned model). Plain text (perplexity
+# windows) is scored behind one of them.
 INFERENCE_PROMPTS: dict[str, str] = {
     "train": COLLABORATIVE_SYSTEM + "Below is an User Instruction that describes a task, please take full "
     "consideration of the System Instruction mentioned above, and then write a response that appropriately "

@@ -6,7 +6,7 @@ seq_len-1 next-token predictions count, so the number differs from the plain one
 prompt gives and nothing else. This is another protocol: the plain `ppl` section stays the
 leaderboard's comparable number (every other method is scored without a prompt), this one is a
 declared non-headline section beside it. `prompt`: a name of harness.instructions.INFERENCE_PROMPTS
-("eval": the reference's prompt_mark 2, "train": prompt_mark 1).
+("train": the reference's prompt_mark 1, the default of its evaluation scripts; "eval": prompt_mark 2).
 """
 
 from __future__ import annotations
