@@ -53,11 +53,12 @@ def prompted_nll(model, windows: torch.Tensor, prefix: torch.Tensor, batch_size:
     return total, count
 
 
-def declare(results: dict, prompt: str):
-    return section(PROTOCOL, PROTOCOL_VERSION, "ppl_prompted", [   # its own table: never beside plain ppl
-        result(f"ppl {name} (prompt {prompt})", [name, "value"], False, quality=True, headline=False,
+def declare(results: dict):
+    """Per dataset: the prompted perplexity (lower is better), never a headline column."""
+    return section(PROTOCOL, PROTOCOL_VERSION, "ppl_prompted", [   # its own group: never beside the plain ppl
+        result(f"ppl {name} (prompt {r['prompt']})", [name, "value"], False, quality=True, headline=False,
                header=f"{name} +prompt", settings={"seq_len": r["seq_len"], "n_windows": r["n_windows"],
-                                                   "prompt": prompt, "prompt_tokens": r["prompt_tokens"]})
+                                                   "prompt": r["prompt"], "prompt_tokens": r["prompt_tokens"]})
         for name, r in results.items()])
 
 
@@ -87,4 +88,4 @@ def evaluate(model, tokenizer, cfg: dict, ctx) -> Evaluated:
                          "tokens_sha256": sha256_tokens(windows), "eval_s": time.perf_counter() - t0,
                          "dataset": name, "split": rows.split, "data_source": rows.source,
                          "data_sha256": rows.sha256, "data_variant": rows.variant}
-    return Evaluated("ppl_prompted", results, declare(results, prompt))
+    return Evaluated("ppl_prompted", results, declare(results))
