@@ -54,7 +54,7 @@ def data_files(config: dict) -> dict[str, str | None]:
     calib = config.get("calib") or {}
     if calib.get("corpus"):
         used.append(("calib", str(calib["corpus"]), str(calib.get("split") or "train")))
-    for section_name in ("ppl", "kv_ppl"):
+    for section_name in ("ppl", "kv_ppl", "ppl_prompted"):
         section = (config.get("eval") or {}).get(section_name) or {}
         for ds in section.get("datasets") or []:
             if ds in CORPORA:

@@ -52,7 +52,8 @@ def _run_tags(plan, method_description: dict, recovery_name: str) -> dict:
     method_description.update(tags=paper.as_dict(), listed=listed)
     uses_data = getattr(plan.method, "uses_data", plan.method.needs_calibration)   # own sample rows count
     return run_tags(paper, plan.target.pattern, recovery_name,
-                    bool(getattr(plan.method, "updates_weights", False)), bool(uses_data))
+                    bool(getattr(plan.method, "updates_weights", False)), bool(uses_data),
+                    getattr(plan.method, "own_training", None))
 
 
 def _env_block(device: str) -> dict:
@@ -262,7 +263,8 @@ def _load(plan, state: RunState) -> None:
                              device=plan.device, batch_size=plan.prune.batch_size,
                              propagation=plan.prune.propagation, seed=state.seed,
                              tokenizer=loaded.tokenizer, cache_dir=plan.cache_dir, model_sha256=loaded.sha256,
-                             reuse=plan.prune.reuse, data_dir=plan.data_dir, devices=plan.runtime.devices)
+                             reuse=plan.prune.reuse, data_dir=plan.data_dir, devices=plan.runtime.devices,
+                             checkpoint_dir=plan.prune.checkpoint_dir)
 
 
 def _check(plan, state: RunState) -> None:

@@ -71,7 +71,7 @@ class Tags:
 
 
 def run_tags(paper: Tags | dict, pattern: str | None, recovery: str | None, updates_weights: bool,
-             needs_calibration: bool | None = None) -> dict[str, str]:
+             needs_calibration: bool | None = None, own_training: tuple[str, str] | None = None) -> dict[str, str]:
     """The tags of one run: its method's paper tags, with the axes that depend on what ran replaced.
 
     Type: an Un/Semi(-/)structured method is "Semi-structured" on an N:M target, "Unstructured" on an
@@ -80,11 +80,17 @@ def run_tags(paper: Tags | dict, pattern: str | None, recovery: str | None, upda
     (SparseGPT's reconstruction), else "Frozen"; a recovery -> its RECOVERY_RETRAIN value and "Update".
     Data: without recovery, what the pruning step used ("Calibration" or "Data free"); a paper's
     retraining data ("Calibration+Medium 1.8B") did not take part.
+    own_training: (retrain, data) of a method whose pruning step itself trains (Compresso learns its
+    masks jointly with LoRA adapters): without a recovery stage those are the run's Retrain and Data,
+    and its Weight is "Update".
     """
     tags = dict(paper.as_dict() if isinstance(paper, Tags) else paper)
     if tags.get("type") in ("Un/Semi-structured", "Un/Semi-/Structured") and pattern:
         tags["type"] = {"nm": "Semi-structured", "unstructured": "Unstructured"}.get(pattern, "Structured")
-    if recovery in (None, "none"):
+    if recovery in (None, "none") and own_training is not None:
+        tags["retrain"], tags["data"] = own_training
+        tags["weights"] = "Update"
+    elif recovery in (None, "none"):
         tags["retrain"] = "Without"
         tags["weights"] = "Update" if updates_weights else "Frozen"
         if needs_calibration is not None and tags.get("type") != "Baseline":

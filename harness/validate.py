@@ -42,6 +42,7 @@ class PrunePlan:
     batch_size: int = 1
     propagation: str = "pruned"
     reuse: bool = True
+    checkpoint_dir: Path | None = None   # for methods that train while pruning; keyed like recovery's
 
     @classmethod
     def from_config(cls, section: dict | None) -> "PrunePlan":
@@ -193,7 +194,9 @@ def validate(config: dict) -> Plan:
             "data_dir": data_dir, "cache_dir": cache_dir, "results_dir": results_dir}
     return Plan(method, target, allocator, device, dtype, data_dir, cache_dir, results_dir, recovery, kv, defaults,
                 seed=int(config.get("seed", 0)), model=ModelPlan.from_config(config["model"]),
-                calib=CalibPlan.from_config(config.get("calib")), prune=PrunePlan.from_config(config.get("prune")),
+                calib=CalibPlan.from_config(config.get("calib")),
+                prune=dataclasses.replace(PrunePlan.from_config(config.get("prune")),
+                                          checkpoint_dir=prune_checkpoint_dir(config, cache_dir, defaults)),
                 output=OutputPlan.from_config(config.get("output")),
                 runtime=RuntimePlan.from_config(config.get("runtime")),
                 recovery_plan=recovery_plan(config, cache_dir, defaults, budget),
@@ -202,6 +205,25 @@ def validate(config: dict) -> Plan:
                             if section is not None),
                 force=bool(config.get("force", False)), retry_failed=bool(config.get("retry_failed", True)),
                 dirs=MappingProxyType(dirs))
+
+
+def _checkpoint_base(config: dict, cache_dir: Path) -> Path:
+    paths = config.get("paths") or {}
+    return Path(paths["checkpoint_dir"]).expanduser() if paths.get("checkpoint_dir") else cache_dir / "checkpoints"
+
+
+def prune_checkpoint_dir(config: dict, cache_dir: Path, defaults: dict) -> Path | None:
+    """Checkpoint folder of a method that trains while pruning (its class sets `trains = True`), keyed
+    by the run's identity without the method's `stop_after`, so a stopped or killed run resumes."""
+    from harness.records import run_id_for
+    from methods.registry import get_method_class
+
+    method = dict(config.get("method") or {})
+    if not getattr(get_method_class(method["name"]), "trains", False):
+        return None
+    params = {k: v for k, v in dict(method.get("params") or {}).items() if k != "stop_after"}
+    return _checkpoint_base(config, cache_dir) / run_id_for(dict(config, method=dict(method, params=params)),
+                                                            defaults)
 
 
 def recovery_plan(config: dict, cache_dir: Path, defaults: dict, budget=None) -> RecoveryPlan:
@@ -217,9 +239,7 @@ def recovery_plan(config: dict, cache_dir: Path, defaults: dict, budget=None) ->
         # Checkpoints are keyed by the run's identity without the simulated-preemption knob, so a job
         # stopped by `stop_after` (or killed) resumes when the same config runs again.
         resume_cfg = dict(config, recovery={k: v for k, v in section.items() if k != "stop_after"})
-        paths = config.get("paths") or {}
-        base = Path(paths["checkpoint_dir"]).expanduser() if paths.get("checkpoint_dir") else cache_dir / "checkpoints"
-        checkpoint_dir = base / run_id_for(resume_cfg, defaults)
+        checkpoint_dir = _checkpoint_base(config, cache_dir) / run_id_for(resume_cfg, defaults)
     return RecoveryPlan(name, MappingProxyType(copy.deepcopy(section)), checkpoint_dir, eval_texts, budget)
 
 

@@ -38,7 +38,7 @@ NOT_CELL = ("seed", "output")   # (kept for readers; harness.identity.canonical 
 @dataclass(frozen=True)
 class MetricSpec:
     column: str          # the DataFrame column; its name states the protocol
-    group: str           # the declaration's group: ppl | kv_ppl | zeroshot | latency | kv | other
+    group: str           # the declaration's group: ppl | kv_ppl | ppl_prompted | zeroshot | latency | kv | other
     path: tuple          # (section, *path inside record["metrics"][section]); ("derived", name) for means
     lower_is_better: bool | None     # from the declared higher_is_better; None: not ranked (a spread)
     quality: bool        # a quality metric (ppl, accuracy) gets "% of dense"

@@ -50,11 +50,12 @@ def result_set(results_dir: str | Path, path: Path) -> str:
 INT_FIELDS = (("config", "seed"), ("config", "calib", "seed"), ("config", "calib", "n_samples"),
               ("config", "calib", "seq_len"))
 # Metric leaves with a known range: perplexity >= 1 (exp of a non-negative mean NLL), accuracy in [0, 1].
-RANGES = {"ppl": (1.0, math.inf), "kv_ppl": (1.0, math.inf), "acc": (0.0, 1.0), "acc_norm": (0.0, 1.0)}
+RANGES = {"ppl": (1.0, math.inf), "kv_ppl": (1.0, math.inf), "ppl_prompted": (1.0, math.inf), "acc": (0.0, 1.0),
+          "acc_norm": (0.0, 1.0)}
 
 
 def _range_for(path: tuple[str, ...]) -> tuple[float, float] | None:
-    if path and path[0] in ("ppl", "kv_ppl") and path[-1] == "value":
+    if path and path[0] in ("ppl", "kv_ppl", "ppl_prompted") and path[-1] == "value":
         return RANGES[path[0]]
     if path and path[-1] in ("acc", "acc_norm"):
         return RANGES[path[-1]]

@@ -27,6 +27,7 @@ class PruneContext:
     reuse: bool = True                  # reuse cached block inputs / dense statistics (cache_dir)
     data_dir: Path | None = None        # local data (methods sampling task rows: harness.tasks)
     devices: tuple = ()                 # runtime.devices: micro-batches spread (harness.blocks.spread)
+    checkpoint_dir: Path | None = None  # methods that train while pruning: resumable checkpoints here
 
     def block_cache(self, model):
         """The on-disk cache for this model + calibration set, or None (harness.blocks.cache)."""

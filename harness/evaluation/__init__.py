@@ -32,6 +32,7 @@ def _has_evaluate_and_check(name: str, module) -> None:
 # imports the others' dependencies (lm-eval, kernels).
 EVALUATORS: Registry = Registry("eval section", {
     "ppl": "harness.evaluation.ppl",
+    "ppl_prompted": "harness.evaluation.ppl_prompted",
     "zeroshot": "harness.evaluation.zeroshot",
     "latency": "harness.evaluation.latency",
     "kv_memory": "harness.evaluation.kv_memory",

@@ -198,7 +198,8 @@ def _load(ckpt: Path, params: dict[str, nn.Parameter], opt, sched, extra_state=N
 def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], torch.Tensor],
           windows, b: Budget, checkpoint_dir: Path | None, tag: str,
           after_step: Callable[[], None] | None = None, device: str = "cpu",
-          groups: Callable[[str], dict] | None = None, extra_state=None) -> dict:
+          groups: Callable[[str], dict] | None = None, extra_state=None,
+          before_step: Callable[[int], None] | None = None) -> dict:
     """AdamW over `params` for b.steps steps on `windows` ([steps*batch*accum, seq_len]), or on
     `windows.batch(step)` ([batch*accum, seq_len]) for a source that decides each step's batch
     (harness.recovery.domains.DynamicBatches).
@@ -206,6 +207,8 @@ def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], tor
     groups: parameter name -> optimizer-group options ({"lr": ..., "maximize": True}); parameters
     with equal options share a group, the schedule scales every group's lr. extra_state: an object
     with state_dict() / load_state_dict() (tensors and plain values) checkpointed with the step.
+    before_step(step): called with the 0-based step index before each step (a resumed run calls it
+    from the resumed step on), for losses that follow a schedule of their own.
     Resumes from `checkpoint_dir/tag` when a checkpoint with the same fingerprint exists.
     Raises Preempted after step b.stop_after (the checkpoint is written first)."""
     from transformers import get_scheduler
@@ -222,6 +225,8 @@ def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], tor
     bar = Progress(f"recovery {tag}", total=b.steps, unit="step", kind="recovery_step", initial=start).start()
     try:
         for step in range(start, b.steps):
+            if before_step is not None:
+                before_step(step)
             batch = (windows.batch(step) if hasattr(windows, "batch")
                      else windows[step * b.windows_per_step:(step + 1) * b.windows_per_step])
             total = _optimizer_step(batch, loss_fn, trainable, opt, sched, b, device)

@@ -21,11 +21,12 @@ COMMITTED = sorted(p for tree in RESULT_TREES for p in tree.rglob("records/*.jso
 
 
 def _evaluator_declarations(metrics: dict) -> dict:
-    from harness.evaluation import accuracy, kv_memory, kv_ppl, latency, ppl, zeroshot
+    from harness.evaluation import accuracy, kv_memory, kv_ppl, latency, ppl, ppl_prompted, zeroshot
     from harness.run import dense_baseline_declaration
 
     declare = {"ppl": ppl.declare, "kv_ppl": kv_ppl.declare, "zeroshot": zeroshot.declare,
-               "latency": latency.declare, "kv_memory": kv_memory.declare, "accuracy": accuracy.declare}
+               "latency": latency.declare, "kv_memory": kv_memory.declare, "accuracy": accuracy.declare,
+               "ppl_prompted": ppl_prompted.declare}
     out = {}
     for name, values in metrics.items():
         section = name.removesuffix("_dense")    # `<section>_dense`: the score before pruning
@@ -97,12 +98,13 @@ def test_board_columns_hold_the_record_values_and_directions(committed_board):
                 assert ("ppl", ds, "value") in shown or d["value"] is None, (record["run_id"], ds)
         for col, spec in frames.specs.items():
             # perplexity, latency and KV memory rank low; accuracy ranks high; spreads never rank
-            want = {"ppl": True, "kv_ppl": True, "latency": True, "kv": True, "zeroshot": False,
+            want = {"ppl": True, "kv_ppl": True, "ppl_prompted": True, "latency": True, "kv": True, "zeroshot": False,
                     "accuracy": False}[spec.group]
             spread = col.endswith((" stderr", " iqr"))
             assert spec.lower_is_better is (None if spread else want), col
-            assert spec.quality == (spec.group in ("ppl", "kv_ppl", "zeroshot", "accuracy") and not spread), col
-    assert groups == {"ppl", "kv_ppl", "zeroshot", "latency", "kv", "accuracy"}
+            assert spec.quality == (spec.group in ("ppl", "kv_ppl", "ppl_prompted", "zeroshot", "accuracy")
+                                    and not spread), col
+    assert groups == {"ppl", "kv_ppl", "ppl_prompted", "zeroshot", "latency", "kv", "accuracy"}
 
 
 def test_board_reads_the_committed_perplexity_under_its_protocol(committed_board):

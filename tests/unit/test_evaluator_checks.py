@@ -29,6 +29,8 @@ BAD = {
                  "arc_easy, arc_challenge, openbookqa, piqa, lambada_openai"),
     "accuracy": (["eval=accuracy_boolq"], "eval.accuracy.task=boolk",
                  "unknown classification task 'boolk'; known: boolq, rte"),
+    "ppl_prompted": (["eval=compresso_quick"], "eval.ppl_prompted.prompt=pruned",
+                     "eval ppl_prompted: prompt must be one of train, eval"),
     "latency": (["eval=latency_quick"], "eval.latency.sparse_kernel=cusparse_magic",
                 "unknown latency.sparse_kernel 'cusparse_magic' (available: csr, flash_llm, none)"),
 }
