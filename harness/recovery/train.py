@@ -193,9 +193,11 @@ def _load(ckpt: Path, params: dict[str, nn.Parameter], opt, sched) -> tuple[int,
 
 def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], torch.Tensor],
           windows: torch.Tensor, b: Budget, checkpoint_dir: Path | None, tag: str,
-          after_step: Callable[[], None] | None = None, device: str = "cpu") -> dict:
+          after_step: Callable[[int], None] | None = None, device: str = "cpu") -> dict:
     """AdamW over `params` for b.steps steps on `windows` ([steps*batch*accum, seq_len]).
 
+    `after_step(done)` runs after each optimizer step (done: steps completed, 1-based), before the
+    loss is logged and any checkpoint is written (masks re-applied there are in the checkpoint).
     Resumes from `checkpoint_dir/tag` when a checkpoint with the same fingerprint exists.
     Raises Preempted after step b.stop_after (the checkpoint is written first)."""
     from transformers import get_scheduler
@@ -214,11 +216,11 @@ def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], tor
         for step in range(start, b.steps):
             total = _optimizer_step(windows[step * b.windows_per_step:(step + 1) * b.windows_per_step], loss_fn,
                                     trainable, opt, sched, b, device)
+            done = step + 1
             if after_step is not None:
-                after_step()
+                after_step(done)
             losses.append(total)
             bar.advance(loss=total, lr=float(sched.get_last_lr()[0]))
-            done = step + 1
             stop = b.stop_after is not None and done == b.stop_after and done < b.steps
             if ckpt is not None and (stop or (b.checkpoint_every and done % b.checkpoint_every == 0 and done < b.steps)):
                 _save(ckpt, params, opt, sched, done, losses, fingerprint)
