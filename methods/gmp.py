@@ -10,8 +10,8 @@ re-applied after every step in between; after t_1 the model trains at the final 
 Values and where they come from (the paper links its pruning code, google-research/jaxpruner,
 jaxpruner/projects/bigsparse):
   * start = 0.25, end = 0.75 of training: its t5x/configs/sparse_pretrain.gin prunes from step
-    5,000 to 15,000 of 20,000 (update_start_step / update_end_step / TRAIN_STEPS); the same 25%-75%
-    window the paper states for its sweeps.
+    5,000 to 15,000 of 20,000 (update_start_step / update_end_step / TRAIN_STEPS). The paper's own
+    text was not reachable here, so its statement of the window is not checked against this.
   * power 3: jaxpruner's PolynomialSchedule default (`target * (1 - (1 - progress) ** 3)`).
   * per-layer ("uniform") magnitude: the bigsparse magnitude config's `dist_type = 'uniform'`;
     every weight matrix of the blocks (attention and MLP projections) pruned to s_f by |W| over the
