@@ -177,6 +177,7 @@ def validate(config: dict) -> Plan:
         _check_evals(config.get("eval") or {}, data_dir, device)
         _check_output(config, target.pattern)
         recovery, kv, budget = _recovery_and_kv(config, data_dir)
+        _check_training_pruning(method, (config.get("recovery") or {}).get("name", "none"))
         if uses_calib:
             check_calib_not_eval(config.get("calib") or {}, config.get("eval") or {})
         check_lengths(config, uses_calib)
@@ -283,6 +284,14 @@ def _method_target_allocator(config: dict) -> tuple[Any, Any, Any]:
     if mismatch:
         raise ConfigError(mismatch)
     return method, target, allocator
+
+
+def _check_training_pruning(method, recovery: str) -> None:
+    """A method that prunes while the model trains (gradual pruning) needs a recovery that drives it."""
+    drivers = getattr(method, "training_recoveries", ())
+    if drivers and recovery not in drivers:
+        raise ConfigError(f"method {method.name} prunes while the model trains: it needs recovery="
+                          f"{' or '.join(drivers)}, got recovery={recovery}")
 
 
 def _runtime(config: dict) -> tuple[str, Any]:

@@ -84,6 +84,7 @@ def build(results_dir: str | Path, out_dir: str | Path | None = None, conclusion
         for t in tabs:
             result.files += T.write(t, out_dir / "tables").values()
     plot_files, result.plot_notes = plots_mod.make_plots(frames, out_dir / "plots", cells)
+    plot_files += plots_mod.scaling_law(loaded.records, loaded.sets, out_dir / "plots", result.plot_notes)
     result.files += plot_files
     lock = lock_state().get("sha256")
     header = [f"{len(loaded.records)} records, {len(cells)} cells. A row is one configuration; ± only over "

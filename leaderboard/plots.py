@@ -307,3 +307,25 @@ def make_plots(frames: Frames, out_dir: Path, cells: pd.DataFrame | None = None)
                zeroshot_bars):
         made += fn(frames, cells, out_dir, notes)
     return made, notes
+
+
+def scaling_law(records: list[dict], sets: list[str], out_dir: Path, notes: list[str]) -> list[Path]:
+    """The sparse scaling law (harness.scaling) fitted to each result set shaped as a scaling sweep:
+    every ok record carries S, N, D and the held-out loss, and S, N and D each take two values or more
+    (e.g. suite=scaling). Point estimates only (no bootstrap: `python -m harness.scaling` gives CIs)."""
+    from harness.scaling import ScalingError, figure, fit, is_sweep, points_from_records
+
+    made: list[Path] = []
+    for name in sorted(set(sets)):
+        recs = [r for r, s in zip(records, sets) if s == name and r.get("status") == "ok"]
+        try:
+            pts = points_from_records(recs, [str(r.get("run_id")) for r in recs], name or "results")
+        except ScalingError:
+            continue   # not a scaling sweep (a record without a held-out loss, or too few records)
+        if not is_sweep(pts):
+            continue
+        f = fit(pts, bootstrap=0)
+        _pyplot()   # the stable rc (svg hash salt, fonts) before the figure exists
+        fig = figure(f, f"{name}: sparse scaling law L(S, N, D) (Frantar et al. 2024) fitted to {len(pts)} records")
+        made += _save(fig, out_dir, f"scaling_law_{name.replace('/', '_') or 'results'}")
+    return made

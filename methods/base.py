@@ -45,6 +45,16 @@ class Method(Card):
     def prune(self, model: nn.Module, ctx: PruneContext) -> dict:
         raise NotImplementedError
 
+    # Gradual pruning: a method whose pruning happens while the model trains names the recoveries
+    # that drive it (they call `training_hook`'s callback after every optimizer step); validation
+    # refuses such a method with any other recovery. Empty: the method prunes at the prune stage.
+    training_recoveries: ClassVar[tuple[str, ...]] = ()
+
+    def training_hook(self, model: nn.Module, ctx, steps: int):
+        """Callback `(step) -> None` called after optimizer step `step` (1-based) of `steps`, and
+        `report() -> dict` on it; None for a method that does not prune during training."""
+        return None
+
 
 def check_nm_divisible(model: nn.Module, ctx: PruneContext) -> None:
     """An N:M target needs every block linear's input width to be a multiple of M."""

@@ -240,7 +240,7 @@ class ShearedLlama(StructuredMethod):
             log.last = (float(lm.detach()), float(lagrangian.detach()))
             return lm + lagrangian
 
-        def after_step():
+        def after_step(_done: int):
             masks.eval()    # held-out losses with the deterministic masks (the reference's eval)
             source.maybe_update(lambda w: lm_loss(model, w, ctx.device))
             masks.train()

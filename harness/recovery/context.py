@@ -31,6 +31,7 @@ class RecoveryContext:
     seed: int = 0
     teacher_factory: Any = None               # tests: callable -> (model, tokenizer) instead of a reload
     evals: list = field(default_factory=list)  # the run's (evaluator, section) pairs (qat: ppl before training)
+    method: Any = None                        # the run's method (qat asks it for a gradual-pruning hook)
 
     @property
     def adapter(self):
@@ -76,4 +77,4 @@ def recovery_context(plan, ctx: PruneContext, run_id: str, model_sha256: str | N
                            data_dir=plan.data_dir, checkpoint_dir=rp.checkpoint_dir,
                            eval_texts=list(rp.eval_texts), model_cfg=plan.model.as_dict(),
                            model_sha256=model_sha256, prune_report=prune_report or {},
-                           seed=plan.seed, budget=rp.budget, evals=list(plan.evals))
+                           seed=plan.seed, budget=rp.budget, evals=list(plan.evals), method=plan.method)

@@ -88,7 +88,7 @@ def recover(model, tokenizer, params: dict, ctx) -> dict:
     def loss_fn(x):  # x: [batch, seq_len]
         return model(input_ids=x, labels=x).loss
 
-    def after_step():
+    def after_step(_done: int):
         source.maybe_update(lambda w: lm_loss(model, w, ctx.device))
 
     stats = train(trainable, loss_fn, source, b, ctx.checkpoint_dir, "continued", after_step=after_step,

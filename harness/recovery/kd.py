@@ -120,7 +120,7 @@ def recover(model, tokenizer, params: dict, ctx) -> dict:
     s.report["heldout_kd_loss_before"] = heldout_kd(model)
     masks = {k: m for k, m in s.masks.items() if k in trainable}
     stats = train(trainable, loss_fn, s.corpus.train, s.budget, ctx.checkpoint_dir, "kd",
-                  after_step=lambda: apply_masks(model, masks), device=ctx.device)
+                  after_step=lambda _step: apply_masks(model, masks), device=ctx.device)
     set_eval_mode(model, s.budget)
     s.report["heldout_kd_loss_after"] = heldout_kd(model)
     del teacher

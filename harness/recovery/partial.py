@@ -61,7 +61,7 @@ def recover(model, tokenizer, params: dict, ctx) -> dict:
 
     masks = {n: m for n, m in s.masks.items() if n in trainable}
     stats = train(trainable, loss_fn, s.corpus.train, s.budget, ctx.checkpoint_dir, "partial",
-                  after_step=lambda: apply_masks(model, masks), device=ctx.device)
+                  after_step=lambda _step: apply_masks(model, masks), device=ctx.device)
     set_eval_mode(model, s.budget)
     s.report |= stats | {"partial": {"blocks": chosen, "include": params.get("include"),
                                      "trainable_tensors": sorted(trainable)[:64] if len(trainable) <= 64

@@ -8,7 +8,10 @@ ternarising (same process), so a pre-trained model is fine-tuned rather than res
 rounded copy. On a model with no quantised linear (method=dense) this is plain full-precision
 training of every parameter under the same budget: the full-precision arm of suite=bitnet_scratch.
 The loop, budget, checkpoints and resume are harness.recovery.train's. Pruning masks do not apply:
-the ternary zeros move while training (keep_sparsity must be false).
+the ternary zeros move while training (keep_sparsity must be false). A method that prunes while the
+model trains (methods/gmp.py: gradual magnitude pruning, the sparse scaling-law suite) hands a
+callback (`Method.training_hook`) that runs after every optimizer step; its report goes under
+`pruning` in the recovery section.
 """
 
 from __future__ import annotations
@@ -49,15 +52,20 @@ def recover(model, tokenizer, params: dict, ctx) -> dict:
     for p in trainable.values():
         p.requires_grad_(True)
     set_train_mode(model, s.budget)
+    method = getattr(ctx, "method", None)
+    hook = method.training_hook(model, ctx, s.budget.steps) if method is not None else None
 
     def loss_fn(x):  # x: [batch, seq_len]
         return model(input_ids=x, labels=x).loss
 
     try:
-        stats = train(trainable, loss_fn, s.corpus.train, s.budget, ctx.checkpoint_dir, "qat", device=ctx.device)
+        stats = train(trainable, loss_fn, s.corpus.train, s.budget, ctx.checkpoint_dir, "qat", after_step=hook,
+                      device=ctx.device)
     finally:
         end_qat(model, names)      # re-ternarised: the stored weights are s * W~ again
     set_eval_mode(model, s.budget)
     # after training: the record's metrics.ppl (the evaluate stage, same section)
     s.report |= stats | {"qat": {"quantised_linears": len(names), "ppl_before": ppl_before}}
+    if hook is not None:
+        s.report["pruning"] = hook.report()
     return finish(model, s, ctx)

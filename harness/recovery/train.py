@@ -197,7 +197,7 @@ def _load(ckpt: Path, params: dict[str, nn.Parameter], opt, sched, extra_state=N
 
 def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], torch.Tensor],
           windows, b: Budget, checkpoint_dir: Path | None, tag: str,
-          after_step: Callable[[], None] | None = None, device: str = "cpu",
+          after_step: Callable[[int], None] | None = None, device: str = "cpu",
           groups: Callable[[str], dict] | None = None, extra_state=None,
           before_step: Callable[[int], None] | None = None) -> dict:
     """AdamW over `params` for b.steps steps on `windows` ([steps*batch*accum, seq_len]), or on
@@ -207,6 +207,8 @@ def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], tor
     groups: parameter name -> optimizer-group options ({"lr": ..., "maximize": True}); parameters
     with equal options share a group, the schedule scales every group's lr. extra_state: an object
     with state_dict() / load_state_dict() (tensors and plain values) checkpointed with the step.
+    `after_step(done)` runs after each optimizer step (done: steps completed, 1-based), before the
+    loss is logged and any checkpoint is written (masks re-applied there are in the checkpoint).
     before_step(step): called with the 0-based step index before each step (a resumed run calls it
     from the resumed step on), for losses that follow a schedule of their own.
     Resumes from `checkpoint_dir/tag` when a checkpoint with the same fingerprint exists.
@@ -230,11 +232,11 @@ def train(params: dict[str, nn.Parameter], loss_fn: Callable[[torch.Tensor], tor
             batch = (windows.batch(step) if hasattr(windows, "batch")
                      else windows[step * b.windows_per_step:(step + 1) * b.windows_per_step])
             total = _optimizer_step(batch, loss_fn, trainable, opt, sched, b, device)
+            done = step + 1
             if after_step is not None:
-                after_step()
+                after_step(done)
             losses.append(total)
             bar.advance(loss=total, lr=float(sched.get_last_lr()[0]))
-            done = step + 1
             stop = b.stop_after is not None and done == b.stop_after and done < b.steps
             if ckpt is not None and (stop or (b.checkpoint_every and done % b.checkpoint_every == 0 and done < b.steps)):
                 _save(ckpt, params, opt, sched, done, losses, fingerprint, extra_state)

@@ -4,6 +4,8 @@ registry, so a new WeightPruner is covered automatically for its declared patter
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -57,6 +59,10 @@ def test_method_contract(name, pattern, family):
                        allocator=build_allocator("uniform"), batch_size=2)
     method.check(model, ctx)
     method.prune(model, ctx)
+    if method.training_recoveries:   # prunes while training: its schedule to the end, no optimizer step between
+        hook = method.training_hook(model, SimpleNamespace(adapter=adapter, prune=ctx), 8)
+        for step in range(1, 9):
+            hook(step)
     m = measure_sparsity(model, adapter, target.n, target.m)
     if pattern == "nm":
         assert m["nm_check"]["violations"] == 0, "N:M pattern broken on stored weights"
