@@ -69,7 +69,7 @@ class ShearedLlama(StructuredMethod):
     heldout_docs: int = 32
     heldout_windows: int = 8
     max_docs: int | None = None
-    checkpoint_every: int = 0           # mask-learning checkpoints (<cache_dir>/checkpoints/); 0: none
+    checkpoint_every: int = 0           # mask-learning checkpoints (in the run's checkpoint folder); 0: none
     stop_after: int | None = None       # simulate preemption after this step (a rerun resumes)
 
     name: ClassVar[str] = "sheared_llama"
@@ -95,6 +95,7 @@ class ShearedLlama(StructuredMethod):
     needs_calibration: ClassVar[bool] = False   # it reads its own training domains ...
     uses_data: ClassVar[bool] = True            # ... so a run without recovery is not "Data free"
     updates_weights: ClassVar[bool] = True
+    trains: ClassVar[bool] = True               # gets a checkpoint folder (harness.validate.prune_checkpoint_dir)
 
     def __post_init__(self):
         from harness.hard_concrete import HEAD_GRANULARITIES, STRUCTURES
@@ -201,8 +202,13 @@ class ShearedLlama(StructuredMethod):
                               self.update_every, self.update_type, seed=ctx.seed, clip_gap=self.clip_gap)
 
     def _checkpoint_dir(self, ctx: PruneContext):
-        """<cache_dir>/checkpoints/sheared_llama-<key>: keyed by the weights, the parameters that change
-        the result, the target and the seed, so a stopped run resumes when the same config runs again."""
+        """The run's checkpoint folder (`paths.checkpoint_dir` or <cache_dir>/checkpoints, keyed by the
+        run's identity without `stop_after`: harness.validate.prune_checkpoint_dir). Called without one
+        (the library, outside harness.run): <cache_dir>/checkpoints/sheared_llama-<key>, keyed by the
+        weights, the parameters that change the result, the target and the seed. Either way a stopped
+        run resumes when the same config runs again."""
+        if ctx.checkpoint_dir is not None:
+            return ctx.checkpoint_dir
         if ctx.cache_dir is None:
             return None
         spec = {k: v for k, v in self.params().items() if k not in RUN_KEYS}

@@ -89,6 +89,25 @@ def test_mask_learning_resumes_exactly_after_a_kill(tmp_path, data_dir):
     assert not any((tmp_path / "b" / "checkpoints").iterdir())   # completed: checkpoint removed
 
 
+def test_a_harness_run_checkpoints_in_its_checkpoint_folder(tmp_path, data_dir):
+    """Under harness.run the masks are checkpointed in the run's folder under `paths.checkpoint_dir`
+    (keyed without `stop_after`, so the rerun finds it), not in the cache."""
+    import dataclasses
+
+    from harness.validate import prune_checkpoint_dir
+
+    params = {"steps": 6, "checkpoint_every": 2}
+    base = {"method": {"name": "sheared_llama", "params": params}, "paths": {"checkpoint_dir": str(tmp_path / "ckpts")}}
+    stopped = dict(base, method={"name": "sheared_llama", "params": params | {"stop_after": 3}})
+    folder = prune_checkpoint_dir(stopped, tmp_path / "cache", {})
+    assert folder == prune_checkpoint_dir(base, tmp_path / "cache", {}) and folder.parent == tmp_path / "ckpts"
+    model, tok = make_tiny("llama")
+    ctx = dataclasses.replace(_ctx(model, tok, data_dir, tmp_path / "cache"), checkpoint_dir=folder)
+    with pytest.raises(Preempted):
+        build_method("sheared_llama", PARAMS | params | {"stop_after": 3}).prune(model, ctx)
+    assert (folder / "masks").is_dir() and not (tmp_path / "cache" / "checkpoints").exists()
+
+
 def test_unreachable_or_malformed_shapes_are_refused(data_dir):
     model, tok = make_tiny("llama")
     method = build_method("sheared_llama", PARAMS)
