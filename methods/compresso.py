@@ -69,27 +69,10 @@ def block_params(config, total: torch.Tensor | int, hidden) -> torch.Tensor | in
     return total - config.vocab_size * hidden * (1 if tied else 2) - norms
 
 
-def sparsity_target(step: int, final: float, warmup_steps: int) -> float:
-    """The reference's linear scheduler: 0 -> final over warmup_steps pruning steps, then final."""
-    from harness.hard_concrete import warmup_target
-
-    return warmup_target(final, step, warmup_steps)
-
-
-class GlobalLagrangian(nn.Module):
-    """lambda1 * (s - t) + lambda2 * (s - t)^2 on one global sparsity (l0_module.lagrangian_regularization);
-    the lambdas start at 0 and are maximised (their gradient is negated: Adam on -g is Adam ascending)."""
-
-    def __init__(self):
-        super().__init__()
-        self.lambda_1 = nn.Parameter(torch.zeros(()))
-        self.lambda_2 = nn.Parameter(torch.zeros(()))
-        for p in (self.lambda_1, self.lambda_2):
-            p.register_hook(torch.neg)
-
-    def forward(self, s: torch.Tensor, t: float) -> torch.Tensor:
-        gap = s - t
-        return self.lambda_1 * gap + self.lambda_2 * gap * gap
+def _reg_group(name: str, lr: float) -> dict:
+    """Optimizer options of a mask or lambda parameter: reg_learning_rate; the lambdas ascend (the
+    reference's AdamW at lr = -reg_lr: its first step is lambda += reg_lr * g / (|g| + eps))."""
+    return {"lr": lr, "maximize": True} if name.startswith("lagrangian.") else {"lr": lr}
 
 
 @register
@@ -261,14 +244,14 @@ class Compresso(StructuredMethod):
 
     def _prune_phase(self, model, peft_model, lora: dict, windows: torch.Tensor, ctx: PruneContext, shape, plan):
         """Masks, LoRA and lambdas together under the warmed-up constraint; the resumable shared loop."""
-        from harness.hard_concrete import StructureMasks
+        from harness.hard_concrete import Lagrangian, StructureMasks, warmup_target
         from harness.recovery.train import set_eval_mode, set_train_mode, train
         from harness.surgery import llama_param_count
 
         cfg = model.config
         masks = StructureMasks(model, ctx.adapter, tuple(_STRUCTURES[a] for a in self._axes),
                                head_granularity=self.heads, init_keep=float(self.init_keep), seed=int(self.seed))
-        lag = GlobalLagrangian().to(next(model.parameters()).device)
+        lag = Lagrangian(("global",)).to(next(model.parameters()).device)   # one global constraint
         dense_blocks = float(block_params(cfg, llama_param_count(cfg), cfg.hidden_size))
         t_final = 1.0 - float(block_params(cfg, plan.params_after, shape.hidden)) / dense_blocks
         warm = self.warmup_steps()
@@ -279,10 +262,10 @@ class Compresso(StructuredMethod):
             return 1 - block_params(cfg, masks.expected_params(), masks.expected_counts()["hidden"]) / dense_blocks
 
         def before(step: int) -> None:
-            state["t"] = sparsity_target(step, t_final, warm)
+            state["t"] = warmup_target(t_final, step, warm)   # the reference's linear scheduler
 
         def loss_fn(x):
-            return ce(x) + lag(expected_sparsity(), state["t"])
+            return ce(x) + lag({"global": expected_sparsity()}, {"global": state["t"]})
 
         ratio = float(self.reg_lr) / float(self.lr)
         extra = {f"masks.{n}": p for n, p in masks.named_parameters()} | \
@@ -293,14 +276,14 @@ class Compresso(StructuredMethod):
         per_step = int(self.batch_size) * int(self.grad_accum)
         stats = train(dict(lora) | extra, loss_fn, windows[self.prepruning_steps() * per_step:], b, ctx.checkpoint_dir,
                       "compresso-prune", device=ctx.device,
-                      groups=lambda n: {"lr": b.lr * ratio} if n in extra else {}, before_step=before)
+                      groups=lambda n: _reg_group(n, b.lr * ratio) if n in extra else {}, before_step=before)
         self._drop_finetune_checkpoint(ctx)
         set_eval_mode(peft_model, b)
         with torch.no_grad():
             constraint = {"form": "lambda1*(s-t)+lambda2*(s-t)^2 on the global block-parameter sparsity",
                           "target_block_sparsity": t_final, "expected_block_sparsity_end": float(expected_sparsity()),
-                          "warmup_steps": warm, "lambda_1": float(lag.lambda_1.detach()),
-                          "lambda_2": float(lag.lambda_2.detach()),
+                          "warmup_steps": warm, "lambda_1": float(lag.lambdas["global_1"].detach()),
+                          "lambda_2": float(lag.lambdas["global_2"].detach()),
                           "expected_counts_end": {k: (v.tolist() if v.dim() else float(v))
                                                   for k, v in masks.expected_counts().items()}}
         return masks, lag, stats, constraint

@@ -19,7 +19,7 @@ from harness.instructions import (COLLABORATIVE_SYSTEM, IGNORE, TEMPLATES, arc_t
                                   load_training_windows, read_instruction_jsonl, supervised_windows)
 from harness.recovery.train import Preempted
 from harness.targets import Target
-from methods.compresso import GlobalLagrangian, sparsity_target, target_shape
+from methods.compresso import target_shape
 from methods.registry import build_method
 from tests.conftest import make_tiny
 
@@ -113,18 +113,24 @@ def test_plain_text_corpus_is_packed_behind_the_prompt(data_dir, tmp_path, tiny_
 # ---------------------------------------------------------------------------------------------
 # the constraint
 
-def test_sparsity_target_is_linear_then_flat():
-    assert [sparsity_target(s, 0.3, 10) for s in (0, 5, 10, 20)] == pytest.approx([0.0, 0.15, 0.3, 0.3])
-    assert sparsity_target(0, 0.3, 0) == 0.3
-
-
 def test_lambdas_ascend_while_the_gap_is_minimised():
-    lag = GlobalLagrangian()
+    """The masks' descent step lowers the gap; the lambdas' step (compresso's optimizer options) raises
+    the constraint."""
+    from harness.hard_concrete import Lagrangian
+    from methods.compresso import _reg_group
+
+    lag = Lagrangian(("global",))
     s = torch.tensor(0.1, requires_grad=True)
-    lag.lambda_1.data.fill_(0.5)
-    lag(s, 0.3).backward()
-    assert lag.lambda_1.grad.item() == pytest.approx(-(0.1 - 0.3))       # negated: a descent step ascends
+    lag.lambdas["global_1"].data.fill_(0.5)
+    assert _reg_group("lagrangian.lambdas.global_1", 0.1) == {"lr": 0.1, "maximize": True}
+    assert _reg_group("masks.heads", 0.1) == {"lr": 0.1}
+    lag({"global": s}, {"global": 0.3}).backward()
+    assert lag.lambdas["global_1"].grad.item() == pytest.approx(0.1 - 0.3)
     assert s.grad.item() == pytest.approx(0.5)
+    opt = torch.optim.AdamW([{"params": [p], **_reg_group(f"lagrangian.{n}", 0.1)} for n, p in lag.named_parameters()])
+    before = float(lag({"global": torch.tensor(0.1)}, {"global": 0.3}))
+    opt.step()
+    assert float(lag({"global": torch.tensor(0.1)}, {"global": 0.3})) > before
 
 
 # ---------------------------------------------------------------------------------------------

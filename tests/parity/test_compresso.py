@@ -19,7 +19,8 @@ import torch
 from harness.adapters import adapter_for
 from harness.hard_concrete import StructureMasks
 from harness.surgery import llama_param_count
-from methods.compresso import GlobalLagrangian, block_params
+from harness.hard_concrete import Lagrangian
+from methods.compresso import _reg_group, block_params
 from methods.registry import build_method
 from tests.conftest import make_tiny
 
@@ -62,16 +63,20 @@ def test_expected_block_sparsity_is_the_references():
 
 
 def test_one_lagrangian_step_is_the_references_ascent():
+    """The method's constraint (harness.hard_concrete.Lagrangian on one global sparsity) and its
+    optimizer options for the lambdas (compresso._reg_group) give the reference's ascent step."""
     reg_lr, s, t = 0.1, torch.tensor(0.12), 0.3
-    lag = GlobalLagrangian()
+    lag = Lagrangian(("global",))
+    lambda_1, lambda_2 = lag.lambdas["global_1"], lag.lambdas["global_2"]
     with torch.no_grad():
-        lag.lambda_1.fill_(0.2)
-        lag.lambda_2.fill_(-0.05)
-    before = [p.detach().clone() for p in (lag.lambda_1, lag.lambda_2)]
-    opt = torch.optim.AdamW(lag.parameters(), lr=reg_lr, weight_decay=0.0)
-    lag(s, t).backward()
+        lambda_1.fill_(0.2)
+        lambda_2.fill_(-0.05)
+    before = [p.detach().clone() for p in (lambda_1, lambda_2)]
+    opt = torch.optim.AdamW([{"params": [p], **_reg_group(f"lagrangian.{n}", reg_lr)}
+                             for n, p in lag.named_parameters()], weight_decay=0.0)
+    lag({"global": s}, {"global": t}).backward()
     opt.step()
     grads = [float(s - t), float((s - t) ** 2)]                      # d loss / d lambda_1, lambda_2
-    for b, g, p in zip(before, grads, (lag.lambda_1, lag.lambda_2)):
+    for b, g, p in zip(before, grads, (lambda_1, lambda_2)):
         # AdamW at lr = -reg_lr, first step: p - (-reg_lr) * g / (|g| + eps)
         assert float(p) == pytest.approx(float(b) + reg_lr * g / (abs(g) + 1e-8), abs=1e-6)
