@@ -117,10 +117,11 @@ def test_magnitude_equals_reference(target):
             assert torch.equal(got[name], want[name]), name
 
 
-def sparsegpt_reference(W, H, n=None, m=None, sparsity=0.5, blocksize=128, percdamp=0.01):
+def sparsegpt_reference(W, H, n=None, m=None, sparsity=0.5, blocksize=128, percdamp=0.01, exact_k=False):
     """OBS column sweep of SparseGPT (Alg. 1): damped H, upper Cholesky of H^-1, per column block an
     adaptive mask (unstructured) or at every m-th column the m-n lowest w^2/d^2 (N:M), each pruned
-    weight's error spread over the remaining columns."""
+    weight's error spread over the remaining columns. The unstructured block mask is fasterprune's
+    `tmp <= sort(tmp)[int(numel * s)]`, or with `exact_k` the first int(numel * s) of a stable sort."""
     W = W.clone().float()
     H = H.clone()
     cols = W.shape[1]
@@ -134,7 +135,11 @@ def sparsegpt_reference(W, H, n=None, m=None, sparsity=0.5, blocksize=128, percd
         mask1 = torch.zeros_like(W1, dtype=torch.bool)
         if n is None:
             crit = W1 ** 2 / d.reshape(1, -1) ** 2
-            mask1 = crit <= torch.sort(crit.flatten())[0][int(crit.numel() * sparsity)]
+            k = int(crit.numel() * sparsity)
+            if exact_k:
+                mask1.view(-1)[torch.sort(crit.flatten(), stable=True).indices[:k]] = True
+            else:
+                mask1 = crit <= torch.sort(crit.flatten())[0][k]
         for i in range(i2 - i1):
             if n is not None and i % m == 0:
                 crit = W1[:, i:i + m] ** 2 / d[i:i + m].reshape(1, -1) ** 2
@@ -148,6 +153,28 @@ def sparsegpt_reference(W, H, n=None, m=None, sparsity=0.5, blocksize=128, percd
         W[:, i1:i2] = W1
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
     return W
+
+
+@pytest.mark.parametrize("shape", [(48, 256), (96, 200)])
+def test_sparsegpt_unstructured_equals_reference_but_for_the_threshold_weight(shape):
+    """Same W and H: prunebench's sweep equals the reference's bit for bit once the block mask takes
+    exactly int(numel * s) weights; the reference's own `<=` rule also prunes the weight at the
+    threshold, one more in every column block (random weights: no ties), and its reconstruction
+    then differs (the error of that weight is propagated too)."""
+    from methods.sparsegpt import inverse_hessian_factor, sparsegpt_prune
+
+    g = torch.Generator().manual_seed(shape[1])
+    rows, cols = shape
+    x = torch.randn(4 * cols, cols, generator=g) * torch.rand(cols, generator=g)   # [tokens, in]
+    h = 2 / x.shape[0] * x.t() @ x                                                 # [in, in]
+    w = torch.randn(rows, cols, generator=g)
+    ours = sparsegpt_prune(w, inverse_hessian_factor(h, 0.01), 0.5)
+    assert torch.equal(ours, sparsegpt_reference(w, h, exact_k=True))
+    ref = sparsegpt_reference(w, h)
+    blocks = -(-cols // 128)
+    assert int((ref == 0).sum()) - int((ours == 0).sum()) == blocks
+    assert int((ours == 0).sum()) == sum(int(rows * min(c + 128, cols) * 0.5) - int(rows * c * 0.5)
+                                         for c in range(0, cols, 128))
 
 
 def test_sparsegpt_2_4_equals_reference():
