@@ -21,7 +21,7 @@ StructureMasks     the masks of one decoder model, applied through forward hooks
                    channels); `prune` folds the deterministic mask values into the weights and cuts.
 Lagrangian         lambda1 * (s - t) + lambda2 * (s - t)^2 per structure on expected sparsities s and
                    targets t (mean over layers for per-layer structures); the lambdas are maximised
-                   (`param_groups` gives them `maximize=True`), masks and model minimise.
+                   (`constraint_options` gives them `maximize=True`), masks and model minimise.
 warmup_target      the target sparsity ramped linearly from `start` over the Lagrangian warm-up.
 
 Reference defaults (LLM-Shearing, llmshearing/models/l0_module.py): temperature 2/3, stretch limits
@@ -481,8 +481,14 @@ class Lagrangian(nn.Module):
         return loss
 
 
-def param_groups(masks: nn.Module, lagrangian: Lagrangian, lr: float, **extra) -> list[dict]:
-    """Optimizer groups for torch.optim.Adam/AdamW: the masks minimise at `lr`, the lambdas
-    maximise at the same `lr` (the reference: lag_lr for the masks, -lag_lr for the lambdas)."""
-    return [{"params": list(masks.parameters()), "lr": lr, **extra},
-            {"params": list(lagrangian.parameters()), "lr": lr, "maximize": True, **extra}]
+def constraint_parameters(masks: nn.Module, lagrangian: Lagrangian) -> dict[str, nn.Parameter]:
+    """The masks' and the lambdas' parameters, named "masks.<name>" and "lagrangian.<name>" for
+    harness.recovery.train (whose `groups` picks optimizer options by name: `constraint_options`)."""
+    return ({f"masks.{n}": p for n, p in masks.named_parameters()}
+            | {f"lagrangian.{n}": p for n, p in lagrangian.named_parameters()})
+
+
+def constraint_options(name: str, lr: float) -> dict:
+    """Optimizer options of a `constraint_parameters` entry: masks and lambdas at `lr`, the lambdas
+    maximised (the references: lag_lr for the masks, -lag_lr for the lambdas)."""
+    return {"lr": lr, "maximize": True} if name.startswith("lagrangian.") else {"lr": lr}

@@ -69,12 +69,6 @@ def block_params(config, total: torch.Tensor | int, hidden) -> torch.Tensor | in
     return total - config.vocab_size * hidden * (1 if tied else 2) - norms
 
 
-def _reg_group(name: str, lr: float) -> dict:
-    """Optimizer options of a mask or lambda parameter: reg_learning_rate; the lambdas ascend (the
-    reference's AdamW at lr = -reg_lr: its first step is lambda += reg_lr * g / (|g| + eps))."""
-    return {"lr": lr, "maximize": True} if name.startswith("lagrangian.") else {"lr": lr}
-
-
 @register
 @dataclass
 class Compresso(StructuredMethod):
@@ -244,7 +238,8 @@ class Compresso(StructuredMethod):
 
     def _prune_phase(self, model, peft_model, lora: dict, windows: torch.Tensor, ctx: PruneContext, shape, plan):
         """Masks, LoRA and lambdas together under the warmed-up constraint; the resumable shared loop."""
-        from harness.hard_concrete import Lagrangian, StructureMasks, warmup_target
+        from harness.hard_concrete import (Lagrangian, StructureMasks, constraint_options, constraint_parameters,
+                                           warmup_target)
         from harness.recovery.train import set_eval_mode, set_train_mode, train
         from harness.surgery import llama_param_count
 
@@ -268,15 +263,14 @@ class Compresso(StructuredMethod):
             return ce(x) + lag({"global": expected_sparsity()}, {"global": state["t"]})
 
         ratio = float(self.reg_lr) / float(self.lr)
-        extra = {f"masks.{n}": p for n, p in masks.named_parameters()} | \
-                {f"lagrangian.{n}": p for n, p in lag.named_parameters()}
+        extra = constraint_parameters(masks, lag)   # at reg_learning_rate, the lambdas ascending
         b = self._budget(self.pruning_steps(), self._stops()[1], keep=False)
         masks.train()
         set_train_mode(peft_model, b)
         per_step = int(self.batch_size) * int(self.grad_accum)
         stats = train(dict(lora) | extra, loss_fn, windows[self.prepruning_steps() * per_step:], b, ctx.checkpoint_dir,
                       "compresso-prune", device=ctx.device,
-                      groups=lambda n: _reg_group(n, b.lr * ratio) if n in extra else {}, before_step=before)
+                      groups=lambda n: constraint_options(n, b.lr * ratio) if n in extra else {}, before_step=before)
         self._drop_finetune_checkpoint(ctx)
         set_eval_mode(peft_model, b)
         with torch.no_grad():

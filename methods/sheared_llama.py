@@ -219,24 +219,21 @@ class ShearedLlama(StructuredMethod):
     def _learn(self, model: nn.Module, masks, source, shape, ctx: PruneContext) -> dict:
         """The mask-learning loop (harness.recovery.train): LM loss + Lagrangian, masks and model
         descend, lambdas ascend; checkpointed and resumable like every recovery."""
-        from harness.hard_concrete import Lagrangian, warmup_target
+        from harness.hard_concrete import Lagrangian, constraint_options, constraint_parameters, warmup_target
         from harness.recovery.train import lm_loss, set_eval_mode, set_train_mode, train
 
         b = self._budget()
         lag = Lagrangian(masks.structures).to(next(model.parameters()).device)
         final = masks.target_sparsity(shape)
         log = _MaskLog(source)
-        params = {f"masks.{n}": p for n, p in masks.named_parameters()}
-        params |= {f"lagrangian.{n}": p for n, p in lag.named_parameters()}
+        params = constraint_parameters(masks, lag)
         if self.train_weights:
             params |= {f"model.{n}": p for n, p in model.named_parameters()}
         for p in params.values():
             p.requires_grad_(True)
 
         def groups(name: str) -> dict:
-            if name.startswith("lagrangian."):
-                return {"lr": float(self.lag_lr), "maximize": True}
-            return {"lr": float(self.lag_lr if name.startswith("masks.") else self.lr)}
+            return {"lr": float(self.lr)} if name.startswith("model.") else constraint_options(name, float(self.lag_lr))
 
         def loss_fn(x):   # x: [batch, seq_len]
             target = {s: warmup_target(final[s], source.step, int(self.lagrangian_warmup_steps))

@@ -114,20 +114,19 @@ def test_plain_text_corpus_is_packed_behind_the_prompt(data_dir, tmp_path, tiny_
 # the constraint
 
 def test_lambdas_ascend_while_the_gap_is_minimised():
-    """The masks' descent step lowers the gap; the lambdas' step (compresso's optimizer options) raises
+    """The masks' descent step lowers the gap; the lambdas' step (the optimizer options compresso gives them) raises
     the constraint."""
-    from harness.hard_concrete import Lagrangian
-    from methods.compresso import _reg_group
+    from harness.hard_concrete import Lagrangian, constraint_options
 
     lag = Lagrangian(("global",))
     s = torch.tensor(0.1, requires_grad=True)
     lag.lambdas["global_1"].data.fill_(0.5)
-    assert _reg_group("lagrangian.lambdas.global_1", 0.1) == {"lr": 0.1, "maximize": True}
-    assert _reg_group("masks.heads", 0.1) == {"lr": 0.1}
+    assert constraint_options("lagrangian.lambdas.global_1", 0.1) == {"lr": 0.1, "maximize": True}
+    assert constraint_options("masks.heads", 0.1) == {"lr": 0.1}
     lag({"global": s}, {"global": 0.3}).backward()
     assert lag.lambdas["global_1"].grad.item() == pytest.approx(0.1 - 0.3)
     assert s.grad.item() == pytest.approx(0.5)
-    opt = torch.optim.AdamW([{"params": [p], **_reg_group(f"lagrangian.{n}", 0.1)} for n, p in lag.named_parameters()])
+    opt = torch.optim.AdamW([{"params": [p], **constraint_options(f"lagrangian.{n}", 0.1)} for n, p in lag.named_parameters()])
     before = float(lag({"global": torch.tensor(0.1)}, {"global": 0.3}))
     opt.step()
     assert float(lag({"global": torch.tensor(0.1)}, {"global": 0.3})) > before

@@ -17,10 +17,9 @@ import pytest
 import torch
 
 from harness.adapters import adapter_for
-from harness.hard_concrete import StructureMasks
+from harness.hard_concrete import Lagrangian, StructureMasks, constraint_options
 from harness.surgery import llama_param_count
-from harness.hard_concrete import Lagrangian
-from methods.compresso import _reg_group, block_params
+from methods.compresso import block_params
 from methods.registry import build_method
 from tests.conftest import make_tiny
 
@@ -64,7 +63,7 @@ def test_expected_block_sparsity_is_the_references():
 
 def test_one_lagrangian_step_is_the_references_ascent():
     """The method's constraint (harness.hard_concrete.Lagrangian on one global sparsity) and its
-    optimizer options for the lambdas (compresso._reg_group) give the reference's ascent step."""
+    optimizer options for the lambdas (harness.hard_concrete.constraint_options) give the reference's ascent step."""
     reg_lr, s, t = 0.1, torch.tensor(0.12), 0.3
     lag = Lagrangian(("global",))
     lambda_1, lambda_2 = lag.lambdas["global_1"], lag.lambdas["global_2"]
@@ -72,7 +71,7 @@ def test_one_lagrangian_step_is_the_references_ascent():
         lambda_1.fill_(0.2)
         lambda_2.fill_(-0.05)
     before = [p.detach().clone() for p in (lambda_1, lambda_2)]
-    opt = torch.optim.AdamW([{"params": [p], **_reg_group(f"lagrangian.{n}", reg_lr)}
+    opt = torch.optim.AdamW([{"params": [p], **constraint_options(f"lagrangian.{n}", reg_lr)}
                              for n, p in lag.named_parameters()], weight_decay=0.0)
     lag({"global": s}, {"global": t}).backward()
     opt.step()

@@ -11,7 +11,7 @@ import torch
 
 from harness.adapters import adapter_for
 from harness.hard_concrete import (HardConcrete, Lagrangian, ModelShape, StructureMasks, param_count,
-                                   param_groups, warmup_target)
+                                   constraint_options, constraint_parameters, warmup_target)
 from harness.surgery import llama_param_count
 from tests.conftest import make_tiny
 
@@ -136,7 +136,8 @@ def test_lagrangian_lambdas_ascend_masks_descend():
     masks = StructureMasks(model, adapter_for(model))
     lag = Lagrangian(masks.structures)
     shape = ModelShape(layers=3, heads=2, kv_heads=2, intermediate=64, hidden=48)
-    opt = torch.optim.AdamW(param_groups(masks, lag, lr=0.1, weight_decay=0.0))
+    opt = torch.optim.AdamW([{"params": [p], **constraint_options(n, 0.1)}
+                             for n, p in constraint_parameters(masks, lag).items()], weight_decay=0.0)
     before = {s: float(v.mean()) for s, v in masks.expected_sparsity().items()}
     for _ in range(5):
         opt.zero_grad()
