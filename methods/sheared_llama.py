@@ -23,7 +23,6 @@ fewer KV groups masks whole groups (`head_granularity`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import ClassVar
@@ -36,8 +35,6 @@ from harness.targets import TargetError
 from methods._structured import StructuredMethod
 from methods.registry import register
 from methods.tags import Tags
-
-RUN_KEYS = ("stop_after", "checkpoint_every", "latency_repeats")   # do not change what is computed
 
 
 @register
@@ -201,21 +198,6 @@ class ShearedLlama(StructuredMethod):
         return DynamicBatches(domains, self._floats(self.proportion) or None, b.windows_per_step,
                               self.update_every, self.update_type, seed=ctx.seed, clip_gap=self.clip_gap)
 
-    def _checkpoint_dir(self, ctx: PruneContext):
-        """The run's checkpoint folder (`paths.checkpoint_dir` or <cache_dir>/checkpoints, keyed by the
-        run's identity without `stop_after`: harness.validate.prune_checkpoint_dir). Called without one
-        (the library, outside harness.run): <cache_dir>/checkpoints/sheared_llama-<key>, keyed by the
-        weights, the parameters that change the result, the target and the seed. Either way a stopped
-        run resumes when the same config runs again."""
-        if ctx.checkpoint_dir is not None:
-            return ctx.checkpoint_dir
-        if ctx.cache_dir is None:
-            return None
-        spec = {k: v for k, v in self.params().items() if k not in RUN_KEYS}
-        blob = json.dumps({"model": ctx.model_sha256, "params": spec, "target": ctx.target.describe(),
-                           "seed": ctx.seed}, sort_keys=True, default=str)
-        return ctx.cache_dir / "checkpoints" / f"{self.name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
-
     def _learn(self, model: nn.Module, masks, source, shape, ctx: PruneContext) -> dict:
         """The mask-learning loop (harness.recovery.train): LM loss + Lagrangian, masks and model
         descend, lambdas ascend; checkpointed and resumable like every recovery."""
@@ -253,7 +235,7 @@ class ShearedLlama(StructuredMethod):
         set_train_mode(model, b)
         masks.train()
         try:
-            stats = train(params, loss_fn, source, b, self._checkpoint_dir(ctx), "masks", after_step=after_step,
+            stats = train(params, loss_fn, source, b, ctx.checkpoint_dir, "masks", after_step=after_step,
                           device=ctx.device, groups=groups, extra_state=log)
         finally:
             set_eval_mode(model, b)

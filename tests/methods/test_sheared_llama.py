@@ -27,9 +27,11 @@ PARAMS = dict(steps=6, batch_size=2, seq_len=32, warmup_steps=1, lagrangian_warm
 
 
 def _ctx(model, tok, data_dir, cache_dir=None, shape=SHAPE):
+    """With `cache_dir`, checkpoints go to <cache_dir>/checkpoints/run (harness.run passes the run's folder)."""
     return PruneContext(adapter=adapter_for(model), target=Target("tiny_shape", "shape", shape=shape),
                         calibration=None, allocator=None, device="cpu", tokenizer=tok, data_dir=data_dir,
-                        cache_dir=cache_dir, model_sha256="tiny")
+                        cache_dir=cache_dir, model_sha256="tiny",
+                        checkpoint_dir=cache_dir / "checkpoints" / "run" if cache_dir is not None else None)
 
 
 def _prune(data_dir, cache_dir=None, **extra):
